@@ -1,0 +1,154 @@
+"""HubBackbone: a Keras 3 layer around a TF-Hub-format SavedModel, freezable by whole blocks.
+
+``hub.KerasLayer`` does not work inside Keras 3 models, so this layer loads the module with
+``tf.saved_model.load`` and wraps each of its ``tf.Variable``s in a ``keras.Variable`` (a wrapper that
+shares storage, not a copy). Keras then sees the module's weights as its own and trains the ones
+whose ``trainable`` flag is set; after changing flags the model must be recompiled.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from autotransfer.backbones.sources import METADATA_FILE, module_fingerprint, resolve_handle
+from autotransfer.errors import BackboneError
+
+
+def _var_name(v: tf.Variable) -> str:
+    return v.name.split(":")[0]
+
+
+def infer_blocks(names: list[str]) -> list[str]:
+    """Group variable names into ordered blocks when the module does not list them.
+
+    Drops the path components every name shares (e.g. ``MobilenetV2/``) and takes the next component
+    as the block, in first-appearance order: good enough to unfreeze "the last n blocks".
+    """
+    parts = [n.split("/") for n in names]
+    common = 0
+    while parts and all(len(p) > common + 1 and p[common] == parts[0][common] for p in parts):
+        common += 1
+    blocks: list[str] = []
+    for p in parts:
+        block = "/".join(p[: common + 1])
+        if block not in blocks:
+            blocks.append(block)
+    return blocks
+
+
+def _block_of(name: str, blocks: list[str]) -> str | None:
+    best = None
+    for b in blocks:
+        if (name == b or name.startswith(b + "/")) and (best is None or len(b) > len(best)):
+            best = b
+    return best
+
+
+class HubBackbone(keras.layers.Layer):
+    """Keras 3 layer running a TF-Hub-format image module (float32 images in [0, 1]).
+
+    Args:
+        handle: local directory, ``file://``, ``zoo://`` or tfhub.dev/Kaggle URL.
+        input_size: native input size (from the module's metadata when omitted).
+        output_key: key to pick when the module returns a dict.
+        bn_training: pass ``training=True`` to the module while training. Off by default so that
+            BatchNorm keeps its moving statistics during fine-tuning of small datasets.
+    """
+
+    def __init__(
+        self,
+        handle: str,
+        *,
+        input_size: int | None = None,
+        output_key: str | None = None,
+        bn_training: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.handle = handle
+        self.module_path = resolve_handle(handle)
+        self.output_key = output_key
+        self.bn_training = bn_training
+        try:
+            module = tf.saved_model.load(str(self.module_path))
+        except Exception as exc:  # noqa: BLE001 - a broken module gets one clear message
+            raise BackboneError(f"Backbone {handle!r}: tf.saved_model.load({self.module_path}) failed: {exc}") from exc
+        if not callable(module) or not hasattr(module, "variables"):
+            raise BackboneError(
+                f"Backbone {handle!r} is not a TF-Hub reusable SavedModel (needs __call__ and .variables)."
+            )
+        self._module = module
+        meta_file = self.module_path / METADATA_FILE
+        self.metadata: dict[str, Any] = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+        self.input_size = int(input_size or self.metadata.get("input_size") or 224)
+
+        tf_vars = list(module.variables)
+        trainable_ids = {id(v) for v in getattr(module, "trainable_variables", tf_vars)}
+        self._source_trainable = [id(v) in trainable_ids for v in tf_vars]
+        self.variable_names = [_var_name(v) for v in tf_vars]
+        self.blocks: list[str] = list(self.metadata.get("blocks") or infer_blocks(self.variable_names))
+        self._var_block = [_block_of(n, self.blocks) for n in self.variable_names]
+        # Wrap, don't copy: training through Keras updates the module's own variables.
+        self._wrapped = [
+            keras.Variable(v, trainable=t, name=n.replace("/", "__"))
+            for v, t, n in zip(tf_vars, self._source_trainable, self.variable_names)
+        ]
+        self.num_params = int(sum(np.prod(v.shape) for v in tf_vars))
+        self.output_dim = int(self._forward(tf.zeros([1, self.input_size, self.input_size, 3])).shape[-1])
+        self.unfrozen_blocks = 0
+        self.set_unfrozen_blocks(0)
+
+    # -- freezing ---------------------------------------------------------------------------------
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+    def set_unfrozen_blocks(self, n: int) -> None:
+        """Make only the module variables of the last ``n`` blocks trainable (0 = frozen).
+
+        Variables the module itself marks non-trainable (BatchNorm statistics) stay frozen.
+        Recompile the model after calling this.
+        """
+        if not 0 <= n <= self.num_blocks:
+            raise ValueError(f"n must be in [0, {self.num_blocks}] for {self.handle!r}. Got {n}.")
+        open_blocks = set(self.blocks[len(self.blocks) - n :]) if n else set()
+        for w, src_trainable, block in zip(self._wrapped, self._source_trainable, self._var_block):
+            w.trainable = bool(src_trainable and block in open_blocks)
+        self.unfrozen_blocks = n
+
+    def block_variables(self, block: str) -> list[keras.Variable]:
+        """The wrapped variables of one block (by name)."""
+        return [w for w, b in zip(self._wrapped, self._var_block) if b == block]
+
+    def fingerprint(self) -> str:
+        """Content fingerprint of the module (cache key component)."""
+        return module_fingerprint(self.module_path)
+
+    # -- forward ----------------------------------------------------------------------------------
+    def _forward(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
+        out = self._module(images, training=training)
+        if isinstance(out, dict):
+            key = self.output_key or next(
+                (k for k in ("default", "feature_vector", "pooled_output", "logits") if k in out), None
+            )
+            if key is None or key not in out:
+                raise BackboneError(f"Backbone {self.handle!r} returns a dict {sorted(out)}; set output_key.")
+            out = out[key]
+        return out
+
+    def call(self, images: tf.Tensor, training: bool | None = None) -> tf.Tensor:
+        return self._forward(images, training=bool(training) and self.bn_training)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return (input_shape[0], self.output_dim)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config.update(handle=self.handle, input_size=self.input_size, output_key=self.output_key,
+                      bn_training=self.bn_training)
+        return config

@@ -1,0 +1,94 @@
+"""Backbone sources: turn a handle into a local TF-Hub-format directory, chosen by the handle's scheme.
+
+New sources plug in with :func:`register_source` (a resolver takes the handle, returns a local path).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Callable
+
+from autotransfer.errors import BackboneError
+
+Resolver = Callable[[str], Path]
+_SOURCES: dict[str, Resolver] = {}
+
+METADATA_FILE = "autotransfer_module.json"
+
+
+def register_source(scheme: str, resolver: Resolver) -> None:
+    """Register ``resolver`` for handles that start with ``scheme + '://'``."""
+    _SOURCES[scheme] = resolver
+
+
+def _check_dir(path: Path, handle: str) -> Path:
+    if not (path / "saved_model.pb").is_file():
+        raise BackboneError(
+            f"Backbone {handle!r}: {path} is not a TF-Hub-format SavedModel (no saved_model.pb there). "
+            "Point the handle at a module directory, or run `autotransfer zoo build` for zoo:// handles."
+        )
+    return path
+
+
+def _local(handle: str) -> Path:
+    path = Path(handle.removeprefix("file://")).expanduser()
+    if not path.exists():
+        raise BackboneError(f"Backbone {handle!r}: directory {path} does not exist. Fix the handle in the search space.")
+    return _check_dir(path, handle)
+
+
+def _zoo(handle: str) -> Path:
+    from autotransfer import zoo  # lazy: the zoo pulls in its converter code
+
+    rel = handle.removeprefix("zoo://")
+    path = Path(zoo.default_dir()) / rel
+    if not path.exists():
+        raise BackboneError(
+            f"Backbone {handle!r}: the offline zoo has no {rel!r} under {zoo.default_dir()}. "
+            "Run `autotransfer zoo build` (needs `pip install 'autotransfer[zoo]'`) or set AUTOTRANSFER_ZOO_DIR."
+        )
+    return _check_dir(path, handle)
+
+
+def _hub(handle: str) -> Path:
+    # Real network loading for tfhub.dev / Kaggle handles; TF-Hub caches under TFHUB_CACHE_DIR.
+    try:
+        import tensorflow_hub as hub
+
+        return _check_dir(Path(hub.resolve(handle)), handle)
+    except BackboneError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any download failure becomes one clear message
+        raise BackboneError(
+            f"Backbone {handle!r} could not be downloaded ({type(exc).__name__}: {str(exc)[:200]}). "
+            "Without network access use the offline search space (search_spaces/offline.yaml)."
+        ) from exc
+
+
+register_source("file", _local)
+register_source("zoo", _zoo)
+register_source("http", _hub)
+register_source("https", _hub)
+
+
+def resolve_handle(handle: str) -> Path:
+    """Return the local directory of a handle's TF-Hub-format SavedModel."""
+    scheme = handle.split("://", 1)[0] if "://" in handle else "file"
+    resolver = _SOURCES.get(scheme)
+    if resolver is None:
+        raise BackboneError(f"Backbone {handle!r}: unknown scheme {scheme!r}. Known: {', '.join(sorted(_SOURCES))}.")
+    return resolver(handle)
+
+
+def module_fingerprint(path: str | os.PathLike) -> str:
+    """A cheap content fingerprint of a SavedModel directory (graph bytes + variable index + data sizes)."""
+    path = Path(path)
+    h = hashlib.sha256()
+    for name in ("saved_model.pb", "variables/variables.index"):
+        f = path / name
+        if f.exists():
+            h.update(f.read_bytes())
+    for f in sorted((path / "variables").glob("variables.data-*")):
+        h.update(f"{f.name}:{f.stat().st_size}".encode())
+    return h.hexdigest()[:16]

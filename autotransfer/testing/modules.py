@@ -1,0 +1,134 @@
+"""Tiny TF-Hub-format image modules whose quality order is known by construction.
+
+Each module average-pools the image to a ``grid x grid`` map before a small random MLP. On
+:func:`pattern_images` data (a bright blob whose position is the class) a grid of 4 sees every
+position, a grid of 2 only the quadrant (two classes share one) and a grid of 1 nothing but the
+mean brightness, which is the same for every class. So quality: grid 4 > grid 2 > grid 1.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from autotransfer.backbones.sources import METADATA_FILE
+
+BLOCKS = ["block_00", "block_01", "head"]
+
+
+class _TinyModule(tf.Module):
+    def __init__(self, grid: int, feature_dim: int, seed: int, num_source_classes: int | None) -> None:
+        super().__init__()
+        rng = np.random.default_rng(seed)
+        self.grid = grid
+        dims = [grid * grid * 3, 32, 32, feature_dim]
+
+        def var(name: str, shape: tuple[int, ...], scale: float, trainable: bool = True) -> tf.Variable:
+            value = rng.normal(0.0, scale, size=shape).astype("float32") if scale else np.zeros(shape, "float32")
+            return tf.Variable(value, name=name, trainable=trainable)
+
+        self.w = [var(f"{b}/kernel", (dims[i], dims[i + 1]), np.sqrt(2.0 / dims[i])) for i, b in enumerate(BLOCKS)]
+        self.b = [var(f"{b}/bias", (dims[i + 1],), 0.0) for i, b in enumerate(BLOCKS)]
+        # A BatchNorm-like statistic: must never be trained.
+        self.moving_mean = var("head/moving_mean", (feature_dim,), 0.0, trainable=False)
+        self.classifier = None
+        if num_source_classes:
+            self.classifier = (
+                var("classifier/kernel", (feature_dim, num_source_classes), np.sqrt(1.0 / feature_dim)),
+                var("classifier/bias", (num_source_classes,), 0.0),
+            )
+        self.regularization_losses: list = []
+
+    def _features(self, images: tf.Tensor) -> tf.Tensor:
+        x = tf.stop_gradient(tf.image.resize(images, [8, 8], method="area"))
+        x = tf.nn.avg_pool2d(x, ksize=8 // self.grid, strides=8 // self.grid, padding="VALID")
+        x = tf.reshape(x, [-1, self.grid * self.grid * 3]) * 4.0
+        for i, (w, b) in enumerate(zip(self.w, self.b)):
+            x = tf.matmul(x, w) + b
+            if i < len(self.w) - 1:
+                x = tf.nn.relu(x)
+        return x - self.moving_mean
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32), tf.TensorSpec([], tf.bool)])
+    def _call(self, images: tf.Tensor, training: tf.Tensor) -> tf.Tensor:
+        x = self._features(images)
+        if self.classifier is not None:
+            x = tf.matmul(x, self.classifier[0]) + self.classifier[1]
+        return x
+
+    def __call__(self, images, training=False):  # type: ignore[override]
+        return self._call(images, tf.constant(training))
+
+
+def write_tiny_module(
+    path: str | Path,
+    *,
+    grid: int = 4,
+    feature_dim: int = 16,
+    seed: int = 0,
+    input_size: int = 16,
+    num_source_classes: int | None = None,
+) -> Path:
+    """Write a tiny TF-Hub-format module (plus its ``autotransfer_module.json``) to ``path``."""
+    if grid not in (1, 2, 4, 8):
+        raise ValueError(f"grid must be 1, 2, 4 or 8. Got {grid}.")
+    path = Path(path)
+    module = _TinyModule(grid, feature_dim, seed, num_source_classes)
+    call = tf.function(
+        lambda images, training=False: module._call(images, tf.constant(training)),
+    )
+    spec = tf.TensorSpec([None, None, None, 3], tf.float32)
+    for training in (False, True):
+        call.get_concrete_function(spec, training)
+    # The reusable-SavedModel contract: a root with __call__, variables, trainable_variables and
+    # regularization_losses attributes (tf.Module's own are read-only properties, so use a plain root).
+    root = tf.train.Checkpoint(net=module)
+    root.__call__ = call
+    root.variables = list(module.variables)
+    root.trainable_variables = list(module.trainable_variables)
+    root.regularization_losses = []
+    tf.saved_model.save(root, str(path))
+    blocks = BLOCKS + (["classifier"] if num_source_classes else [])
+    meta = {
+        "name": path.name,
+        "output": "classification" if num_source_classes else "feature_vector",
+        "input_size": input_size,
+        "preprocessing": "float32 RGB in [0, 1]",
+        "license": "test fixture",
+        "parameters": int(sum(int(np.prod(v.shape)) for v in module.variables)),
+        "blocks": blocks,
+        "num_outputs": num_source_classes or feature_dim,
+        "grid": grid,
+    }
+    (path / METADATA_FILE).write_text(json.dumps(meta, indent=2))
+    return path
+
+
+def pattern_images(
+    per_class: int, *, num_classes: int = 4, size: int = 16, noise: float = 0.05, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Images [N, size, size, 3] uint8 where the class is the position of a bright blob.
+
+    Classes 2k and 2k+1 put their blob in the same quadrant (so a 2x2 view cannot tell them apart)
+    and every image has the same mean brightness (so a 1x1 view sees nothing).
+    """
+    if num_classes > 8:
+        raise ValueError("num_classes must be <= 8")
+    rng = np.random.default_rng(seed)
+    cell = size // 4
+    # positions on a 4x4 grid of cells: pairs share a quadrant
+    positions = [(0, 0), (1, 1), (2, 2), (3, 3), (0, 3), (1, 2), (3, 0), (2, 1)][:num_classes]
+    xs, ys = [], []
+    for c in range(num_classes):
+        r, q = positions[c]
+        for _ in range(per_class):
+            img = np.full((size, size, 3), 0.3, dtype="float32")
+            img[r * cell : (r + 1) * cell, q * cell : (q + 1) * cell, :] = 0.9
+            img += rng.normal(0.0, noise, size=img.shape)
+            # same mean brightness for all classes: blob area is equal, so only noise varies
+            xs.append(np.clip(img, 0, 1))
+            ys.append(c)
+    x = (np.stack(xs) * 255).round().astype("uint8")
+    return x, np.asarray(ys, dtype="int64")

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+
+from autotransfer.backbones import BackboneSpec, HubBackbone, infer_blocks, resolve_handle
+from autotransfer.errors import BackboneError, UserInputError
+from autotransfer.testing import pattern_images
+
+
+def _model(bb: HubBackbone, num_classes: int = 4) -> keras.Model:
+    inp = keras.Input((16, 16, 3))
+    return keras.Model(inp, keras.layers.Dense(num_classes, activation="softmax")(bb(inp)))
+
+
+def test_blocks_and_freezing_flags(tiny_modules):
+    bb = HubBackbone(tiny_modules["good"])
+    assert bb.blocks == ["block_00", "block_01", "head"]
+    assert bb.output_dim == 16 and bb.input_size == 16
+    assert not any(w.trainable for w in bb._wrapped)
+    bb.set_unfrozen_blocks(3)
+    names = {w.name for w in bb._wrapped if w.trainable}
+    assert "head__moving_mean" not in names  # statistics stay frozen
+    assert len(names) == 6
+    with pytest.raises(ValueError, match=r"\[0, 3\]"):
+        bb.set_unfrozen_blocks(4)
+
+
+def test_last_block_finetune_leaves_earlier_blocks_bit_identical(tiny_modules):
+    bb = HubBackbone(tiny_modules["good"])
+    model = _model(bb)
+    bb.set_unfrozen_blocks(1)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    x, y = pattern_images(8)
+    before = {n: w.numpy().copy() for n, w in zip(bb.variable_names, bb._wrapped)}
+    model.fit(x.astype("float32") / 255, y, epochs=1, batch_size=8, verbose=0)
+    for name, w in zip(bb.variable_names, bb._wrapped):
+        same = np.array_equal(before[name], w.numpy())
+        if name in ("head/kernel", "head/bias"):
+            assert not same, name
+        else:
+            assert same, name
+    # wrapping shares storage with the loaded module
+    assert np.array_equal(bb._module.variables[0].numpy(), bb._wrapped[0].numpy())
+
+
+def test_infer_blocks_strips_common_root():
+    names = ["Net/Conv/w", "Net/Conv/b", "Net/block_1/w", "Net/block_2/w", "Net/Logits/w"]
+    assert infer_blocks(names) == ["Net/Conv", "Net/block_1", "Net/block_2", "Net/Logits"]
+
+
+def test_bad_handles_give_clear_errors(tmp_path):
+    with pytest.raises(BackboneError, match="does not exist"):
+        resolve_handle(str(tmp_path / "nope"))
+    with pytest.raises(BackboneError, match="no saved_model.pb"):
+        resolve_handle(str(tmp_path))
+    with pytest.raises(BackboneError, match="unknown scheme"):
+        resolve_handle("ftp://x/y")
+
+
+def test_spec_validation_names_the_field():
+    with pytest.raises(UserInputError, match="input_size"):
+        BackboneSpec.from_dict({"name": "a", "handle": "/x"}, "space.yaml")
+    with pytest.raises(UserInputError, match="integer"):
+        BackboneSpec.from_dict({"name": "a", "handle": "/x", "input_size": "224"}, "space.yaml")
+    spec = BackboneSpec.from_dict({"name": "a", "handle": "/x", "input_size": 32, "note": 1}, "s")
+    assert spec.extra == {"note": 1} and BackboneSpec.from_dict(spec.to_dict(), "s") == spec
