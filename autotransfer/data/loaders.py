@@ -342,6 +342,10 @@ def _as_label_array(y: Any, where: str) -> np.ndarray:
 def _encode_labels(raw: np.ndarray, where: str) -> tuple[np.ndarray, list[str]]:
     """Map raw labels to 0..K-1; ints keep numeric order, everything else sorts as strings."""
     raw = np.asarray(raw)
+    if raw.dtype == object and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in raw.tolist()
+    ):
+        raw = raw.astype(np.int64)  # e.g. ints that went through a pandas object column
     if raw.dtype.kind == "f":
         if not np.isfinite(raw).all():
             raise UserInputError(f"{where}: some labels are NaN. Give every item a label.")
@@ -381,9 +385,10 @@ def _finish(
     if small:
         listed = ", ".join(f"'{n}'" for n in small[:_MAX_LISTED])
         more = f" and {len(small) - _MAX_LISTED} more" if len(small) > _MAX_LISTED else ""
+        which = f"class {listed} has" if len(small) == 1 else f"classes {listed}{more} have"
         raise UserInputError(
-            f"{where}: class {listed}{more} has only 1 item; every class needs at least 2 (one "
-            "to train on, one to validate). Add items or remove the class."
+            f"{where}: {which} only 1 item; every class needs at least 2 (one to train on, one "
+            "to validate). Add items or remove the class."
         )
     if isinstance(items, list):
         items = [str(p) for p in items]

@@ -1,0 +1,279 @@
+"""Image decoding and the tf.data input pipeline (image-specific; other modalities get their own).
+
+Training and serving must preprocess identically, so every file goes through
+:func:`decode_image_bytes`, the same pure-TF function the export stage puts inside the
+``serving_bytes`` signature. Arrays go through the same uint8->float and resize ops.
+
+Conventions: output images are float32 ``[H, W, 3]`` in ``[0, 1]``. Greyscale becomes RGB by
+repeating the channel; RGBA drops alpha (no compositing), which is exactly what
+``tf.io.decode_image(channels=3)`` does for PNG/GIF/WebP, so files and arrays agree. 16-bit PNGs
+are reduced to 8 bits by the decoder. Animated GIFs use their first frame.
+
+Corrupt files: :func:`image_dataset` validates the files once per dataset fingerprint and process
+with Pillow (header + ``verify()``: cheap, a second full decode is avoided), raising
+:class:`UserInputError` that names the files. Anything that slips through (e.g. a truncated JPEG,
+which ``verify()`` cannot see) fails in the pipeline with a TensorFlow error; a wrong file type
+fails there with a message naming the file. ``validate_images(data, thorough=True)`` decodes
+every file with TensorFlow itself and finds everything, at the cost of a full extra decode.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from autotransfer.data.dataset import LabelledData
+from autotransfer.errors import UserInputError, check_param
+
+_PILLOW_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "BMP", "DIB", "WEBP"}
+_VALIDATED: set[str] = set()  # fingerprints already validated in this process
+_MAX_LISTED = 5
+
+
+def _as_size(image_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
+        size = (int(image_size), int(image_size))
+    else:
+        size = tuple(int(s) for s in image_size)  # type: ignore[union-attr]
+    check_param(
+        "image_size", image_size, "image_dataset", "a positive int or a (height, width) pair",
+        len(size) == 2 and min(size) > 0,
+    )
+    return size  # type: ignore[return-value]
+
+
+def _unit_and_resize(image: tf.Tensor, size: tuple[int, int], scale: float) -> tf.Tensor:
+    """[h, w, 3] pixels * scale -> float32 [H, W, 3] in [0, 1]; shared by files, arrays, serving."""
+    image = tf.cast(image, tf.float32) * scale
+    image = tf.image.resize(image, size, method="bilinear", antialias=True)
+    # Antialiased resize can overshoot by float rounding; models expect the documented range.
+    image = tf.clip_by_value(image, 0.0, 1.0)
+    return tf.ensure_shape(image, [size[0], size[1], 3])
+
+
+def decode_image_bytes(contents: tf.Tensor, image_size: int | tuple[int, int]) -> tf.Tensor:
+    """Encoded JPEG/PNG/GIF/BMP/WebP bytes (scalar string tensor) -> float32 [H, W, 3] in [0, 1].
+
+    Pure TF (usable in ``tf.function``/``tf.map_fn`` and SavedModel signatures); the training
+    pipeline uses it for files so that training and serving preprocess identically.
+    """
+    size = _as_size(image_size)
+    image = tf.io.decode_image(contents, channels=3, dtype=tf.uint8, expand_animations=False)
+    return _unit_and_resize(image, size, 1.0 / 255.0)
+
+
+def _check_magic(contents: tf.Tensor, path: tf.Tensor) -> tf.Tensor:
+    """Fail with the file name when the bytes are no supported image (decode errors omit it)."""
+    head = tf.strings.substr(contents, 0, 12) + b"\0" * 12  # padded: substr past the end errors
+    ok = tf.reduce_any(
+        tf.stack([
+            tf.strings.substr(head, 0, 3) == b"\xff\xd8\xff",
+            tf.strings.substr(head, 0, 8) == b"\x89PNG\r\n\x1a\n",
+            tf.strings.substr(head, 0, 4) == b"GIF8",
+            tf.strings.substr(head, 0, 2) == b"BM",
+            tf.logical_and(
+                tf.strings.substr(head, 0, 4) == b"RIFF", tf.strings.substr(head, 8, 4) == b"WEBP"
+            ),
+        ])
+    )
+    check = tf.debugging.Assert(
+        ok, ["autotransfer: not a JPEG/PNG/GIF/BMP/WebP image; fix or delete the file:", path]
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(contents)
+
+
+def _load_file(path: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
+    contents = _check_magic(tf.io.read_file(path), path)
+    return decode_image_bytes(contents, size)
+
+
+def _array_scale(x: np.ndarray) -> float:
+    """uint8 -> 1/255; float is taken as [0, 1] unless its max exceeds 1.5 (then 0..255)."""
+    if x.dtype == np.uint8:
+        return 1.0 / 255.0
+    return 1.0 / 255.0 if x.size and float(np.max(x)) > 1.5 else 1.0
+
+
+def _array_image(image: tf.Tensor, size: tuple[int, int], scale: float) -> tf.Tensor:
+    if image.shape.rank == 2:
+        image = image[..., tf.newaxis]
+    channels = image.shape[-1]
+    if channels == 1:
+        image = tf.tile(image, [1, 1, 3])
+    elif channels == 4:
+        image = image[..., :3]
+    return _unit_and_resize(image, size, scale)
+
+
+def image_dataset(
+    data: LabelledData,
+    indices: np.ndarray,
+    *,
+    image_size: int | tuple[int, int],
+    batch_size: int = 32,
+    shuffle: bool = False,
+    seed: int = 0,
+    with_labels: bool = True,
+    cache: bool = False,
+    validate: bool = True,
+) -> tf.data.Dataset:
+    """Batched ``tf.data.Dataset`` of the items at ``indices``.
+
+    Yields float32 images ``[b, H, W, 3]`` in ``[0, 1]`` (and int64 labels ``[b]`` when
+    ``with_labels``), resized with antialiased bilinear interpolation. Arrays: uint8 is divided
+    by 255; float is assumed in [0, 1], but if the whole array's max exceeds 1.5 it is treated as
+    0..255. ``shuffle`` reshuffles every epoch, deterministically for ``seed``. ``cache`` keeps
+    decoded images in memory (decode once, for multi-epoch training on small data).
+    ``validate`` checks the files with Pillow once per dataset fingerprint in this process and
+    raises :class:`UserInputError` naming corrupt files (see the module docstring).
+    """
+    size = _as_size(image_size)
+    check_param("batch_size", batch_size, "image_dataset", "a positive int", int(batch_size) > 0)
+    indices = np.asarray(indices, dtype=np.int64)
+    labels = np.asarray(data.labels, dtype=np.int64)[indices]
+    if data.is_paths:
+        if validate:
+            _validate_once(data)
+        paths = tf.constant([data.items[i] for i in indices.tolist()], dtype=tf.string)
+        ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+        fn = lambda p, y: (_load_file(p, size), y)  # noqa: E731
+    else:
+        scale = _array_scale(data.items)
+        ds = tf.data.Dataset.from_tensor_slices((data.items[indices], labels))
+        fn = lambda a, y: (_array_image(a, size, scale), y)  # noqa: E731
+    buffer = max(1, len(indices))
+    if shuffle and not cache:
+        # Shuffling paths before decoding costs nothing and needs no image buffer.
+        ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+    if cache:
+        ds = ds.cache()
+        if shuffle:
+            ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
+    if not with_labels:
+        ds = ds.map(lambda image, y: image)
+    return ds.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
+
+
+# ------------------------------------------------------------------------------------ validation
+
+
+def validate_images(
+    data: LabelledData, indices: np.ndarray | None = None, *, thorough: bool = False
+) -> list[tuple[str, str]]:
+    """Return ``[(path, reason), ...]`` for files that cannot be used; ``[]`` for arrays.
+
+    Default: Pillow identifies the format and ``verify()``s the file (no full decode; catches
+    non-images, unsupported formats, most corrupt PNG/GIF). ``thorough=True`` decodes each file
+    with TensorFlow exactly as training does, which also catches truncated JPEGs.
+    """
+    if not data.is_paths:
+        return []
+    idx = range(len(data)) if indices is None else np.asarray(indices).tolist()
+    bad: list[tuple[str, str]] = []
+    for i in idx:
+        path = data.items[i]
+        reason = _tf_problem(path) if thorough else _pillow_problem(path)
+        if reason:
+            bad.append((path, reason))
+    return bad
+
+
+def _pillow_problem(path: str) -> str | None:
+    from PIL import Image  # local: only validation needs Pillow
+
+    try:
+        with Image.open(path) as im:
+            fmt = im.format
+            if fmt not in _PILLOW_FORMATS:
+                return f"{fmt} images are not supported (use JPEG/PNG/GIF/BMP/WebP)"
+            im.verify()
+    except Image.UnidentifiedImageError:
+        return "not a recognised image file"
+    except Exception as e:  # noqa: BLE001 - Pillow raises many types for bad files
+        return f"{type(e).__name__}: {str(e).strip() or 'unreadable'}"
+    return None
+
+
+def _tf_problem(path: str) -> str | None:
+    try:
+        contents = tf.io.read_file(path)
+        tf.io.decode_image(contents, channels=3, expand_animations=False)
+    except (tf.errors.OpError, ValueError) as e:
+        return (getattr(e, "message", None) or str(e)).strip().splitlines()[0]
+    return None
+
+
+def check_images(
+    data: LabelledData, indices: np.ndarray | None = None, *, thorough: bool = False
+) -> None:
+    """Raise one :class:`UserInputError` listing unusable image files (see validate_images)."""
+    bad = validate_images(data, indices, thorough=thorough)
+    if bad:
+        listed = "; ".join(f"'{p}' ({r})" for p, r in bad[:_MAX_LISTED])
+        more = f"; and {len(bad) - _MAX_LISTED} more" if len(bad) > _MAX_LISTED else ""
+        raise UserInputError(
+            f"{data.source or 'data'}: {len(bad)} image file(s) cannot be read: {listed}{more}. "
+            "Fix or delete these files."
+        )
+
+
+def _validate_once(data: LabelledData) -> None:
+    key = data.fingerprint()
+    if key not in _VALIDATED:
+        check_images(data)
+        _VALIDATED.add(key)
+
+
+# --------------------------------------------------------------------------------------- writing
+
+
+def write_image_folder(
+    x: np.ndarray,
+    y: np.ndarray,
+    class_names: list[str],
+    dest: str | os.PathLike,
+    *,
+    image_size: int | tuple[int, int] | None = None,
+) -> Path:
+    """Write arrays as PNGs in ``dest/<class_name>/<index>.png``; returns ``Path(dest)``.
+
+    ``x``: ``[N,H,W]``/``[N,H,W,1]`` (written greyscale), ``[N,H,W,3]`` (RGB) or ``[N,H,W,4]``
+    (RGBA); uint8, or float in [0, 1] (0..255 if max > 1.5, as in :func:`image_dataset`).
+    ``y``: class ids indexing ``class_names``. ``image_size`` optionally resizes (bilinear,
+    e.g. to upscale 8x8 digits) to ``size`` or ``(height, width)``.
+    """
+    from PIL import Image
+
+    x = np.asarray(x)
+    y = np.asarray(y, dtype=np.int64)
+    if x.ndim == 4 and x.shape[-1] == 1:
+        x = x[..., 0]
+    if x.ndim not in (3, 4) or (x.ndim == 4 and x.shape[-1] not in (3, 4)) or len(x) != len(y):
+        raise UserInputError(
+            f"write_image_folder: x has shape {x.shape} and y has {len(y)} labels; x must be "
+            "[N,H,W] or [N,H,W,C] (C in 1, 3, 4) with one label per image."
+        )
+    for name in class_names:
+        if not name or name.startswith(".") or "/" in name or os.sep in name:
+            raise UserInputError(
+                f"write_image_folder: class name {name!r} cannot be a folder name (empty, hidden "
+                "or containing a path separator). Rename the class."
+            )
+    if x.dtype != np.uint8:
+        scale = 1.0 if x.size and float(np.max(x)) > 1.5 else 255.0
+        x = np.clip(np.round(x.astype(np.float64) * scale), 0, 255).astype(np.uint8)
+    size = None if image_size is None else _as_size(image_size)
+    dest = Path(dest)
+    for name in class_names:
+        (dest / name).mkdir(parents=True, exist_ok=True)
+    width = max(5, len(str(len(x))))
+    for i, (img, label) in enumerate(zip(x, y.tolist())):
+        pil = Image.fromarray(img)
+        if size is not None:
+            pil = pil.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        pil.save(dest / class_names[label] / f"{i:0{width}d}.png")
+    return dest
