@@ -1,0 +1,46 @@
+"""Export stage: a trained Keras classifier -> a TF Serving model version, plus Predict-API helpers."""
+from autotransfer.export.saved_model import (
+    BYTES_KEY,
+    BYTES_SIGNATURE,
+    IMAGES_KEY,
+    IMAGES_SIGNATURE,
+    LABELS_FILE,
+    METADATA_FILE,
+    OUTPUT_KEYS,
+    WARMUP_FILE,
+    VersionExistsError,
+    existing_versions,
+    export_model,
+    read_labels,
+    read_warmup_requests,
+    write_warmup_requests,
+)
+from autotransfer.export.serving import (
+    load_exported,
+    make_predict_request,
+    predict_response,
+    rest_to_request,
+    run_predict_request,
+)
+
+__all__ = [
+    "BYTES_KEY",
+    "BYTES_SIGNATURE",
+    "IMAGES_KEY",
+    "IMAGES_SIGNATURE",
+    "LABELS_FILE",
+    "METADATA_FILE",
+    "OUTPUT_KEYS",
+    "VersionExistsError",
+    "WARMUP_FILE",
+    "existing_versions",
+    "export_model",
+    "load_exported",
+    "make_predict_request",
+    "predict_response",
+    "read_labels",
+    "read_warmup_requests",
+    "rest_to_request",
+    "run_predict_request",
+    "write_warmup_requests",
+]
