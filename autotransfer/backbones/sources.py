@@ -41,14 +41,7 @@ def _local(handle: str) -> Path:
 def _zoo(handle: str) -> Path:
     from autotransfer import zoo  # lazy: the zoo pulls in its converter code
 
-    rel = handle.removeprefix("zoo://")
-    path = Path(zoo.default_dir()) / rel
-    if not path.exists():
-        raise BackboneError(
-            f"Backbone {handle!r}: the offline zoo has no {rel!r} under {zoo.default_dir()}. "
-            "Run `autotransfer zoo build` (needs `pip install 'autotransfer[zoo]'`) or set AUTOTRANSFER_ZOO_DIR."
-        )
-    return _check_dir(path, handle)
+    return zoo.resolve_handle(handle)
 
 
 def _hub(handle: str) -> Path:

@@ -1,0 +1,93 @@
+"""Export converted weights as a TF2 "reusable SavedModel" (the TF-Hub image-module contract).
+
+The saved object has ``__call__(images, training=False)`` traced for float32
+``[None, None, None, 3]`` images in [0, 1] with ``training`` False and True, plus ``variables``,
+``trainable_variables`` and ``regularization_losses``.  The forward pass is written with
+``tf.nn`` ops over plain ``tf.Variable``s named ``<block>/<part>/<weight>``: a Keras 3 model
+can't be saved inside a ``tf.Module`` with those names, so the Keras model only supplies the
+weights and ``build`` checks the exported graph reproduces it.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from autotransfer.zoo.efficientnet_lite import (BN_EPSILON, BN_MOMENTUM, INPUT_OFFSET, INPUT_SCALE,
+                                                LiteSpec, block_configs)
+
+__all__ = ["make_module", "save_module"]
+
+
+def make_module(spec: LiteSpec, weights: Mapping[str, tuple[np.ndarray, bool]], include_top: bool):
+    """Return an AutoTrackable holding the variables and the traced forward function."""
+    import tensorflow as tf
+
+    v: OrderedDict[str, tf.Variable] = OrderedDict(
+        (path, tf.Variable(value, name=path, trainable=trainable, dtype=tf.float32))
+        for path, (value, trainable) in weights.items()
+    )
+    blocks = block_configs(spec)
+
+    def bn(x, prefix: str, training: bool):
+        gamma, beta = v[f"{prefix}/gamma"], v[f"{prefix}/beta"]
+        mean_v, var_v = v[f"{prefix}/moving_mean"], v[f"{prefix}/moving_variance"]
+        if not training:  # inference: moving statistics, as Keras BN with training=False
+            return tf.nn.batch_normalization(x, mean_v, var_v, beta, gamma, BN_EPSILON)
+        mean, var = tf.nn.moments(x, axes=[0, 1, 2])
+        mean_v.assign(mean_v * BN_MOMENTUM + mean * (1.0 - BN_MOMENTUM))
+        var_v.assign(var_v * BN_MOMENTUM + var * (1.0 - BN_MOMENTUM))
+        return tf.nn.batch_normalization(x, mean, var, beta, gamma, BN_EPSILON)
+
+    def conv(x, prefix: str, stride: int = 1):
+        return tf.nn.conv2d(x, v[f"{prefix}/kernel"], strides=stride, padding="SAME")
+
+    def forward(images, training: bool):
+        x = images * INPUT_SCALE + INPUT_OFFSET
+        x = tf.nn.relu6(bn(conv(x, "stem/conv", 2), "stem/bn", training))
+        for b in blocks:
+            shortcut = x
+            if b.expand_ratio != 1:
+                x = tf.nn.relu6(bn(conv(x, f"{b.name}/expand_conv"), f"{b.name}/expand_bn", training))
+            x = tf.nn.depthwise_conv2d(x, v[f"{b.name}/depthwise_conv/depthwise_kernel"],
+                                       strides=[1, b.stride, b.stride, 1], padding="SAME")
+            x = tf.nn.relu6(bn(x, f"{b.name}/depthwise_bn", training))
+            x = bn(conv(x, f"{b.name}/project_conv"), f"{b.name}/project_bn", training)
+            if b.residual:  # no drop-connect: fine-tuning here is short and data-poor
+                x = x + shortcut
+        x = tf.nn.relu6(bn(conv(x, "head/conv"), "head/bn", training))
+        x = tf.reduce_mean(x, axis=[1, 2])
+        if include_top:
+            if training:
+                x = tf.nn.dropout(x, rate=spec.dropout)
+            x = tf.matmul(x, v["classifier/kernel"]) + v["classifier/bias"]
+        return x
+
+    obj = tf.__internal__.tracking.AutoTrackable()
+    obj.variables = list(v.values())
+    obj.trainable_variables = [var for var in v.values() if var.trainable]
+    obj.regularization_losses = []
+
+    @tf.function
+    def call(images, training=False):
+        return forward(tf.convert_to_tensor(images, tf.float32), bool(training))
+
+    image_spec = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
+    for training in (False, True):
+        call.get_concrete_function(image_spec, training=training)
+    call.get_concrete_function(image_spec)  # obj(images) with the default training=False
+    obj.__call__ = call
+
+    key = "logits" if include_top else "feature_vector"
+    obj.serving_default = tf.function(
+        lambda images: {key: forward(images, False)}, input_signature=[image_spec])
+    return obj
+
+
+def save_module(obj, path: str | Path) -> None:
+    """Write ``obj`` as a SavedModel with a ``serving_default`` signature (inference mode)."""
+    import tensorflow as tf
+
+    tf.saved_model.save(obj, str(path), signatures={"serving_default": obj.serving_default})
