@@ -1,0 +1,115 @@
+"""KerasTuner backend: Hyperband (default) over our two-phase trainer.
+
+Hyperband has no ``max_trials`` and stops only when its brackets are done, so the oracle here
+runs endless Hyperband iterations and uses the base ``Oracle``'s own trial cap (``create_trial``
+returns STOPPED once ``max_trials`` trials exist; Hyperband's constructor just doesn't expose it)
+and returns STOPPED from ``populate_space`` past the deadline (after the first trial), which
+ends ``tuner.search``.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from autotransfer.tune.base import Objective, Reporter, TrialRecord, TunerBackend, register_backend, run_objective
+from autotransfer.tune.space import ParamSpec, render_keras_tuner
+
+HYPERBAND_KEYS = ("tuner/epochs", "tuner/initial_epoch", "tuner/bracket", "tuner/round", "tuner/trial_id")
+
+
+def _oracle_class() -> type:
+    import keras_tuner as kt
+
+    class CappedHyperbandOracle(kt.oracles.HyperbandOracle):
+        """Hyperband that stops after ``max_trials`` trials or at ``deadline``."""
+
+        def __init__(self, *, max_trials: int, deadline: float | None, **kwargs: Any) -> None:
+            super().__init__(hyperband_iterations=None, **kwargs)  # None = iterate until capped
+            self.max_trials = max_trials
+            self.deadline = deadline
+
+        def populate_space(self, trial_id: str) -> dict:
+            if self.deadline is not None and time.time() >= self.deadline and self.trials:
+                return {"status": "STOPPED"}
+            return super().populate_space(trial_id)
+
+    return CappedHyperbandOracle
+
+
+def _tuner_class() -> type:
+    import keras_tuner as kt
+
+    class ObjectiveTuner(kt.engine.base_tuner.BaseTuner):
+        """Runs each KerasTuner trial through our backend-neutral objective."""
+
+        def __init__(self, oracle: Any, objective: Objective, **kwargs: Any) -> None:
+            super().__init__(oracle=oracle, hypermodel=None, **kwargs)
+            self._objective = objective
+            self.records: list[TrialRecord] = []
+
+        def run_trial(self, trial: Any, *args: Any, **kwargs: Any) -> dict[str, float]:
+            values = dict(trial.hyperparameters.values)
+            params = {k: v for k, v in values.items() if k not in HYPERBAND_KEYS}
+            if "tuner/epochs" in values:
+                # Hyperband's epoch budget caps fine-tuning. A promoted config ("tuner/trial_id")
+                # is retrained from scratch: every trial needs a fresh backbone anyway.
+                params["max_epochs"] = int(values["tuner/epochs"])
+            record = run_objective(self._objective, params, Reporter(int(trial.trial_id)))
+            self.records.append(record)
+            if record.status.startswith("failed"):
+                raise kt.errors.FailedTrialError(record.status)  # KerasTuner marks it FAILED, no retry
+            return {"val_accuracy": record.val_accuracy}
+
+        def save_model(self, trial_id: str, model: Any, step: int = 0) -> None:
+            """Models are kept in memory by the objective, not checkpointed."""
+
+        def load_model(self, trial: Any) -> Any:
+            raise NotImplementedError("autotransfer keeps the best model in memory; see tune().")
+
+    return ObjectiveTuner
+
+
+class KerasTunerBackend(TunerBackend):
+    """KerasTuner Hyperband (``factor`` 3); ``max_epochs`` is the largest fine-tuning budget."""
+
+    name = "keras-tuner"
+
+    def __init__(self, *, max_epochs: int = 12, factor: int = 3) -> None:
+        self.max_epochs = max_epochs
+        self.factor = factor
+
+    def search(
+        self,
+        objective: Objective,
+        params: list[ParamSpec],
+        *,
+        max_trials: int,
+        deadline: float | None,
+        seed: int,
+        work_dir: Path,
+    ) -> list[TrialRecord]:
+        import keras_tuner as kt
+
+        hp = kt.HyperParameters()
+        render_keras_tuner(params, hp)
+        oracle = _oracle_class()(
+            objective=kt.Objective("val_accuracy", direction="max"),
+            max_epochs=self.max_epochs,
+            factor=self.factor,
+            seed=seed,
+            hyperparameters=hp,
+            max_trials=max_trials,
+            deadline=deadline,
+            # A failing trial must not end the search (the default stops after 3 in a row).
+            max_consecutive_failed_trials=max_trials + 1,
+        )
+        work_dir = Path(work_dir)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        # overwrite=True until --resume exists: a stale project would be silently reloaded.
+        tuner = _tuner_class()(oracle, objective, directory=str(work_dir), project_name="keras_tuner", overwrite=True)
+        tuner.search(verbose=0)
+        return tuner.records
+
+
+register_backend(KerasTunerBackend.name, KerasTunerBackend)

@@ -1,0 +1,209 @@
+"""The fine-tuning search space, defined once and rendered to any tuner backend.
+
+:class:`TuneSpace` is the validated ``tuning:`` section of a search-space YAML. Its
+:meth:`TuneSpace.params` turns it into a list of backend-neutral :class:`ParamSpec` descriptors;
+:func:`render_keras_tuner` and :func:`render_optuna` turn those into ``hp.*`` / ``trial.suggest_*``
+calls. New hyperparameters (label smoothing, augmentation, ...) are added in ``params`` only.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from autotransfer.errors import UserInputError
+
+ALL = "all"
+ParamKind = Literal["int", "float", "choice"]
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One hyperparameter: ``int``/``float`` in ``[low, high]`` (``log`` scale optional) or a ``choice``."""
+
+    name: str
+    kind: ParamKind
+    low: float | int | None = None
+    high: float | int | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind == "choice":
+            if not self.choices:
+                raise ValueError(f"ParamSpec {self.name!r}: a choice needs at least one value.")
+        elif self.kind in ("int", "float"):
+            if self.low is None or self.high is None or self.low > self.high:
+                raise ValueError(f"ParamSpec {self.name!r}: needs low <= high. Got [{self.low}, {self.high}].")
+            if self.log and self.low <= 0:
+                raise ValueError(f"ParamSpec {self.name!r}: log scale needs low > 0. Got {self.low}.")
+        else:
+            raise ValueError(f"ParamSpec {self.name!r}: unknown kind {self.kind!r}.")
+
+    @property
+    def fixed(self) -> bool:
+        """True when only one value is possible (rendered as a constant)."""
+        return len(self.choices) == 1 if self.kind == "choice" else self.low == self.high
+
+
+def render_keras_tuner(params: list[ParamSpec], hp: Any) -> dict[str, Any]:
+    """Declare/sample ``params`` on a ``keras_tuner.HyperParameters`` and return the values."""
+    values: dict[str, Any] = {}
+    for p in params:
+        if p.fixed:
+            values[p.name] = hp.Fixed(p.name, p.choices[0] if p.kind == "choice" else p.low)
+        elif p.kind == "choice":
+            values[p.name] = hp.Choice(p.name, list(p.choices))
+        elif p.kind == "int":
+            values[p.name] = hp.Int(p.name, int(p.low), int(p.high), sampling="log" if p.log else "linear")
+        else:
+            values[p.name] = hp.Float(p.name, float(p.low), float(p.high), sampling="log" if p.log else "linear")
+    return values
+
+
+def render_optuna(params: list[ParamSpec], trial: Any) -> dict[str, Any]:
+    """Sample ``params`` with an ``optuna.Trial``'s ``suggest_*`` methods and return the values."""
+    values: dict[str, Any] = {}
+    for p in params:
+        if p.kind == "choice":
+            values[p.name] = trial.suggest_categorical(p.name, list(p.choices))
+        elif p.kind == "int":
+            values[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high), log=p.log)
+        else:
+            values[p.name] = trial.suggest_float(p.name, float(p.low), float(p.high), log=p.log)
+    return values
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _as_float(v: Any) -> float | None:
+    # PyYAML reads "1e-5" (no dot) as a string, so accept numeric strings.
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, (int, float)):
+        return float(v) if math.isfinite(v) else None
+    if isinstance(v, str):
+        try:
+            f = float(v)
+        except ValueError:
+            return None
+        return f if math.isfinite(f) else None
+    return None
+
+
+@dataclass(frozen=True)
+class TuneSpace:
+    """Fine-tuning hyperparameter ranges (the ``tuning:`` section of a search space).
+
+    ``unfreeze_blocks`` is an inclusive range of trailing backbone blocks to unfreeze (0 = train
+    the head only; ``"all"`` as max = every block of the chosen backbone). ``learning_rate`` is the
+    fine-tuning LR range (log scale), typically 10-100x below ``head_learning_rate``, which trains
+    the new head on the frozen backbone for ``head_epochs`` first. ``max_epochs`` caps fine-tuning
+    epochs (early stopping with ``patience`` usually ends sooner).
+    """
+
+    unfreeze_blocks: tuple[int, int | str] = (0, 3)
+    learning_rate: tuple[float, float] = (1e-5, 1e-3)
+    head_learning_rate: float = 1e-2
+    patience: tuple[int, int] = (2, 4)
+    dropout: tuple[float, float] = (0.0, 0.5)
+    head_epochs: int = 5
+    max_epochs: int = 12
+    batch_size: int = 16
+
+    FIELDS = (
+        "unfreeze_blocks", "learning_rate", "head_learning_rate", "patience", "dropout",
+        "head_epochs", "max_epochs", "batch_size",
+    )
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str) -> "TuneSpace":
+        """Validate a ``tuning:`` mapping (``None`` = defaults); ``where`` names the search space.
+
+        Raises:
+            UserInputError: "search space WHERE: tuning.FIELD must be ... Got ... instead."
+        """
+        if d is None:
+            return cls()
+
+        def fail(field: str, constraint: str, value: Any) -> UserInputError:
+            return UserInputError(f"search space {where}: tuning.{field} must be {constraint}. Got {value!r} instead.")
+
+        if not isinstance(d, dict):
+            raise UserInputError(f"search space {where}: tuning must be a mapping of the fields {', '.join(cls.FIELDS)}. Got {d!r} instead.")
+        unknown = sorted(set(d) - set(cls.FIELDS))
+        if unknown:
+            raise UserInputError(
+                f"search space {where}: tuning has unknown field(s) {', '.join(map(str, unknown))}. "
+                f"Known fields: {', '.join(cls.FIELDS)}."
+            )
+        kw: dict[str, Any] = {}
+
+        def pair(field: str) -> tuple[Any, Any] | None:
+            v = d[field]
+            return (v[0], v[1]) if isinstance(v, (list, tuple)) and len(v) == 2 else None
+
+        if "unfreeze_blocks" in d:
+            c = '[low, high] with integers 0 <= low <= high (high may be "all")'
+            p = pair("unfreeze_blocks")
+            if p is None or not _is_int(p[0]) or p[0] < 0:
+                raise fail("unfreeze_blocks", c, d["unfreeze_blocks"])
+            lo, hi = p
+            if hi != ALL and not (_is_int(hi) and hi >= lo):
+                raise fail("unfreeze_blocks", c, d["unfreeze_blocks"])
+            kw["unfreeze_blocks"] = (lo, hi)
+        if "learning_rate" in d:
+            p = pair("learning_rate")
+            f = tuple(_as_float(x) for x in p) if p else (None, None)
+            if None in f or not 0 < f[0] < f[1]:
+                raise fail("learning_rate", "[low, high] with 0 < low < high", d["learning_rate"])
+            kw["learning_rate"] = f
+        if "head_learning_rate" in d:
+            f = _as_float(d["head_learning_rate"])
+            if f is None or f <= 0:
+                raise fail("head_learning_rate", "a number > 0", d["head_learning_rate"])
+            kw["head_learning_rate"] = f
+        if "patience" in d:
+            p = pair("patience")
+            if p is None or not (_is_int(p[0]) and _is_int(p[1]) and 1 <= p[0] <= p[1]):
+                raise fail("patience", "[low, high] with integers 1 <= low <= high", d["patience"])
+            kw["patience"] = p
+        if "dropout" in d:
+            p = pair("dropout")
+            f = tuple(_as_float(x) for x in p) if p else (None, None)
+            if None in f or not 0 <= f[0] <= f[1] < 1:
+                raise fail("dropout", "[low, high] with 0 <= low <= high < 1", d["dropout"])
+            kw["dropout"] = f
+        for field in ("head_epochs", "max_epochs", "batch_size"):
+            if field in d:
+                if not _is_int(d[field]) or d[field] < 1:
+                    raise fail(field, "an integer >= 1", d[field])
+                kw[field] = d[field]
+        return cls(**kw)
+
+    def to_dict(self) -> dict[str, Any]:
+        """YAML/JSON-able form (inverse of :meth:`from_dict`)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def max_unfreeze(self, num_blocks: int) -> int:
+        """Upper bound of ``unfreeze_blocks`` for a backbone with ``num_blocks`` blocks."""
+        hi = self.unfreeze_blocks[1]
+        return num_blocks if hi == ALL else min(int(hi), num_blocks)
+
+    def params(self, backbones: list[str], max_blocks: int) -> list[ParamSpec]:
+        """The hyperparameters to search, for candidate ``backbones`` (names, best first).
+
+        ``max_blocks`` is the largest block count among the candidates; the trainer clips
+        ``unfreeze_blocks`` again to the chosen backbone's own count.
+        """
+        hi = self.max_unfreeze(max_blocks)
+        lo = min(self.unfreeze_blocks[0], hi)
+        return [
+            ParamSpec("backbone", "choice", choices=tuple(backbones)),
+            ParamSpec("unfreeze_blocks", "int", lo, hi),
+            ParamSpec("learning_rate", "float", *self.learning_rate, log=True),
+            ParamSpec("patience", "int", *self.patience),
+            ParamSpec("dropout", "float", *self.dropout),
+        ]

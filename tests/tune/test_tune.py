@@ -1,0 +1,219 @@
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import numpy as np
+import pytest
+
+from autotransfer.backbones import BackboneSpec, HubBackbone
+from autotransfer.data import image_dataset, load_data, make_splits
+from autotransfer.errors import UserInputError
+from autotransfer.testing import pattern_images
+from autotransfer.tune import (
+    HEAD_LAYER,
+    ParamSpec,
+    TRIAL_COLUMNS,
+    TuneSpace,
+    get_backend,
+    render_keras_tuner,
+    render_optuna,
+    train_trial,
+    tune,
+)
+
+FAST = TuneSpace(unfreeze_blocks=(0, "all"), learning_rate=(1e-3, 1e-2), head_learning_rate=5e-2,
+                 patience=(1, 2), dropout=(0.0, 0.2), head_epochs=4, max_epochs=2, batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def data_splits():
+    x, y = pattern_images(16, seed=1)
+    data = load_data(x, labels=y)
+    return data, make_splits(data, seed=0)
+
+
+@pytest.fixture(scope="module")
+def specs(tiny_modules):
+    return [BackboneSpec(name, handle, 16) for name, handle in tiny_modules.items()]
+
+
+# -- space ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("field, value, constraint", [
+    ("learning_rate", [1e-3, 1e-5], "[low, high] with 0 < low < high"),
+    ("learning_rate", 0.01, "[low, high] with 0 < low < high"),
+    ("unfreeze_blocks", [0, "most"], '[low, high] with integers 0 <= low <= high (high may be "all")'),
+    ("unfreeze_blocks", [-1, 2], '[low, high] with integers 0 <= low <= high (high may be "all")'),
+    ("patience", [3, 2], "[low, high] with integers 1 <= low <= high"),
+    ("dropout", [0.0, 1.0], "[low, high] with 0 <= low <= high < 1"),
+    ("head_learning_rate", -1, "a number > 0"),
+    ("max_epochs", True, "an integer >= 1"),
+    ("batch_size", 0, "an integer >= 1"),
+])
+def test_space_validation_messages(field, value, constraint):
+    with pytest.raises(UserInputError) as err:
+        TuneSpace.from_dict({field: value}, "s.yaml")
+    assert str(err.value) == f"search space s.yaml: tuning.{field} must be {constraint}. Got {value!r} instead."
+
+
+def test_space_defaults_unknown_fields_and_yaml_strings():
+    assert TuneSpace.from_dict(None, "s") == TuneSpace()
+    assert TuneSpace().to_dict()["unfreeze_blocks"] == [0, 3]
+    space = TuneSpace.from_dict({"learning_rate": ["1e-5", "1e-3"], "unfreeze_blocks": [1, "all"]}, "s")
+    assert space.learning_rate == (1e-5, 1e-3) and TuneSpace.from_dict(space.to_dict(), "s") == space
+    with pytest.raises(UserInputError, match="unknown field.*lr"):
+        TuneSpace.from_dict({"lr": 1}, "s")
+
+
+def test_params_render_to_both_backends():
+    import keras_tuner as kt
+    import optuna
+
+    params = TuneSpace(unfreeze_blocks=(1, "all"), patience=(2, 2)).params(["a", "b"], max_blocks=4)
+    by_name = {p.name: p for p in params}
+    assert by_name["unfreeze_blocks"].high == 4 and by_name["learning_rate"].log
+    hp = kt.HyperParameters()
+    values = render_keras_tuner(params, hp)
+    assert set(values) == {"backbone", "unfreeze_blocks", "learning_rate", "patience", "dropout"}
+    assert hp._hps["learning_rate"][0].sampling == "log" and values["patience"] == 2
+    assert hp._hps["backbone"][0].values == ["a", "b"]
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    values = render_optuna(params, trial)
+    assert values["backbone"] in ("a", "b") and 1 <= values["unfreeze_blocks"] <= 4 and values["patience"] == 2
+    assert 1e-5 <= values["learning_rate"] <= 1e-3
+    assert trial.distributions["learning_rate"].log
+    with pytest.raises(ValueError, match="log scale"):
+        ParamSpec("x", "float", 0.0, 1.0, log=True)
+
+
+# -- trainer ----------------------------------------------------------------------------------------
+def test_finetune_last_block_only_and_beats_chance(data_splits, specs):
+    data, splits = data_splits
+    weak_head = TuneSpace(head_epochs=1, head_learning_rate=1e-3, max_epochs=3, batch_size=8)
+    params = {"unfreeze_blocks": 1, "learning_rate": 3e-2, "patience": 3, "dropout": 0.0}
+    out = train_trial(specs[0], params, data, splits, space=weak_head, num_classes=4, seed=0)
+    assert out.val_accuracy > out.head_val_accuracy and out.val_accuracy >= 0.5  # chance is 0.25
+    assert out.epochs == 1 + len(out.history["finetune"]["loss"]) and out.params["unfreeze_blocks"] == 1
+    fresh = HubBackbone(specs[0].handle)
+    tuned = out.model.get_layer("backbone")
+    for name, before, after in zip(fresh.variable_names, fresh._wrapped, tuned._wrapped):
+        same = np.array_equal(before.numpy(), after.numpy())
+        assert same != (name in ("head/kernel", "head/bias")), name
+
+
+def test_head_warmup_from_cached_features_matches_backbone(data_splits, specs, caplog):
+    data, splits = data_splits
+    spec = specs[0]
+    bb = HubBackbone(spec.handle)
+    feats = {s: np.concatenate([bb(x).numpy() for x, _ in image_dataset(data, getattr(splits, s), image_size=16)])
+             for s in ("train", "val", "test")}
+    params = {"unfreeze_blocks": 0, "learning_rate": 1e-3, "patience": 1, "dropout": 0.1}
+    kw = dict(space=FAST, num_classes=4, seed=3)
+    cached = train_trial(spec, params, data, splits, features={spec.name: feats}, **kw)
+    direct = train_trial(spec, params, data, splits, **kw)
+    assert cached.val_accuracy == direct.val_accuracy == cached.history["head"]["val_accuracy"][-1]
+    for a, b in zip(cached.model.get_layer(HEAD_LAYER).get_weights(), direct.model.get_layer(HEAD_LAYER).get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with caplog.at_level(logging.WARNING):  # a cache of the wrong shape is ignored, not trusted
+        train_trial(spec, params, data, splits, features={spec.name: {"train": feats["val"], "val": feats["val"]}}, **kw)
+    assert "do not match" in caplog.text
+
+
+# -- backends with a fake objective (no training) -------------------------------------------------
+PARAMS = TuneSpace().params(["a", "b"], max_blocks=3)
+
+
+@pytest.mark.parametrize("backend", ["keras-tuner", "optuna"])
+def test_backend_max_trials_and_failed_trial(backend, tmp_path):
+    calls = []
+
+    def objective(p, report):
+        calls.append(p)
+        if len(calls) == 2:
+            raise RuntimeError("boom")
+        report(0, 0.5)
+        return 0.5 + p["dropout"] / 10
+
+    kw = {"max_epochs": 2} if backend == "keras-tuner" else {}
+    records = get_backend(backend, **kw).search(objective, PARAMS, max_trials=4, deadline=None, seed=0, work_dir=tmp_path)
+    assert len(records) == len(calls) == 4
+    assert records[1].status == "failed: RuntimeError: boom"
+    assert [r.status for r in records if r is not records[1]] == ["ok"] * 3
+    assert len({r.trial_id for r in records}) == 4 and {"backbone", "learning_rate"} <= set(records[0].params)
+
+
+@pytest.mark.parametrize("backend", ["keras-tuner", "optuna"])
+def test_backend_deadline_stops_search(backend, tmp_path):
+    def objective(p, report):
+        time.sleep(0.3)
+        return 0.5
+
+    deadline = time.time() + 0.5
+    records = get_backend(backend).search(objective, PARAMS, max_trials=20, deadline=deadline, seed=0, work_dir=tmp_path)
+    assert 1 <= len(records) <= 3
+
+
+def test_optuna_pruning_hook(tmp_path):
+    import optuna
+
+    class PruneAfterFirstEpoch(optuna.pruners.BasePruner):
+        def prune(self, study, trial):
+            return trial.last_step is not None and trial.last_step >= 1
+
+    def objective(p, report):
+        for epoch in range(5):
+            if report(epoch, 0.1 * epoch):
+                return 0.1 * epoch
+        return 0.5
+
+    backend = get_backend("optuna", pruner=PruneAfterFirstEpoch())
+    records = backend.search(objective, PARAMS, max_trials=3, deadline=None, seed=0, work_dir=tmp_path)
+    assert [r.status for r in records] == ["pruned"] * 3
+    assert all(t.state == optuna.trial.TrialState.PRUNED for t in backend.study.trials)
+
+
+# -- tune() end to end ------------------------------------------------------------------------------
+def test_tune_keras_tuner_writes_files_and_keeps_best_model(data_splits, specs, tmp_path):
+    data, splits = data_splits
+    seen = []
+    result = tune(specs[:2], data, splits, space=FAST, backend="keras-tuner", max_trials=3, out_dir=tmp_path,
+                  progress=lambda *a: seen.append(a))
+    trials = result.trials
+    assert len(trials) == 3 and list(trials.columns[: len(TRIAL_COLUMNS)]) == TRIAL_COLUMNS
+    assert (trials["status"] == "ok").all() and seen[-1][:3] == ("tune", 3, 3)
+    assert list(np.loadtxt(tmp_path / "trials.csv", delimiter=",", dtype=str, max_rows=1)[: len(TRIAL_COLUMNS)]) == TRIAL_COLUMNS
+    best = json.loads((tmp_path / "best.json").read_text())
+    assert set(best) == {"backbone", "config", "val_accuracy", "trial_id"}
+    assert best["val_accuracy"] == result.best_val_accuracy == trials["val_accuracy"].max()
+    assert best["backbone"] == result.best_backbone and best["config"]["learning_rate"] == result.best_params["learning_rate"]
+    # the kept model is the best trial's, still usable after later trials cleared the session
+    val = image_dataset(data, splits.val, image_size=16)
+    probs = result.best_model.predict(val, verbose=0)
+    acc = float(np.mean(probs.argmax(-1) == data.labels[splits.val]))
+    assert acc == pytest.approx(result.best_val_accuracy)
+    assert result.best_model.evaluate(val, verbose=0, return_dict=True)["accuracy"] == pytest.approx(acc)
+
+
+def test_tune_optuna_all_pruned_still_returns_a_model(data_splits, specs, tmp_path):
+    import optuna
+
+    class PruneAll(optuna.pruners.BasePruner):
+        def prune(self, study, trial):
+            return True
+
+    data, splits = data_splits
+    result = tune(specs[:2], data, splits, space=FAST, backend=get_backend("optuna", pruner=PruneAll()),
+                  max_trials=2, out_dir=tmp_path)
+    assert list(result.trials["status"]) == ["pruned", "pruned"] and list(result.trials["epochs"]) == [1, 1]
+    assert result.best_model is not None and (tmp_path / "best.json").exists()
+
+
+def test_tune_time_budget_stops_running_trial(data_splits, specs, tmp_path):
+    data, splits = data_splits
+    t0 = time.time()
+    result = tune(specs[:1], data, splits, space=FAST, backend="optuna", max_trials=5, time_budget_s=0.05,
+                  out_dir=tmp_path)
+    assert len(result.trials) == 1 and result.trials["status"][0] == "timeout"
+    assert time.time() - t0 < 15
