@@ -1,0 +1,202 @@
+"""Probe-stage benchmarks: featurization throughput, peak memory vs dataset size, warm/cold time.
+
+    python benchmarks/featurize.py                       # tiny generated module (grid 4)
+    python benchmarks/featurize.py --module /path/to/zoo/efficientnet_lite0/feature_vector --n 256
+
+(a) throughput of the probe path (tf.data from the LabelledData -> extract_features) divided by
+    a bare tf.function forward loop over the same images already in memory as float tensors
+    (target >= 0.95), plus the probe path's throughput at several batch sizes;
+(b) peak RSS of probe() over 5k and 50k generated PNG files, one subprocess per size (target:
+    50k within 10% of 5k: images stream, only the [N, D] features are held);
+(c) warm re-run probe() time / cold time with a fresh feature cache (target <= 0.05).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+
+def _tiny(root: Path, grid: int, seed: int = 0) -> str:
+    from autotransfer.testing import write_tiny_module
+
+    path = root / f"tiny_grid{grid}"
+    if not (path / "saved_model.pb").exists():
+        write_tiny_module(path, grid=grid, seed=seed)
+    return str(path)
+
+
+def _input_size(module: str) -> int:
+    meta = Path(module) / "autotransfer_module.json"
+    return int(json.loads(meta.read_text()).get("input_size", 224)) if meta.exists() else 224
+
+
+def _data(n: int, size: int):
+    from autotransfer.data import load_data
+    from autotransfer.testing import pattern_images
+
+    x, y = pattern_images(max(1, n // 4), num_classes=4, size=size, seed=0)
+    return load_data((x, y))
+
+
+def throughput(module: str, n: int, batch_sizes: list[int], repeats: int) -> None:
+    import tensorflow as tf
+
+    from autotransfer.backbones import HubBackbone
+    from autotransfer.data import image_dataset
+    from autotransfer.probe import extract_features, forward_fn
+
+    size = _input_size(module)
+    data = _data(n, size)
+    n = len(data)
+    idx = np.arange(n)
+    bb = HubBackbone(module)
+    images = tf.constant(data.items.astype("float32") / 255.0)  # the bare loop's in-memory input
+
+    def bare(batch: int) -> float:
+        fn = forward_fn(bb)
+        fn(images[:batch])  # warm-up outside the timing
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            for i in range(0, n, batch):
+                fn(images[i : i + batch]).numpy()
+            best = min(best, time.perf_counter() - t)
+        return n / best
+
+    def probe_path(batch: int) -> float:
+        ds = image_dataset(data, idx, image_size=size, batch_size=batch, with_labels=False)
+        extract_features(bb, ds.take(1))  # warm-up: pipeline threads, first trace
+        best = float("inf")
+        for _ in range(repeats):
+            t = time.perf_counter()
+            extract_features(bb, ds, num_items=n)
+            best = min(best, time.perf_counter() - t)
+        return n / best
+
+    print(f"(a) throughput: module={module} input={size} n={n} (best of {repeats})")
+    print(f"    {'batch':>5} {'probe img/s':>12} {'bare img/s':>11} {'ratio':>6}")
+    for b in batch_sizes:
+        p, r = probe_path(b), bare(b)
+        print(f"    {b:>5} {p:>12.1f} {r:>11.1f} {p / r:>6.2f}", flush=True)
+
+
+def _write_pngs(n: int, root: Path) -> tuple[list[str], np.ndarray]:
+    """n small PNG files (generated once, reused across runs), their paths and labels."""
+    from PIL import Image
+
+    from autotransfer.testing import pattern_images
+
+    folder = root / f"pngs_{n}"
+    if not (folder / "labels.npy").exists():
+        x, y = pattern_images(n // 4, num_classes=4, size=16, seed=1)
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, img in enumerate(x):
+            Image.fromarray(img).save(folder / f"{i:06d}.png")
+        np.save(folder / "labels.npy", y)  # last: marks the folder complete
+    # Read back without generating images, so the measured process never holds pixel arrays.
+    y = np.load(folder / "labels.npy")
+    return [str(folder / f"{i:06d}.png") for i in range(len(y))], y
+
+
+def rss_child(n: int, module: str, root: str, batch: int) -> None:
+    """Run in a subprocess: probe() over n PNG files; prints peak RSS (MiB) as JSON."""
+    from autotransfer.backbones import BackboneSpec
+    from autotransfer.data import load_data, make_splits
+    from autotransfer.probe import probe
+
+    paths, y = _write_pngs(n, Path(root))
+    data = load_data(paths, labels=y)
+    splits = make_splits(data, seed=0)
+    t = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result = probe([BackboneSpec("m", module, _input_size(module))], data, splits, cache=False,
+                   extra_scorers=(), batch_size=batch)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"n": n, "peak_mib": peak, "before_probe_mib": before, "seconds": time.perf_counter() - t,
+                      "score": float(result.leaderboard["score"][0])}))
+
+
+def rss(module: str, sizes: list[int], root: Path, batch: int) -> None:
+    print(f"(b) peak RSS of probe() over PNG files (module={module}, batch={batch}, subprocess per size)")
+    peaks = {}
+    for n in sizes:
+        _write_pngs(n, root)  # file generation is not part of the measured process
+        out = subprocess.run(
+            [sys.executable, __file__, "--_rss-child", str(n), "--module", module, "--root", str(root),
+             "--batch-size", str(batch)],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip().splitlines()[-1]
+        r = json.loads(out)
+        peaks[n] = r["peak_mib"]
+        print(f"    n={n:>6}: peak {r['peak_mib']:.0f} MiB (at probe start {r['before_probe_mib']:.0f} MiB), "
+              f"probe {r['seconds']:.1f}s, linear score {r['score']:.3f}", flush=True)
+    lo, hi = min(sizes), max(sizes)
+    print(f"    peak({hi}) / peak({lo}) = {peaks[hi] / peaks[lo]:.3f} (target <= 1.10)")
+
+
+def warm_cold(modules: list[str], n: int, batch: int) -> None:
+    from autotransfer.backbones import BackboneSpec
+    from autotransfer.data import make_splits
+    from autotransfer.probe import FeatureCache, probe
+
+    size = _input_size(modules[0])
+    data = _data(n, size)
+    splits = make_splits(data, seed=0)
+    specs = [BackboneSpec(Path(m).name, m, _input_size(m)) for m in modules]
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = FeatureCache(tmp)
+        t = time.perf_counter()
+        cold = probe(specs, data, splits, cache=cache, batch_size=batch)
+        cold_s = time.perf_counter() - t
+        t = time.perf_counter()
+        warm = probe(specs, data, splits, cache=cache, batch_size=batch)
+        warm_s = time.perf_counter() - t
+    assert warm.leaderboard["cached"].all()
+    print(f"(c) warm/cold probe() with {len(specs)} candidate(s), n={len(data)}, scorers linear+knn+logme")
+    print(f"    cold {cold_s:.2f}s  warm {warm_s:.3f}s  ratio {warm_s / cold_s:.3f} (target <= 0.05)")
+    print("    leaderboard:", ", ".join(f"{r.name}={r.score:.3f}" for r in cold.leaderboard.itertuples()))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--module", help="TF-Hub-format module dir (default: a generated tiny grid-4 module)")
+    ap.add_argument("--n", type=int, default=2048, help="images for (a) and (c)")
+    ap.add_argument("--batch-size", type=int, default=16, help="batch size for (b) and (c)")
+    ap.add_argument("--batch-sizes", default="8,16,32,64", help="batch sizes for (a)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rss-sizes", default="5000,50000")
+    ap.add_argument("--rss-module", help="module for (b) (default: the tiny module; 50k real-size images take long)")
+    ap.add_argument("--root", help="where generated modules/PNGs live (default: a temp dir under /tmp)")
+    ap.add_argument("--only", default="abc", help="which parts to run, e.g. 'ac'")
+    ap.add_argument("--_rss-child", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    root = Path(args.root or Path(tempfile.gettempdir()) / "autotransfer_bench")
+    root.mkdir(parents=True, exist_ok=True)
+    if args._rss_child:
+        rss_child(args._rss_child, args.module, str(root), args.batch_size)
+        return
+    tiny = _tiny(root, 4)
+    module = args.module or tiny
+    if "a" in args.only:
+        throughput(module, args.n, [int(b) for b in args.batch_sizes.split(",")], args.repeats)
+    if "b" in args.only:
+        rss(args.rss_module or tiny, [int(s) for s in args.rss_sizes.split(",")], root, args.batch_size)
+    if "c" in args.only:
+        modules = [module] if args.module else [tiny, _tiny(root, 2, 1), _tiny(root, 1, 2)]
+        warm_cold(modules, args.n, args.batch_size)
+
+
+if __name__ == "__main__":
+    main()
