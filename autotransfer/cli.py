@@ -97,9 +97,30 @@ def zoo_list(dest: Optional[Path] = typer.Option(None, "--dest", help="Zoo direc
                    f"{e.size_bytes / 1e6:7.1f} MB  built {e.built_at}  {e.path}")
 
 
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with the C++ start-up lines (oneDNN, CUDA stubs) kept off the terminal.
+
+    Those lines are written before absl logging is initialised, so TF_CPP_MIN_LOG_LEVEL cannot hide
+    them; only file descriptor 2 is muted, only during the import, and Python errors still raise.
+    """
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # the CUDA probe also logs once, here
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def main() -> None:
     """Entry point: user errors print one line and exit 2; Ctrl-C exits 130 keeping what was written."""
     try:
+        if len(sys.argv) > 1 and sys.argv[1] in ("run", "report", "zoo") and "--help" not in sys.argv:
+            _import_tensorflow_quietly()
         app()
     except AutotransferError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
