@@ -83,11 +83,12 @@ def run(
     _write_json(run_dir / "splits.json", splits.to_dict())
     timings: dict[str, float] = {}
     log(f"[bold]autotransfer[/] {dataset.source}: {len(dataset)} items, {len(dataset.class_names)} classes, "
-        f"splits {sizes}; {len(space.candidates)} candidates; run dir {run_dir}")
+        f"splits {sizes}; {len(space.expanded())} candidates; run dir {run_dir}")
 
     with RichProgress(progress) as prog:
         t0 = time.monotonic()
-        probed = probe(space.candidates, dataset, splits, scorer=config.scorer, batch_size=config.batch_size,
+        candidates = space.expanded()
+        probed = probe(candidates, dataset, splits, scorer=config.scorer, batch_size=config.batch_size,
                        seed=seed, progress=prog)
         probed.save(run_dir)
         timings["probe"] = time.monotonic() - t0
@@ -98,7 +99,7 @@ def run(
         t0 = time.monotonic()
         remaining = None if deadline is None else max(deadline - time.monotonic() - _EXPORT_RESERVE_S, 1.0)
         tuned = tune(
-            [c for c in space.candidates if c.name in top], dataset, splits, space=space.tuning,
+            [c for c in candidates if c.name in top], dataset, splits, space=space.tuning,
             backend=config.tuner, max_trials=config.max_trials, time_budget_s=remaining,
             features=probed.features, out_dir=run_dir, seed=seed, progress=prog,
         )
@@ -106,7 +107,7 @@ def run(
         _write_json(run_dir / "timings.json", timings)
 
         t0 = time.monotonic()
-        spec = next(c for c in space.candidates if c.name == tuned.best_backbone)
+        spec = next(c for c in candidates if c.name == tuned.best_backbone)
         metrics = evaluate_model(tuned.best_model, dataset, splits.test, input_size=spec.input_size,
                                  batch_size=config.batch_size)
         lb = probed.leaderboard

@@ -25,6 +25,10 @@ class SearchSpace:
     description: str = ""
     path: str = ""
 
+    def expanded(self) -> list[BackboneSpec]:
+        """Every probe candidate: each entry times its ``layers`` and ``input_sizes``."""
+        return [c for entry in self.candidates for c in entry.expand()]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -71,7 +75,7 @@ def load_search_space(ref: str | Path = "offline") -> SearchSpace:
     if not isinstance(cands, list) or not cands:
         raise UserInputError(f"{where}: 'candidates' must be a non-empty list of backbones.")
     specs = [BackboneSpec.from_dict(c, f"{where}, candidates[{i}]") for i, c in enumerate(cands)]
-    names = [s.name for s in specs]
+    names = [c.name for s in specs for c in s.expand()]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise UserInputError(f"{where}: candidate names must be unique; repeated: {', '.join(dupes)}.")

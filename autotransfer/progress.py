@@ -1,7 +1,9 @@
 """Progress display: one rich progress bar per stage, fed by a plain callback the stages call."""
 from __future__ import annotations
 
+import re
 import sys
+import time
 from typing import Callable, Protocol
 
 from rich.console import Console
@@ -34,6 +36,8 @@ class RichProgress:
             disable=not self.enabled,
         )
         self._tasks: dict[str, int] = {}
+        self._last_step: dict[str, str] = {}
+        self._last_time: dict[str, float] = {}
 
     def __enter__(self) -> "RichProgress":
         self._progress.__enter__()
@@ -47,7 +51,12 @@ class RichProgress:
             self._tasks[stage] = self._progress.add_task(message, total=total, stage=stage)
         self._progress.update(self._tasks[stage], completed=done, total=total, description=message)
         if not self.enabled and not self.quiet and done > 0:
-            console.log(f"{stage}: {done}/{total} {message}")
+            # Plain logs get a line per finished step, or per 15 s inside a long step, not per batch.
+            now = time.monotonic()
+            step = re.sub(r"\d+/\d+", "", message)
+            if done >= total or step != self._last_step.get(stage) or now - self._last_time.get(stage, 0) > 15:
+                console.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {stage}: {done}/{total} {message}", highlight=False)
+                self._last_step[stage], self._last_time[stage] = step, now
 
 
 def log(message: str) -> None:

@@ -55,3 +55,17 @@ def test_run_config_validation_messages():
         RunConfig(top_k=0).validate()
     with pytest.raises(UserInputError, match="'scorer'"):
         RunConfig(scorer="magic").validate()
+
+
+def test_layers_and_sizes_expand_into_candidates(tmp_path):
+    space = load_search_space(_write(tmp_path, (
+        "candidates:\n"
+        "  - {name: a, handle: /x, input_size: 32, layers: [final, block_01], input_sizes: [32, 16]}\n"
+        "  - {name: b, handle: /y, input_size: 8}\n")))
+    names = [c.name for c in space.expanded()]
+    assert names == ["a", "a@16", "a@block_01", "a@block_01@16", "b"]
+    by_name = {c.name: c for c in space.expanded()}
+    assert by_name["a@block_01@16"].layer == "block_01" and by_name["a@block_01@16"].input_size == 16
+    assert by_name["a"].layer is None and by_name["a@16"].base == "a"
+    with pytest.raises(UserInputError, match="input_sizes"):
+        load_search_space(_write(tmp_path, "candidates:\n  - {name: a, handle: /x, input_size: 32, input_sizes: [4]}\n"))

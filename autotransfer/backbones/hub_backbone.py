@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
@@ -17,6 +17,9 @@ import tensorflow as tf
 
 from autotransfer.backbones.sources import METADATA_FILE, module_fingerprint, resolve_handle
 from autotransfer.errors import BackboneError
+
+if TYPE_CHECKING:
+    from autotransfer.backbones.spec import BackboneSpec
 
 
 def _var_name(v: tf.Variable) -> str:
@@ -58,7 +61,15 @@ class HubBackbone(keras.layers.Layer):
         output_key: key to pick when the module returns a dict.
         bn_training: pass ``training=True`` to the module while training. Off by default so that
             BatchNorm keeps its moving statistics during fine-tuning of small datasets.
+        layer: an earlier block to take pooled features from, through the module's ``features_at``
+            functions (the zoo's modules have them); blocks after it are dropped.
     """
+
+    @classmethod
+    def from_spec(cls, spec: "BackboneSpec", **kwargs: Any) -> "HubBackbone":
+        """The layer for a search-space candidate (handle, input size, output key, layer)."""
+        kwargs.setdefault("layer", spec.layer)
+        return cls(spec.handle, input_size=spec.input_size, output_key=spec.output_key, **kwargs)
 
     def __init__(
         self,
@@ -67,6 +78,7 @@ class HubBackbone(keras.layers.Layer):
         input_size: int | None = None,
         output_key: str | None = None,
         bn_training: bool = False,
+        layer: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -83,6 +95,17 @@ class HubBackbone(keras.layers.Layer):
                 f"Backbone {handle!r} is not a TF-Hub reusable SavedModel (needs __call__ and .variables)."
             )
         self._module = module
+        self.layer = layer
+        self._fn = module
+        if layer is not None:
+            fns = getattr(module, "features_at", None)
+            available = sorted(fns.keys()) if fns is not None else []
+            if layer not in available:
+                raise BackboneError(
+                    f"Backbone {handle!r} has no feature layer {layer!r} (available: {', '.join(available) or 'none'}). "
+                    "Fix 'layers' in the search space."
+                )
+            self._fn = fns[layer]
         meta_file = self.module_path / METADATA_FILE
         self.metadata: dict[str, Any] = json.loads(meta_file.read_text()) if meta_file.exists() else {}
         self.input_size = int(input_size or self.metadata.get("input_size") or 224)
@@ -92,6 +115,8 @@ class HubBackbone(keras.layers.Layer):
         self._source_trainable = [id(v) in trainable_ids for v in tf_vars]
         self.variable_names = [_var_name(v) for v in tf_vars]
         self.blocks: list[str] = list(self.metadata.get("blocks") or infer_blocks(self.variable_names))
+        if layer is not None and layer in self.blocks:
+            self.blocks = self.blocks[: self.blocks.index(layer) + 1]
         self._var_block = [_block_of(n, self.blocks) for n in self.variable_names]
         # Wrap, don't copy: training through Keras updates the module's own variables.
         self._wrapped = [
@@ -131,7 +156,7 @@ class HubBackbone(keras.layers.Layer):
 
     # -- forward ----------------------------------------------------------------------------------
     def _forward(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
-        out = self._module(images, training=training)
+        out = self._fn(images, training=training)
         if isinstance(out, dict):
             key = self.output_key or next(
                 (k for k in ("default", "feature_vector", "pooled_output", "logits") if k in out), None
@@ -150,5 +175,5 @@ class HubBackbone(keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(handle=self.handle, input_size=self.input_size, output_key=self.output_key,
-                      bn_training=self.bn_training)
+                      bn_training=self.bn_training, layer=self.layer)
         return config

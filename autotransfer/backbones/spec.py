@@ -1,7 +1,7 @@
 """BackboneSpec: a candidate backbone as data (a handle plus what we must know to feed it)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from autotransfer.errors import UserInputError
@@ -13,7 +13,9 @@ class BackboneSpec:
 
     ``handle`` is a local TF-Hub-format directory, ``file://...``, ``zoo://NAME/OUTPUT`` (the offline
     zoo) or a tfhub.dev / Kaggle URL. ``classifier_handle`` optionally points at the same network with
-    its source-task head, for scorers that use source-label predictions (LEEP).
+    its source-task head, for scorers that use source-label predictions (LEEP). ``layer`` names an
+    earlier block whose pooled output is used instead of the final features (None = final);
+    ``base`` is the name of the search-space entry this candidate was expanded from.
     """
 
     name: str
@@ -21,6 +23,8 @@ class BackboneSpec:
     input_size: int
     classifier_handle: str | None = None
     output_key: str | None = None
+    layer: str | None = None
+    base: str | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @classmethod
@@ -28,13 +32,17 @@ class BackboneSpec:
         """Build from a YAML mapping; ``where`` names the place for error messages."""
         if not isinstance(d, dict):
             raise UserInputError(f"{where}: each candidate must be a mapping with 'name', 'handle' and 'input_size'. Got {d!r}.")
-        known = {"name", "handle", "input_size", "classifier_handle", "output_key"}
+        known = {"name", "handle", "input_size", "classifier_handle", "output_key", "layer", "layers", "input_sizes"}
         missing = [k for k in ("name", "handle", "input_size") if k not in d]
         if missing:
             raise UserInputError(f"{where}: candidate {d.get('name', '?')!r} is missing {', '.join(missing)}. Add it (e.g. 'input_size: 224').")
         size = d["input_size"]
-        if not isinstance(size, int) or isinstance(size, bool) or not 8 <= size <= 1024:
-            raise UserInputError(f"{where}: 'input_size' of candidate {d['name']!r} must be an integer in [8, 1024]. Got {size!r}.")
+        for key, value in [("input_size", size)] + [("input_sizes", s) for s in d.get("input_sizes") or []]:
+            if not isinstance(value, int) or isinstance(value, bool) or not 8 <= value <= 1024:
+                raise UserInputError(f"{where}: {key!r} of candidate {d['name']!r} must be integers in [8, 1024]. Got {value!r}.")
+        for key in ("layers", "input_sizes"):
+            if key in d and not (isinstance(d[key], list) and d[key]):
+                raise UserInputError(f"{where}: {key!r} of candidate {d['name']!r} must be a non-empty list. Got {d[key]!r}.")
         for key in ("name", "handle"):
             if not isinstance(d[key], str) or not d[key].strip():
                 raise UserInputError(f"{where}: {key!r} of candidate {d.get('name')!r} must be a non-empty string. Got {d[key]!r}.")
@@ -44,8 +52,26 @@ class BackboneSpec:
             input_size=size,
             classifier_handle=d.get("classifier_handle"),
             output_key=d.get("output_key"),
-            extra={k: v for k, v in d.items() if k not in known},
+            layer=d.get("layer"),
+            extra={k: v for k, v in d.items() if k not in known or k in ("layers", "input_sizes")},
         )
+
+    def expand(self) -> list["BackboneSpec"]:
+        """One candidate per (layer, input size) the entry lists in ``layers`` / ``input_sizes``.
+
+        The first combination keeps the entry's own name; the others are named
+        ``NAME@LAYER`` / ``NAME@SIZE`` / ``NAME@LAYER@SIZE``. ``final`` means the module's output.
+        """
+        layers = self.extra.get("layers") or [self.layer or "final"]
+        sizes = self.extra.get("input_sizes") or [self.input_size]
+        rest = {k: v for k, v in self.extra.items() if k not in ("layers", "input_sizes")}
+        out = []
+        for layer in layers:
+            for size in sizes:
+                tags = ([] if layer in ("final", self.layer) else [str(layer)]) + ([] if size == self.input_size else [str(size)])
+                out.append(replace(self, name="@".join([self.name, *tags]), input_size=int(size),
+                                   layer=None if layer == "final" else layer, base=self.name, extra=rest))
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (inverse of ``from_dict``)."""

@@ -92,7 +92,8 @@ def _features_for(
     key = None
     if cache is not None:
         fp = module_fingerprint(resolve_handle(handle))
-        key = cache.key(fp, data_fp, ikey, spec.input_size, layer)
+        # An earlier-block candidate caches under its block's name, the final features under "final".
+        key = cache.key(fp, data_fp, ikey, spec.input_size, spec.layer if layer != LOGITS_LAYER and spec.layer else layer)
         hit = cache.load(key, ["features"])
         if hit is not None:
             return hit["features"], cache.meta(key) or {}, True, key
@@ -103,7 +104,7 @@ def _features_for(
         feats = extract_source_logits(handle, ds, input_size=spec.input_size, output_key=spec.output_key,
                                       num_items=len(idx), on_batch=on_batch)
     else:
-        backbone = HubBackbone(handle, input_size=spec.input_size, output_key=spec.output_key)
+        backbone = HubBackbone.from_spec(spec)
         try:
             feats = extract_features(backbone, ds, num_items=len(idx), on_batch=on_batch)
             meta.update(params=backbone.num_params, feature_dim=backbone.output_dim)

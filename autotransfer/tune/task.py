@@ -21,7 +21,7 @@ def build_task_model(spec: BackboneSpec, num_classes: int, *, dropout: float) ->
 
     Always loads a new :class:`HubBackbone`: fine-tuning mutates the loaded module's variables.
     """
-    backbone = HubBackbone(spec.handle, input_size=spec.input_size, output_key=spec.output_key, name=BACKBONE_LAYER)
+    backbone = HubBackbone.from_spec(spec, name=BACKBONE_LAYER)
     inputs = keras.Input((spec.input_size, spec.input_size, 3), dtype="float32", name="image")
     outputs = build_head(backbone(inputs), num_classes, dropout=dropout)
     return keras.Model(inputs, outputs, name=f"autotransfer_{_safe(spec.name)}"), backbone

@@ -43,7 +43,7 @@ def _num_blocks(spec: BackboneSpec) -> int:
         blocks = json.loads(meta.read_text()).get("blocks")
         if blocks:
             return len(blocks)
-    bb = HubBackbone(spec.handle, input_size=spec.input_size, output_key=spec.output_key)
+    bb = HubBackbone.from_spec(spec)
     n = bb.num_blocks
     del bb
     return n
