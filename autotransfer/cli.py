@@ -51,7 +51,7 @@ def run_cmd(
         table.add_column(c, justify="right" if c not in ("name", "status") else "left")
     for _, row in result.leaderboard.iterrows():
         table.add_row(*[f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in cols])
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 140)  # logs keep whole columns
     console.print(table)
     m = result.test_metrics
     console.print(f"best: {result.best['backbone']} {result.best['params']}")

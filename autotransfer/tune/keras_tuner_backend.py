@@ -28,6 +28,18 @@ def _oracle_class() -> type:
             super().__init__(hyperband_iterations=None, **kwargs)  # None = iterate until capped
             self.max_trials = max_trials
             self.deadline = deadline
+            # Hyperband starts with its most aggressive bracket (many configs, fewest epochs). Under a
+            # small trial cap that bracket never reaches its promotions, so every trial would get the
+            # minimum budget; start instead with the most aggressive bracket that fits whole.
+            self._current_bracket = self.first_bracket(max_trials)
+
+        def bracket_trials(self, bracket: int) -> int:
+            """Trials one whole bracket runs (its configs, plus every promotion)."""
+            return sum(self._get_size(bracket, r) for r in range(self._get_num_rounds(bracket)))
+
+        def first_bracket(self, max_trials: int) -> int:
+            fitting = [b for b in range(self._get_num_brackets()) if self.bracket_trials(b) <= max_trials]
+            return max(fitting) if fitting else 0
 
         def populate_space(self, trial_id: str) -> dict:
             if self.deadline is not None and time.time() >= self.deadline and self.trials:

@@ -217,3 +217,20 @@ def test_tune_time_budget_stops_running_trial(data_splits, specs, tmp_path):
                   out_dir=tmp_path)
     assert len(result.trials) == 1 and result.trials["status"][0] == "timeout"
     assert time.time() - t0 < 15
+
+
+def test_hyperband_starts_with_a_bracket_that_fits_the_trial_cap():
+    import keras_tuner as kt
+
+    from autotransfer.tune.keras_tuner_backend import _oracle_class
+
+    def oracle(max_trials):
+        return _oracle_class()(objective=kt.Objective("val_accuracy", direction="max"), max_epochs=12, factor=3,
+                               max_trials=max_trials, deadline=None)
+
+    big = oracle(100)
+    assert big._current_bracket == big._get_num_brackets() - 1  # plain Hyperband order
+    small = oracle(4)
+    assert small.bracket_trials(small._current_bracket) <= 4
+    assert small._get_epochs(small._current_bracket, 0) > big._get_epochs(big._current_bracket, 0)
+    assert oracle(1)._current_bracket == 0  # one trial: the full-budget bracket
