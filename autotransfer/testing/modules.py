@@ -4,6 +4,10 @@ Each module average-pools the image to a ``grid x grid`` map before a small rand
 :func:`pattern_images` data (a bright blob whose position is the class) a grid of 4 sees every
 position, a grid of 2 only the quadrant (two classes share one) and a grid of 1 nothing but the
 mean brightness, which is the same for every class. So quality: grid 4 > grid 2 > grid 1.
+
+Like the zoo's modules they also have ``features_at`` ({"block_00", "block_01", "head"} ->
+tf.function(images, training=False) -> [B, C], each computing only up to that block) and
+``all_features(images)``, listed as ``feature_layers`` / ``feature_dims`` in the metadata.
 """
 from __future__ import annotations
 
@@ -41,15 +45,23 @@ class _TinyModule(tf.Module):
             )
         self.regularization_losses: list = []
 
-    def _features(self, images: tf.Tensor) -> tf.Tensor:
+    def _features(self, images: tf.Tensor, upto: int | None = None) -> tf.Tensor | list[tf.Tensor]:
+        """The output of block ``upto`` (index into BLOCKS; default: the head), or with
+        ``upto=-1`` the list of every block's output."""
         x = tf.stop_gradient(tf.image.resize(images, [8, 8], method="area"))
         x = tf.nn.avg_pool2d(x, ksize=8 // self.grid, strides=8 // self.grid, padding="VALID")
         x = tf.reshape(x, [-1, self.grid * self.grid * 3]) * 4.0
+        outs = []
         for i, (w, b) in enumerate(zip(self.w, self.b)):
             x = tf.matmul(x, w) + b
             if i < len(self.w) - 1:
                 x = tf.nn.relu(x)
-        return x - self.moving_mean
+            else:
+                x = x - self.moving_mean
+            if i == upto:
+                return x
+            outs.append(x)
+        return outs if upto == -1 else x
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32), tf.TensorSpec([], tf.bool)])
     def _call(self, images: tf.Tensor, training: tf.Tensor) -> tf.Tensor:
@@ -89,6 +101,16 @@ def write_tiny_module(
     root.variables = list(module.variables)
     root.trainable_variables = list(module.trainable_variables)
     root.regularization_losses = []
+
+    def features_fn(i: int):
+        fn = tf.function(lambda images, training=False: module._features(images, upto=i))
+        for training in (False, True):
+            fn.get_concrete_function(spec, training)
+        return fn
+
+    root.features_at = {b: features_fn(i) for i, b in enumerate(BLOCKS)}
+    root.all_features = tf.function(lambda images: dict(zip(BLOCKS, module._features(images, upto=-1))),
+                                    input_signature=[spec])
     tf.saved_model.save(root, str(path))
     blocks = BLOCKS + (["classifier"] if num_source_classes else [])
     meta = {
@@ -101,6 +123,8 @@ def write_tiny_module(
         "blocks": blocks,
         "num_outputs": num_source_classes or feature_dim,
         "grid": grid,
+        "feature_layers": list(BLOCKS),
+        "feature_dims": {b: int(w.shape[1]) for b, w in zip(BLOCKS, module.w)},
     }
     (path / METADATA_FILE).write_text(json.dumps(meta, indent=2))
     return path

@@ -27,7 +27,7 @@ from typing import Callable, Iterable
 
 from autotransfer.errors import BackboneError, MissingDependencyError, UserInputError
 from autotransfer.zoo.efficientnet_lite import (HEAD_FILTERS, NUM_CLASSES, SPECS, LiteSpec,
-                                                count_macs, count_params)
+                                                count_macs, count_params, feature_layers)
 
 __all__ = ["ZooEntry", "build", "list_built", "default_dir", "resolve_handle", "MODEL_NAMES",
            "EXPECTED_PARAMS", "MODULE_OUTPUTS", "ZOO_SCHEME"]
@@ -39,7 +39,8 @@ MODULE_JSON = "autotransfer_module.json"
 MODULE_OUTPUTS = ("feature_vector", "classification")
 MODEL_NAMES = tuple(SPECS)
 # Bump when the converter/exported graph changes so old builds are redone.
-BUILD_FORMAT = 1
+# 2: modules gained features_at / all_features and feature_layers/feature_dims metadata.
+BUILD_FORMAT = 2
 # Trainable parameters with the 1000-class head, as published for EfficientNet-Lite.
 EXPECTED_PARAMS = {"efficientnet_lite0": 4_652_008, "efficientnet_lite1": 5_416_680,
                    "efficientnet_lite2": 6_092_072}
@@ -184,6 +185,9 @@ def _module_json(spec: LiteSpec, output: str, dist: str, version: str, params: i
         "macs": count_macs(spec, include_top=top),
         "blocks": block_names(spec, include_top=top),
         "num_outputs": NUM_CLASSES if top else HEAD_FILTERS,
+        # Layers of module.features_at (earliest first) and their pooled feature widths.
+        "feature_layers": list(feature_layers(spec)),
+        "feature_dims": feature_layers(spec),
     }
 
 
@@ -194,7 +198,7 @@ def _build_one(spec: LiteSpec, pth: Path, dist: str, version: str, out: Path, sa
     import tensorflow as tf
 
     from autotransfer.zoo.convert import load_torch_weights, module_weights
-    from autotransfer.zoo.efficientnet_lite import build_keras_model
+    from autotransfer.zoo.efficientnet_lite import build_keras_model, keras_layer_of
     from autotransfer.zoo.module import make_module, save_module
     from autotransfer.zoo.pth import read_state_dict
 
@@ -204,8 +208,12 @@ def _build_one(spec: LiteSpec, pth: Path, dist: str, version: str, out: Path, sa
     load_torch_weights(model, spec, state, str(pth), include_top=True)
     heads = {"classification": model,
              "feature_vector": keras.Model(model.input, model.get_layer("avg_pool").output)}
+    layers = list(feature_layers(spec))
+    inner = keras.Model(model.input, [model.get_layer(keras_layer_of(name, spec)).output for name in layers])
     images = np.random.default_rng(0).uniform(size=(2, spec.input_size, spec.input_size, 3)).astype("float32")
     diffs: dict[str, float] = {}
+    want_layers = {name: np.asarray(out).mean(axis=(1, 2))
+                   for name, out in zip(layers, inner(images, training=False))}
     for output in MODULE_OUTPUTS:
         top = output == "classification"
         weights = module_weights(model, spec, include_top=top)
@@ -228,6 +236,13 @@ def _build_one(spec: LiteSpec, pth: Path, dist: str, version: str, out: Path, sa
         if not diffs[output] <= VERIFY_ATOL:
             raise BackboneError(f"{spec.name}/{output}: exported module differs from the Keras "
                                 f"model by {diffs[output]:.3g} (> {VERIFY_ATOL})")
+        # The pooled block outputs (one forward pass) against the Keras intermediates.
+        got_layers = reloaded.all_features(tf.constant(images))
+        diff = max(float(np.max(np.abs(want_layers[n] - got_layers[n].numpy()))) for n in layers)
+        diffs[f"{output}/feature_layers"] = diff
+        if not diff <= VERIFY_ATOL:
+            raise BackboneError(f"{spec.name}/{output}: exported feature layers differ from the Keras "
+                                f"model by {diff:.3g} (> {VERIFY_ATOL})")
     keras.backend.clear_session()
     return {"verified_max_abs_diff": diffs}
 

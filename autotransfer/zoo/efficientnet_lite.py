@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["LiteSpec", "BlockConfig", "SPECS", "block_configs", "build_keras_model",
+__all__ = ["LiteSpec", "BlockConfig", "SPECS", "block_configs", "build_keras_model", "feature_layers",
+           "keras_layer_of",
            "count_params", "count_macs", "BN_EPSILON", "BN_MOMENTUM", "NUM_CLASSES",
            "STEM_FILTERS", "HEAD_FILTERS", "INPUT_SCALE", "INPUT_OFFSET"]
 
@@ -63,6 +64,7 @@ class BlockConfig:
     expand_ratio: int
     kernel: int
     stride: int
+    stage: int = 0  # index into the 7 stages; the last block of a stage ends it
 
     @property
     def expanded(self) -> int:
@@ -95,8 +97,30 @@ def block_configs(spec: LiteSpec) -> list[BlockConfig]:
             reps = int(math.ceil(spec.depth * reps))
         for r in range(reps):
             blocks.append(BlockConfig(f"block_{len(blocks):02d}", fin if r == 0 else fout,
-                                      fout, e, k, s if r == 0 else 1))
+                                      fout, e, k, s if r == 0 else 1, i))
     return blocks
+
+
+def feature_layers(spec: LiteSpec) -> dict[str, int]:
+    """Transferable layers of ``spec``, earliest first, with their channel counts.
+
+    The last block of each stage (its output is where the resolution or width changes next)
+    plus ``head`` (the 1280-d feature vector).  Derived from the stage configuration.
+    """
+    blocks = block_configs(spec)
+    out = {b.name: b.out_filters for b, nxt in zip(blocks, blocks[1:] + [None])
+           if nxt is None or nxt.stage != b.stage}
+    out["head"] = HEAD_FILTERS
+    return out
+
+
+def keras_layer_of(layer: str, spec: LiteSpec) -> str:
+    """Name of the Keras layer of :func:`build_keras_model` whose output is ``layer``'s output
+    (before pooling): the residual add when the block has one, else its project BN."""
+    if layer == "head":
+        return "head_relu"
+    b = next(b for b in block_configs(spec) if b.name == layer)
+    return f"{b.name}_add" if b.residual else f"{b.name}_project_bn"
 
 
 def count_params(spec: LiteSpec, include_top: bool = True) -> int:

@@ -2,7 +2,11 @@
 
 The saved object has ``__call__(images, training=False)`` traced for float32
 ``[None, None, None, 3]`` images in [0, 1] with ``training`` False and True, plus ``variables``,
-``trainable_variables`` and ``regularization_losses``.  The forward pass is written with
+``trainable_variables`` and ``regularization_losses``.  For transfer from earlier layers it also
+has ``features_at``: {layer: tf.function(images, training=False) -> [B, C_layer]}, the global
+average-pooled output of each stage-ending block and of ``head`` (the feature vector), each
+traced only up to its block; and ``all_features(images)`` -> {layer: [B, C_layer]} of every
+such layer from one inference-mode forward pass.  The forward pass is written with
 ``tf.nn`` ops over plain ``tf.Variable``s named ``<block>/<part>/<weight>``: a Keras 3 model
 can't be saved inside a ``tf.Module`` with those names, so the Keras model only supplies the
 weights and ``build`` checks the exported graph reproduces it.
@@ -16,7 +20,7 @@ from typing import Mapping
 import numpy as np
 
 from autotransfer.zoo.efficientnet_lite import (BN_EPSILON, BN_MOMENTUM, INPUT_OFFSET, INPUT_SCALE,
-                                                LiteSpec, block_configs)
+                                                LiteSpec, block_configs, feature_layers)
 
 __all__ = ["make_module", "save_module"]
 
@@ -44,7 +48,12 @@ def make_module(spec: LiteSpec, weights: Mapping[str, tuple[np.ndarray, bool]], 
     def conv(x, prefix: str, stride: int = 1):
         return tf.nn.conv2d(x, v[f"{prefix}/kernel"], strides=stride, padding="SAME")
 
-    def forward(images, training: bool):
+    layer_names = list(feature_layers(spec))
+
+    def trunk(images, training: bool, stop: str | None = None, collect: bool = False):
+        """Pooled output of block ``stop`` (ops after it are never built), or the head's
+        pooled features; with ``collect``, {layer: pooled} of every feature layer instead."""
+        pooled: dict = {}
         x = images * INPUT_SCALE + INPUT_OFFSET
         x = tf.nn.relu6(bn(conv(x, "stem/conv", 2), "stem/bn", training))
         for b in blocks:
@@ -57,8 +66,19 @@ def make_module(spec: LiteSpec, weights: Mapping[str, tuple[np.ndarray, bool]], 
             x = bn(conv(x, f"{b.name}/project_conv"), f"{b.name}/project_bn", training)
             if b.residual:  # no drop-connect: fine-tuning here is short and data-poor
                 x = x + shortcut
+            if b.name == stop:
+                return tf.reduce_mean(x, axis=[1, 2])
+            if collect and b.name in layer_names:
+                pooled[b.name] = tf.reduce_mean(x, axis=[1, 2])
         x = tf.nn.relu6(bn(conv(x, "head/conv"), "head/bn", training))
         x = tf.reduce_mean(x, axis=[1, 2])
+        if collect:
+            pooled["head"] = x
+            return pooled
+        return x
+
+    def forward(images, training: bool):
+        x = trunk(images, training)
         if include_top:
             if training:
                 x = tf.nn.dropout(x, rate=spec.dropout)
@@ -79,6 +99,24 @@ def make_module(spec: LiteSpec, weights: Mapping[str, tuple[np.ndarray, bool]], 
         call.get_concrete_function(image_spec, training=training)
     call.get_concrete_function(image_spec)  # obj(images) with the default training=False
     obj.__call__ = call
+
+    def features_fn(layer: str):
+        stop = None if layer == "head" else layer
+
+        @tf.function(autograph=False)  # plain Python control flow: skip the conversion
+        def features(images, training=False):
+            return trunk(tf.convert_to_tensor(images, tf.float32), bool(training), stop)
+
+        for training in (False, True):
+            features.get_concrete_function(image_spec, training=training)
+        return features
+
+    # The feature vector module's head features are its __call__: share the traced graphs.
+    obj.features_at = {layer: call if layer == "head" and not include_top else features_fn(layer)
+                       for layer in layer_names}
+    obj.all_features = tf.function(lambda images: trunk(images, False, collect=True),
+                                   input_signature=[image_spec], autograph=False)
+    obj.all_features.get_concrete_function()
 
     key = "logits" if include_top else "feature_vector"
     obj.serving_default = tf.function(
