@@ -32,6 +32,8 @@ def _oracle_class() -> type:
             # small trial cap that bracket never reaches its promotions, so every trial would get the
             # minimum budget; start instead with the most aggressive bracket that fits whole.
             self._current_bracket = self.first_bracket(max_trials)
+            self._brackets = []  # the parent already opened its default bracket: reopen ours
+            self._start_new_bracket()
 
         def bracket_trials(self, bracket: int) -> int:
             """Trials one whole bracket runs (its configs, plus every promotion)."""

@@ -232,5 +232,6 @@ def test_hyperband_starts_with_a_bracket_that_fits_the_trial_cap():
     assert big._current_bracket == big._get_num_brackets() - 1  # plain Hyperband order
     small = oracle(4)
     assert small.bracket_trials(small._current_bracket) <= 4
+    assert [b["bracket_num"] for b in small._brackets] == [small._current_bracket]
     assert small._get_epochs(small._current_bracket, 0) > big._get_epochs(big._current_bracket, 0)
     assert oracle(1)._current_bracket == 0  # one trial: the full-budget bracket
