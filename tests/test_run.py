@@ -1,0 +1,76 @@
+"""End to end on tiny generated modules whose quality order is known: good > medium > bad."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from autotransfer.data import write_image_folder
+from autotransfer.testing import pattern_images
+
+
+@pytest.fixture(scope="module")
+def tiny_space(tiny_modules, tmp_path_factory):
+    path = tmp_path_factory.mktemp("space") / "tiny.yaml"
+    lines = ["name: tiny", "candidates:"]
+    for name in ("bad", "medium", "good"):  # listed worst first: order must come from the probe
+        lines.append(f"  - {{name: {name}, handle: '{tiny_modules[name]}', input_size: 16}}")
+    lines += ["tuning:", "  unfreeze_blocks: [0, 2]", "  learning_rate: [1.0e-3, 1.0e-2]",
+              "  head_epochs: 4", "  max_epochs: 3", "  patience: [1, 2]", "  batch_size: 16"]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def pattern_folder(tmp_path_factory):
+    x, y = pattern_images(16, num_classes=4, size=16, seed=1)
+    return write_image_folder(x, y, ["a", "b", "c", "d"], tmp_path_factory.mktemp("data") / "patterns")
+
+
+@pytest.fixture(scope="module")
+def result(tiny_space, pattern_folder, tmp_path_factory):
+    import autotransfer
+
+    out = tmp_path_factory.mktemp("run") / "tiny-run"
+    return autotransfer.run(pattern_folder, search_space=tiny_space, out=out, max_trials=2, top_k=2,
+                            tuner="optuna", seed=0, progress=False)
+
+
+def test_probe_ranks_by_construction_and_run_picks_best(result):
+    assert list(result.leaderboard["name"]) == ["good", "medium", "bad"]
+    assert result.best["backbone"] == "good"
+    assert result.test_metrics["accuracy"] >= 0.75
+
+
+def test_run_dir_holds_every_stage_file(result):
+    for name in ("config.json", "data.json", "splits.json", "leaderboard.csv", "trials.csv", "best.json",
+                 "test_metrics.json", "timings.json", "report.html"):
+        assert (result.run_dir / name).is_file(), name
+    metrics = json.loads((result.run_dir / "test_metrics.json").read_text())
+    assert {"probe_test_accuracy", "verdict", "finetune_beats_probe"} <= set(metrics)
+    html = result.report_path.read_text()
+    assert "good" in html and metrics["verdict"].split(":")[0][:30] in html
+
+
+def test_predict_matches_export_and_labels(result, pattern_folder):
+    files = sorted(str(p) for p in pattern_folder.glob("*/*.png"))[:8]
+    by_path = result.predict(files)
+    assert set(by_path) <= {"a", "b", "c", "d"}
+    loaded = tf.saved_model.load(str(result.export_path))
+    assert {"serving_default", "serving_bytes"} <= set(loaded.signatures)
+    x, _ = pattern_images(2, num_classes=4, size=16, seed=1)
+    probs = result.predict_proba(x)
+    assert probs.shape == (8, 4) and np.allclose(probs.sum(axis=1), 1, atol=1e-5)
+
+
+def test_cli_user_error_is_one_line_without_traceback(tmp_path):
+    (tmp_path / "only").mkdir()
+    proc = subprocess.run([sys.executable, "-m", "autotransfer.cli", "run", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.strip().startswith("error:") and str(tmp_path) in proc.stderr
