@@ -37,6 +37,36 @@ def _run_dir(out: str | Path | None, name: str | None, data_source: str) -> Path
     return run_dir
 
 
+def _plan(candidates: list, dataset: Any, splits: Any, space: Any, config: RunConfig, run_dir: Path,
+          timings: dict[str, float], start: float) -> list:
+    """Measure first-batch costs, say up front what fits the budget, and follow the plan if it must.
+
+    Measuring costs about one module load per candidate, so it only runs when a budget is set.
+    """
+    from autotransfer.plan import make_plan, measure_costs
+
+    t0 = time.monotonic()
+    hi = space.tuning.unfreeze_blocks[1]
+    costs = measure_costs(candidates, dataset, splits, batch_size=config.batch_size,
+                          unfreeze=10**6 if hi == "all" else int(hi), head_epochs=space.tuning.head_epochs,
+                          measure_train="first")
+    sizes = splits.sizes()
+    # Estimates ran 15-20% low against measured runs (benchmarks/selection.py --plan): margin 1.25.
+    plan = make_plan(costs, n_items=sum(sizes.values()), n_train=sizes["train"], n_val=sizes["val"],
+                     n_test=sizes["test"], budget_s=config.time_budget_s, top_k=config.top_k,
+                     max_trials=config.max_trials, max_epochs=space.tuning.max_epochs,
+                     spent_s=time.monotonic() - start, reserve_s=_EXPORT_RESERVE_S, margin=1.25)
+    _write_json(run_dir / "plan.json", plan.to_dict())
+    for line in plan.lines:
+        log(f"plan: {line}")
+    timings["plan"] = time.monotonic() - t0
+    if not plan.fits:
+        config.max_trials, config.top_k = plan.recommended_max_trials, plan.recommended_top_k
+        if plan.recommended_candidates:
+            candidates = [c for c in candidates if c.name in plan.recommended_candidates]
+    return candidates
+
+
 def run(
     data: Any,
     *,
@@ -85,9 +115,11 @@ def run(
     log(f"[bold]autotransfer[/] {dataset.source}: {len(dataset)} items, {len(dataset.class_names)} classes, "
         f"splits {sizes}; {len(space.expanded())} candidates; run dir {run_dir}")
 
+    candidates = space.expanded()
+    if config.time_budget_s is not None:
+        candidates = _plan(candidates, dataset, splits, space, config, run_dir, timings, start)
     with RichProgress(progress) as prog:
         t0 = time.monotonic()
-        candidates = space.expanded()
         probed = probe(candidates, dataset, splits, scorer=config.scorer, batch_size=config.batch_size,
                        seed=seed, progress=prog)
         probed.save(run_dir)

@@ -37,7 +37,7 @@ def result(tiny_space, pattern_folder, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("run") / "tiny-run"
     return autotransfer.run(pattern_folder, search_space=tiny_space, out=out, max_trials=2, top_k=2,
-                            tuner="optuna", seed=0, progress=False)
+                            tuner="optuna", seed=0, time_budget="10m", progress=False)
 
 
 def test_probe_ranks_by_construction_and_run_picks_best(result):
@@ -47,7 +47,7 @@ def test_probe_ranks_by_construction_and_run_picks_best(result):
 
 
 def test_run_dir_holds_every_stage_file(result):
-    for name in ("config.json", "data.json", "splits.json", "leaderboard.csv", "trials.csv", "best.json",
+    for name in ("config.json", "plan.json", "data.json", "splits.json", "leaderboard.csv", "trials.csv", "best.json",
                  "test_metrics.json", "timings.json", "report.html"):
         assert (result.run_dir / name).is_file(), name
     metrics = json.loads((result.run_dir / "test_metrics.json").read_text())
