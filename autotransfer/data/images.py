@@ -47,9 +47,23 @@ def _as_size(image_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
 def _unit_and_resize(image: tf.Tensor, size: tuple[int, int], scale: float) -> tf.Tensor:
     """[h, w, 3] pixels * scale -> float32 [H, W, 3] in [0, 1]; shared by files, arrays, serving."""
     image = tf.cast(image, tf.float32) * scale
-    image = tf.image.resize(image, size, method="bilinear", antialias=True)
-    # Antialiased resize can overshoot by float rounding; models expect the documented range.
-    image = tf.clip_by_value(image, 0.0, 1.0)
+
+    def resize() -> tf.Tensor:
+        resized = tf.image.resize(image, size, method="bilinear", antialias=True)
+        # Antialiased resize can overshoot by float rounding; models expect the documented range.
+        return tf.clip_by_value(resized, 0.0, 1.0)
+
+    # An antialiased resize to the image's own size is the identity (bit-exact, checked) but costs
+    # a full kernel pass per image; skip it. Static shapes (arrays) decide at trace time, dynamic
+    # ones (decoded files, serving bytes) with a tf.cond. The clip is kept in both branches so
+    # results stay identical to always resizing.
+    h, w = image.shape[0], image.shape[1]
+    if h is not None and w is not None:
+        image = tf.clip_by_value(image, 0.0, 1.0) if (h, w) == tuple(size) else resize()
+    else:
+        shape = tf.shape(image)
+        same = tf.logical_and(tf.equal(shape[0], size[0]), tf.equal(shape[1], size[1]))
+        image = tf.cond(same, lambda: tf.clip_by_value(image, 0.0, 1.0), resize)
     return tf.ensure_shape(image, [size[0], size[1], 3])
 
 

@@ -1,13 +1,17 @@
 """Probe stage: score candidate backbones quickly on frozen, cached features."""
 from autotransfer.probe.cache import ENV_VAR as CACHE_ENV_VAR
 from autotransfer.probe.cache import FeatureCache, default_cache_dir, index_key
+from autotransfer.probe.combine import CombinedScore
 from autotransfer.probe.conformance import check_scorer
 from autotransfer.probe.featurize import extract_features, extract_source_logits, forward_fn
-from autotransfer.probe.probe import LEADERBOARD_COLUMNS, ProbeResult, probe
+from autotransfer.probe.halving import HalvingResult, successive_halving
+from autotransfer.probe.probe import DEFAULT_EXTRA_SCORERS, LEADERBOARD_COLUMNS, ProbeResult, probe
 from autotransfer.probe.scorers import (
     KNNScorer,
+    LEEPScorer,
     LinearProbeScorer,
     LogMEScorer,
+    NLEEPScorer,
     Scorer,
     ScoreResult,
     available_scorers,
@@ -15,11 +19,18 @@ from autotransfer.probe.scorers import (
     fit_linear_probe,
     get_scorer,
     linear_probe_model,
+    ranking_scorers,
     register_scorer,
 )
 
 __all__ = [
     "CACHE_ENV_VAR",
+    "CombinedScore",
+    "DEFAULT_EXTRA_SCORERS",
+    "HalvingResult",
+    "LEEPScorer",
+    "NLEEPScorer",
+    "successive_halving",
     "FeatureCache",
     "KNNScorer",
     "LEADERBOARD_COLUMNS",
@@ -40,5 +51,6 @@ __all__ = [
     "index_key",
     "linear_probe_model",
     "probe",
+    "ranking_scorers",
     "register_scorer",
 ]

@@ -35,14 +35,16 @@ def extract_features(
     *,
     num_items: int | None = None,
     on_batch: Progress | None = None,
+    forward: Callable[[tf.Tensor], tf.Tensor] | None = None,
 ) -> np.ndarray:
     """Run ``backbone`` over every batch of ``dataset``; returns float32 ``[N, D]`` in dataset order.
 
     ``dataset`` yields float32 images ``[b, S, S, 3]`` in [0, 1] (or ``(images, labels)``) with ``S``
     the backbone's input size. ``num_items``, when known, preallocates the output (no concatenate
-    copy). ``on_batch(items_done)`` is called after every batch.
+    copy). ``on_batch(items_done)`` is called after every batch. ``forward``: a
+    :func:`forward_fn` of this backbone traced earlier (reused across calls, e.g. halving rungs).
     """
-    fn = forward_fn(backbone)
+    fn = forward if forward is not None else forward_fn(backbone)
     size = backbone.input_size
     out: np.ndarray | None = None
     chunks: list[np.ndarray] = []

@@ -4,6 +4,11 @@ Per candidate: features for every item in the splits (one pass, cached on disk),
 cross-validated on the TRAIN features (the selection criterion), extra scorers as extra columns,
 and a linear probe fit on train and evaluated on val and test. The test column exists only for the
 report's probe-vs-fine-tune comparison and never takes part in selection.
+
+Options: ``scorer="combined"`` ranks by a cross-candidate combination of all scorers (applied to the
+leaderboard after every candidate is scored, :mod:`autotransfer.probe.combine`); ``halving=True``
+runs successive halving on TRAIN subsamples first (:mod:`autotransfer.probe.halving`);
+``multi_source=n`` adds a ``concat(...)`` candidate of the top n candidates' features.
 """
 from __future__ import annotations
 
@@ -26,7 +31,8 @@ from autotransfer.backbones import BackboneSpec, HubBackbone, module_fingerprint
 from autotransfer.data import LabelledData, Splits, image_dataset
 from autotransfer.errors import BackboneError, UserInputError
 from autotransfer.probe.cache import FeatureCache, index_key
-from autotransfer.probe.featurize import extract_features, extract_source_logits
+from autotransfer.probe.featurize import extract_features, extract_source_logits, forward_fn
+from autotransfer.probe.combine import CombinedScore, apply_combined
 from autotransfer.probe.scorers import Scorer, fit_linear_probe, get_scorer
 
 log = logging.getLogger(__name__)
@@ -49,6 +55,10 @@ class ProbeResult:
     features: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     labels: dict[str, np.ndarray] = field(default_factory=dict)
     scorer: str = "linear"
+    #: Candidates the probe added (multi-source ``concat(a+b)``), by name, for the tune stage.
+    specs: dict[str, BackboneSpec] = field(default_factory=dict)
+    #: Successive halving: one dict per rung (budget, items, candidates, kept, seconds); else [].
+    rungs: list[dict[str, Any]] = field(default_factory=list)
 
     def top(self, k: int) -> list[str]:
         """Names of the ``k`` best candidates that did not fail."""
@@ -73,6 +83,21 @@ def _resolve_cache(cache: FeatureCache | str | os.PathLike | bool | None, cache_
     return cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
 
 
+_FP_MEMO: dict[str, str] = {}  # module fingerprints within one probe() call (cleared per call)
+
+
+def _fingerprint(handle: str) -> str:
+    """module_fingerprint of the handle's module, memoised within a probe() call (rungs reuse it)."""
+    path = str(resolve_handle(handle))
+    if path not in _FP_MEMO:
+        _FP_MEMO[path] = module_fingerprint(resolve_handle(handle))
+    return _FP_MEMO[path]
+
+
+def _layer_name(spec: BackboneSpec, layer: str) -> str:
+    return spec.layer if layer != LOGITS_LAYER and spec.layer else layer
+
+
 def _features_for(
     spec: BackboneSpec,
     handle: str,
@@ -84,6 +109,7 @@ def _features_for(
     cache: FeatureCache | None,
     batch_size: int,
     on_batch: Callable[[int], None] | None,
+    holder: "_Items | None" = None,
 ) -> tuple[np.ndarray, dict[str, Any], bool, str | None]:
     """Features (or source logits) of items ``idx``, from the cache when possible.
 
@@ -91,16 +117,24 @@ def _features_for(
     """
     key = None
     if cache is not None:
-        fp = module_fingerprint(resolve_handle(handle))
+        fp = _fingerprint(handle)
         # An earlier-block candidate caches under its block's name, the final features under "final".
-        key = cache.key(fp, data_fp, ikey, spec.input_size, spec.layer if layer != LOGITS_LAYER and spec.layer else layer)
+        key = cache.key(fp, data_fp, ikey, spec.input_size, _layer_name(spec, layer))
         hit = cache.load(key, ["features"])
         if hit is not None:
             return hit["features"], cache.meta(key) or {}, True, key
     start = time.perf_counter()
     ds = image_dataset(data, idx, image_size=spec.input_size, batch_size=batch_size, with_labels=False)
     meta: dict[str, Any] = {"handle": handle, "input_size": spec.input_size, "layer": layer, "num_items": len(idx)}
-    if layer == LOGITS_LAYER:
+    if holder is not None and holder.keep_loaded:
+        # Successive halving: keep the module (and its traced forward) for the next rung.
+        if holder.backbone is None:
+            holder.backbone = (HubBackbone(handle, input_size=spec.input_size, output_key=spec.output_key)
+                               if layer == LOGITS_LAYER else HubBackbone.from_spec(spec))
+            holder.forward = forward_fn(holder.backbone)
+        feats = extract_features(holder.backbone, ds, num_items=len(idx), on_batch=on_batch, forward=holder.forward)
+        meta.update(params=holder.backbone.num_params, feature_dim=holder.backbone.output_dim)
+    elif layer == LOGITS_LAYER:
         feats = extract_source_logits(handle, ds, input_size=spec.input_size, output_key=spec.output_key,
                                       num_items=len(idx), on_batch=on_batch)
     else:
@@ -148,40 +182,169 @@ def _accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(model.predict(x.astype(np.float64)) == y)) if len(y) else math.nan
 
 
+DEFAULT_EXTRA_SCORERS = ("knn", "logme", "leep", "nleep")
+#: Successive halving keeps the modules of a rung's candidates loaded for the next rung (no reload,
+#: no retrace) when the rung has at most this many candidates; larger rungs load one at a time.
+HALVING_MAX_LOADED = 4
+
+
+class _Items:
+    """One candidate's features (or logits) for a growing set of item indices.
+
+    Successive halving asks for nested index sets; only the items not held yet are featurized
+    (cached under their own index set), and the full set is looked up in the cache first, so a
+    candidate already probed on full data costs nothing.
+    """
+
+    def __init__(self, spec: BackboneSpec, handle: str, layer: str) -> None:
+        self.spec, self.handle, self.layer = spec, handle, layer
+        self.idx = np.empty(0, np.int64)
+        self.values: np.ndarray | None = None
+        self.featurized = 0  # items run through the module (cache misses)
+        self.seconds = 0.0
+        self.meta: dict[str, Any] = {}
+        self.all_cached = True
+        self.keep_loaded = False  # keep the module loaded between rungs (see probe's max_loaded)
+        self.backbone: HubBackbone | None = None
+        self.forward: Callable[[tf.Tensor], tf.Tensor] | None = None
+
+    def release(self) -> None:
+        """Drop a module kept loaded between rungs."""
+        self.keep_loaded = False
+        if self.backbone is not None:
+            self.backbone, self.forward = None, None
+            gc.collect()
+
+    def get(self, want: np.ndarray, ctx: "_Ctx", on_batch: Callable[[int], None] | None) -> np.ndarray:
+        want = np.asarray(want, dtype=np.int64)
+        missing = np.setdiff1d(want, self.idx, assume_unique=False)
+        if len(missing) and ctx.store is not None and ctx.full_idx is not None and self.values is None:
+            # Already probed on full data (e.g. a default run): slice that entry.
+            key = ctx.store.key(_fingerprint(self.handle), ctx.data_fp, ctx.full_ikey, self.spec.input_size,
+                                _layer_name(self.spec, self.layer))
+            hit = ctx.store.load(key, ["features"])
+            if hit is not None:
+                self.idx, self.values = ctx.full_idx, np.asarray(hit["features"])
+                self.meta = ctx.store.meta(key) or {}
+                missing = np.setdiff1d(want, self.idx)
+        if len(missing):
+            t0 = time.perf_counter()
+            feats, meta, cached, _ = _features_for(self.spec, self.handle, self.layer, ctx.data, ctx.data_fp, missing,
+                                                   index_key(missing, len(ctx.data)), ctx.store, ctx.batch_size, on_batch,
+                                                   self)
+            self.seconds += time.perf_counter() - t0
+            self.meta = {**meta, **self.meta} if self.meta else meta
+            self.all_cached = self.all_cached and cached
+            if not cached:
+                self.featurized += len(missing)
+            idx = np.concatenate([self.idx, missing])
+            vals = feats if self.values is None else np.concatenate([self.values, feats])
+            order = np.argsort(idx, kind="stable")
+            self.idx, self.values = idx[order], vals[order]
+        assert self.values is not None
+        return self.values[np.searchsorted(self.idx, want)]
+
+
+@dataclass
+class _Ctx:
+    data: LabelledData
+    data_fp: str
+    store: FeatureCache | None
+    batch_size: int
+    full_idx: np.ndarray | None = None
+    full_ikey: str | None = None
+
+
+def _score_all(scorers: list[Scorer], x: np.ndarray, y: np.ndarray, logits: np.ndarray | None, seed: int,
+               spec_name: str, strict: str | None) -> dict[str, tuple[float, float]]:
+    """``{scorer name: (score, std)}``; a scorer needing absent logits is skipped (NaN).
+
+    The scorer named ``strict`` (the ranking scorer) lets its errors propagate; others log them.
+    """
+    out: dict[str, tuple[float, float]] = {}
+    for s in scorers:
+        if s.needs_source_logits and logits is None:
+            continue
+        try:
+            r = s.score(x, y, source_logits=logits, seed=seed)
+            out[s.name] = (r.score, r.std)
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            if s.name == strict:
+                raise
+            log.warning("probe: scorer %s failed on %s: %s", s.name, spec_name, exc)
+    return out
+
+
 def probe(
     candidates: Sequence[BackboneSpec],
     data: LabelledData,
     splits: Splits,
     *,
-    scorer: str | Scorer = "linear",
-    extra_scorers: Sequence[str | Scorer] = ("knn", "logme"),
+    scorer: str | Scorer | CombinedScore = "linear",
+    extra_scorers: Sequence[str | Scorer] = DEFAULT_EXTRA_SCORERS,
     cache: FeatureCache | str | os.PathLike | bool | None = None,
     cache_dir: str | os.PathLike | None = None,
     batch_size: int = 16,
     seed: int = 0,
     progress: ProgressFn | None = None,
+    halving: bool = False,
+    eta: int = 3,
+    min_per_class: int = 5,
+    top_k: int = 2,
+    rungs: int | None = None,
+    multi_source: int = 0,
 ) -> ProbeResult:
     """Score every candidate on frozen features; returns the leaderboard (best first).
 
     Args:
         candidates: backbones to score.
         data, splits: the dataset and its index splits; scorers see TRAIN features only.
-        scorer: the selection scorer (name or instance); ``score``/``std`` columns.
-        extra_scorers: more scorers, one ``score_<name>`` column each (not used for ranking).
+        scorer: the ranking scorer: a registered name (``linear``, ``knn``, ``logme``, ``leep``,
+            ``nleep``), a Scorer, or ``"combined"`` / a :class:`CombinedScore` (mean of per-scorer
+            z-scores across the candidates, computed after all are scored); ``score``/``std``.
+        extra_scorers: more scorers, one ``score_<name>`` column each (not used for ranking;
+            ``leep`` is NaN for candidates without ``classifier_handle``). The ranking scorer also
+            gets its ``score_<name>`` column, and ``score_combined`` is always added.
         cache: a FeatureCache, a cache directory, None/True for the default directory
             (``$AUTOTRANSFER_CACHE_DIR`` or the user cache dir), or False for no caching.
         cache_dir: shorthand for ``cache=FeatureCache(cache_dir)``.
         batch_size: featurization batch size.
-        seed: CV fold seed.
+        seed: CV fold seed (and the halving subsamples' seed).
         progress: ``progress(stage, done, total, message)`` callback.
+        halving: successive halving (:mod:`autotransfer.probe.halving`): rank on growing stratified
+            subsamples of TRAIN (``min_per_class * eta**r`` per class), keep the best
+            ``max(top_k, ceil(n/eta))`` per rung, full-data probe only for the survivors. Adds
+            columns ``rung`` (last rung reached; survivors get ``len(rungs)``, the full rung),
+            ``score_rung<r>``, ``halving_seconds`` and ``featurized_items``. Eliminated
+            candidates have NaN ``score``/``val_accuracy``/``test_accuracy`` and no features.
+        eta, min_per_class, top_k: the halving schedule (see above).
+        rungs: cap on the number of subsample rungs (implies ``halving=True``).
+        multi_source: if >= 2, add a candidate ``concat(a+b...)`` whose features concatenate the
+            top ``multi_source`` candidates' features, scored the same way (its spec, with
+            ``extra={"sources": [names], "source_specs": [dicts]}``, is in ``ProbeResult.specs``).
 
     A candidate that cannot be loaded or run becomes a row with status ``"failed: ..."`` and NaN
     scores; if every candidate fails, the first error is raised.
     """
     if not candidates:
         raise UserInputError("probe: no candidates given. Add at least one backbone to the search space.")
-    main = get_scorer(scorer)
-    extras = [s for s in (get_scorer(e) for e in extra_scorers) if s.name != main.name]
+    _FP_MEMO.clear()
+    combined: CombinedScore | None = None
+    if isinstance(scorer, CombinedScore):
+        combined = scorer
+    elif isinstance(scorer, str) and scorer == "combined":
+        combined = CombinedScore()
+    halving = bool(halving or rungs)
+    if combined is not None:
+        comps = [get_scorer(c) for c in combined.components]
+        main_like = comps[0]
+        extras = comps[1:] + [s for s in (get_scorer(e) for e in extra_scorers) if s.name not in combined.components]
+        scorer_name = combined.name
+    else:
+        main_like = get_scorer(scorer)  # type: ignore[arg-type]
+        extras = [s for s in (get_scorer(e) for e in extra_scorers) if s.name != main_like.name]
+        scorer_name = main_like.name
+    all_scorers = [main_like, *extras]
     store = _resolve_cache(cache, cache_dir)
     labels_all = np.asarray(data.labels, dtype=np.int64)
     split_idx = {s: np.asarray(getattr(splits, s), dtype=np.int64) for s in SPLITS}
@@ -190,90 +353,285 @@ def probe(
     ikey = index_key(idx, len(data))
     y = {s: labels_all[split_idx[s]] for s in SPLITS}
     data_fp = data.fingerprint() if store is not None else ""
+    ctx = _Ctx(data, data_fp, store, batch_size, idx, ikey)
     total = len(candidates)
+    score_cols = [f"score_{s.name}" for s in all_scorers]
 
-    rows: list[dict[str, Any]] = []
+    def needs_logits(spec: BackboneSpec) -> bool:
+        return bool(spec.classifier_handle) and any(s.needs_source_logits for s in all_scorers)
+
+    def new_row(spec: BackboneSpec) -> dict[str, Any]:
+        return {
+            "name": spec.name, "handle": spec.handle, "input_size": spec.input_size, "params": math.nan,
+            "feature_dim": math.nan, "score": math.nan, "std": math.nan, "scorer": scorer_name,
+            "feature_seconds": math.nan, "score_seconds": math.nan, "cached": False,
+            "val_accuracy": math.nan, "test_accuracy": math.nan,
+            **{c: math.nan for c in score_cols}, "status": "ok",
+            **({"rung": 0, "halving_seconds": 0.0, "featurized_items": 0} if halving else {}),
+        }
+
+    def fail(row: dict[str, Any], exc: BaseException) -> None:
+        log.warning("probe: candidate %s failed: %s", row["name"], exc)
+        errors.append(exc)
+        row["status"] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+
+    rows: dict[str, dict[str, Any]] = {}
     features: dict[str, dict[str, np.ndarray]] = {}
     errors: list[BaseException] = []
+    items: dict[str, tuple[_Items, _Items | None]] = {}
+    rung_info: list[dict[str, Any]] = []
+    by_name = {c.name: c for c in candidates}
+    if len(by_name) != len(candidates):
+        raise UserInputError("probe: candidate names must be unique.")
+
+    def holders(spec: BackboneSpec) -> tuple[_Items, _Items | None]:
+        if spec.name not in items:
+            items[spec.name] = (_Items(spec, spec.handle, FEATURES_LAYER),
+                                _Items(spec, spec.classifier_handle, LOGITS_LAYER) if needs_logits(spec) else None)
+        return items[spec.name]
+
+    # -- successive halving: rank on subsamples of TRAIN, keep the best ------------------------------
+    survivors = [c.name for c in candidates]
+    if halving:
+        from autotransfer.probe.halving import successive_halving
+
+        rank_scorers = [main_like] if combined is None else comps
+
+        def release_except(keep: Sequence[str]) -> None:
+            for n, hs in items.items():
+                if n not in keep:
+                    for h in hs:
+                        if h is not None:
+                            h.release()
+
+        def score_rung(names: list[str], tr: np.ndarray, r: int) -> dict[str, float]:
+            per: dict[str, dict[str, float]] = {}
+            release_except(names)  # candidates eliminated by the previous rung
+            for j, name in enumerate(names):
+                spec = by_name[name]
+                row = rows.setdefault(name, new_row(spec))
+                # Few candidates left: keep their modules loaded (and traced) for the next rung.
+                for h in holders(spec):
+                    if h is not None:
+                        h.keep_loaded = len(names) <= HALVING_MAX_LOADED
+                if progress is not None:
+                    progress("probe", 0, total, f"rung {r}: {name} ({len(tr)} items)")
+                t0 = time.perf_counter()
+                try:
+                    if main_like.needs_source_logits and not spec.classifier_handle and combined is None:
+                        raise BackboneError(f"scorer {main_like.name!r} needs source logits; give {spec.name!r} a classifier_handle.")
+                    f_items, l_items = holders(spec)
+                    x = f_items.get(tr, ctx, None)
+                    lg = l_items.get(tr, ctx, None) if l_items is not None else None
+                except UserInputError:
+                    raise
+                except (BackboneError, tf.errors.OpError, ValueError, OSError) as exc:
+                    fail(row, exc)
+                    continue
+                res = _score_all(rank_scorers, x, labels_all[tr], lg, seed, name, main_like.name if combined is None else None)
+                per[name] = {k: v[0] for k, v in res.items()}
+                row["halving_seconds"] = row.get("halving_seconds", 0.0) + time.perf_counter() - t0
+            if combined is None:
+                scores = {n: per[n].get(main_like.name, math.nan) for n in per}
+            else:
+                frame = pd.DataFrame([{f"score_{k}": v for k, v in per[n].items()} for n in per], index=list(per))
+                scores = dict(combined(frame)[0]) if len(frame) else {}
+            for n, v in scores.items():
+                rows[n][f"score_rung{r}"] = v
+                rows[n]["rung"] = r
+            return scores
+
+        t_h = time.perf_counter()
+        hres = successive_halving([c.name for c in candidates], split_idx["train"], labels_all, score_rung,
+                                  eta=eta, min_per_class=min_per_class, top_k=top_k, rungs=rungs, seed=seed)
+        survivors = hres.survivors
+        release_except(survivors)
+        rung_info = [r.to_dict() for r in hres.rungs]
+        log.info("probe: successive halving %d -> %d candidates in %.1f s over %d rungs", len(candidates),
+                 len(survivors), time.perf_counter() - t_h, len(hres.rungs))
+
+    # -- full-data probe of every (surviving) candidate ---------------------------------------------
+    full_rung = len(rung_info)
     for i, spec in enumerate(candidates):
+        if spec.name not in survivors:
+            continue
+        row = rows.setdefault(spec.name, new_row(spec))
+        if halving:
+            row["rung"] = full_rung
+
         def on_batch(done: int, _name: str = spec.name, _i: int = i) -> None:
             if progress is not None:
                 progress("probe", _i, total, f"{_name}: featurizing {done}/{len(idx)}")
 
         if progress is not None:
             progress("probe", i, total, f"{spec.name}: features")
-        row: dict[str, Any] = {
-            "name": spec.name, "handle": spec.handle, "input_size": spec.input_size, "params": math.nan,
-            "feature_dim": math.nan, "score": math.nan, "std": math.nan, "scorer": main.name,
-            "feature_seconds": math.nan, "score_seconds": math.nan, "cached": False,
-            "val_accuracy": math.nan, "test_accuracy": math.nan,
-            **{f"score_{s.name}": math.nan for s in extras}, "status": "ok",
-        }
         try:
-            if main.needs_source_logits and not spec.classifier_handle:
-                raise BackboneError(f"scorer {main.name!r} needs source logits; give {spec.name!r} a classifier_handle.")
+            if main_like.needs_source_logits and not spec.classifier_handle and combined is None:
+                raise BackboneError(f"scorer {main_like.name!r} needs source logits; give {spec.name!r} a classifier_handle.")
             t0 = time.perf_counter()
-            feats, meta, cached, fkey = _features_for(spec, spec.handle, FEATURES_LAYER, data, data_fp, idx, ikey,
-                                                store, batch_size, on_batch)
             logits, lkey = None, None
-            if any(s.needs_source_logits for s in [main, *extras]) and spec.classifier_handle:
-                logits_all, _, cached_l, lkey = _features_for(spec, spec.classifier_handle, LOGITS_LAYER, data, data_fp,
-                                                        idx, ikey, store, batch_size, on_batch)
-                logits = np.asarray(logits_all)[pos["train"]]
-                cached = cached and cached_l
+            if halving:
+                f_items, l_items = holders(spec)
+                feats = f_items.get(idx, ctx, on_batch)
+                meta, cached = f_items.meta, f_items.all_cached
+                fkey = _save_assembled(store, spec, spec.handle, FEATURES_LAYER, ctx, feats, meta, f_items)
+                if l_items is not None:
+                    logits_all = l_items.get(idx, ctx, on_batch)
+                    lkey = _save_assembled(store, spec, spec.classifier_handle, LOGITS_LAYER, ctx, logits_all,
+                                           l_items.meta, l_items)
+                    logits = np.asarray(logits_all)[pos["train"]]
+                    cached = cached and l_items.all_cached
+                for h in (f_items, l_items):
+                    if h is not None:
+                        h.release()
+            else:
+                feats, meta, cached, fkey = _features_for(spec, spec.handle, FEATURES_LAYER, data, data_fp, idx, ikey,
+                                                          store, batch_size, on_batch)
+                if needs_logits(spec):
+                    logits_all, _, cached_l, lkey = _features_for(spec, spec.classifier_handle, LOGITS_LAYER, data,
+                                                                  data_fp, idx, ikey, store, batch_size, on_batch)
+                    logits = np.asarray(logits_all)[pos["train"]]
+                    cached = cached and cached_l
             row.update(feature_seconds=time.perf_counter() - t0, cached=cached,
                        params=meta.get("params", math.nan), feature_dim=int(feats.shape[1]))
         except UserInputError:
             raise  # bad data fails every candidate: report it once, now
         except (BackboneError, tf.errors.OpError, ValueError, OSError) as exc:
-            log.warning("probe: candidate %s failed: %s", spec.name, exc)
-            errors.append(exc)
-            row["status"] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
-            rows.append(row)
+            fail(row, exc)
             continue
 
         split_feats = {s: np.asarray(feats[pos[s]]) for s in SPLITS}
         features[spec.name] = split_feats
         if progress is not None:
             progress("probe", i, total, f"{spec.name}: scoring")
-        t0 = time.perf_counter()
-        skey = _scores_key([fkey, lkey], split_idx, seed, [main, *extras]) if store is not None else None
-        record = store.load_record(skey) if skey is not None else None
-        if record is not None:
-            row.update({k: (math.nan if v is None else v) for k, v in record.items()})
-            row["score_seconds"] = time.perf_counter() - t0
-            rows.append(row)
-            if progress is not None:
-                progress("probe", i + 1, total, f"{spec.name}: {main.name} {row['score']:.3f} (cached)")
-            continue
-        result = main.score(split_feats["train"], y["train"], source_logits=logits, seed=seed)
-        row.update(score=result.score, std=result.std)
-        for extra in extras:
-            try:
-                if extra.needs_source_logits and logits is None:
-                    continue  # no classifier_handle: the column stays NaN
-                row[f"score_{extra.name}"] = extra.score(split_feats["train"], y["train"], source_logits=logits,
-                                                         seed=seed).score
-            except (ValueError, np.linalg.LinAlgError) as exc:
-                log.warning("probe: scorer %s failed on %s: %s", extra.name, spec.name, exc)
-        model = fit_linear_probe(split_feats["train"], y["train"], seed=seed)
-        row.update(val_accuracy=_accuracy(model, split_feats["val"], y["val"]),
-                   test_accuracy=_accuracy(model, split_feats["test"], y["test"]),
-                   score_seconds=time.perf_counter() - t0)
-        if skey is not None:
-            fields = [*_SCORE_FIELDS, *(f"score_{e.name}" for e in extras)]
-            store.save_record(skey, {k: (None if _isnan(row[k]) else float(row[k])) for k in fields})
-        rows.append(row)
+        _score_row(row, split_feats, y, logits, [fkey, lkey], split_idx, seed, all_scorers, main_like,
+                   combined is None, store)
         if progress is not None:
-            progress("probe", i + 1, total, f"{spec.name}: {main.name} {result.score:.3f}")
+            progress("probe", i + 1, total, f"{spec.name}: {scorer_name if combined is None else main_like.name} "
+                     f"{row[f'score_{main_like.name}']:.3f}{' (cached)' if row.get('_record') else ''}")
+        row.pop("_record", None)
 
     if len(errors) == len(candidates):
         raise BackboneError(f"probe: every candidate failed; first error: {errors[0]}") from errors[0]
-    board = pd.DataFrame(rows)
+    for name, (f_items, l_items) in items.items():  # halving: items run through the modules, all rungs
+        rows[name]["featurized_items"] = f_items.featurized + (l_items.featurized if l_items is not None else 0)
+    board = pd.DataFrame([rows[c.name] for c in candidates if c.name in rows])
+    full_ok = (board["status"] == "ok") & board["name"].isin(features)  # scored on full data
+    combo = combined or CombinedScore(tuple(s.name for s in all_scorers))
+
+    def rank_by_combined(b: pd.DataFrame) -> pd.DataFrame:
+        ok = (b["status"] == "ok") & b["name"].isin(features)
+        b["score_combined"] = apply_combined(b, combo, ok)
+        if combined is not None:
+            s, sd = combo(b[ok]) if ok.any() else (pd.Series(dtype=float), pd.Series(dtype=float))
+            b["score"] = math.nan
+            b["std"] = math.nan
+            b.loc[ok, "score"] = s
+            b.loc[ok, "std"] = sd
+        return b
+
+    board = rank_by_combined(board)
+    specs_added: dict[str, BackboneSpec] = {}
+    if multi_source and multi_source >= 2:
+        ranked = board[full_ok].sort_values(["score", "val_accuracy"], ascending=[False, False], kind="mergesort")
+        top = [n for n in ranked["name"].tolist() if n in features][:multi_source]
+        if len(top) >= 2:
+            row, spec = _multi_source_row(top, by_name, features, board, y, seed, all_scorers, main_like,
+                                          combined is None, new_row, halving, full_rung)
+            features[spec.name] = row.pop("_features")
+            specs_added[spec.name] = spec
+            board = pd.concat([board, pd.DataFrame([row])], ignore_index=True)
+            board = rank_by_combined(board)
+        else:
+            log.warning("probe: multi_source=%d needs at least 2 scored candidates; got %d.", multi_source, len(top))
     # Failed rows last; ties on the score fall back to val accuracy, then to the candidates' order.
-    board = board.sort_values(["score", "val_accuracy"], ascending=[False, False],
-                              na_position="last", kind="mergesort").reset_index(drop=True)
+    # With halving, eliminated candidates (NaN score) follow, later rung and better rung score first.
+    if halving:
+        elim = {n: k for k, n in enumerate(hres.eliminated_order())}
+        board["_elim"] = board["name"].map(elim).fillna(-1)
+        board["_failed"] = board["status"] != "ok"
+        board = board.sort_values(["_failed", "score", "val_accuracy", "_elim"], ascending=[True, False, False, True],
+                                  na_position="last", kind="mergesort").drop(columns=["_elim", "_failed"])
+    else:
+        board = board.sort_values(["score", "val_accuracy"], ascending=[False, False],
+                                  na_position="last", kind="mergesort")
+    board = board.reset_index(drop=True)
     board.insert(0, "rank", np.arange(1, len(board) + 1))
     extra_cols = [c for c in board.columns if c not in LEADERBOARD_COLUMNS and c != "status"]
     board = board[LEADERBOARD_COLUMNS + extra_cols + ["status"]]
-    return ProbeResult(leaderboard=board, features=features, labels=y, scorer=main.name)
+    return ProbeResult(leaderboard=board, features=features, labels=y, scorer=scorer_name, specs=specs_added,
+                       rungs=rung_info)
+
+
+def _save_assembled(store: FeatureCache | None, spec: BackboneSpec, handle: str, layer: str, ctx: _Ctx,
+                    values: np.ndarray, meta: dict[str, Any], holder: _Items) -> str | None:
+    """Cache halving's assembled full-data array under the full index key (what a default probe
+    reads); returns that key. Skipped when the entry exists already."""
+    if store is None:
+        return None
+    key = store.key(_fingerprint(handle), ctx.data_fp, ctx.full_ikey, spec.input_size, _layer_name(spec, layer))
+    if key not in store:
+        info = {**meta, "num_items": int(len(values)), "seconds": holder.seconds, "assembled": True}
+        store.save(key, {"features": np.asarray(values)}, info)
+    return key
+
+
+def _score_row(row: dict[str, Any], split_feats: dict[str, np.ndarray], y: dict[str, np.ndarray],
+               logits: np.ndarray | None, keys: list[str | None], split_idx: dict[str, np.ndarray], seed: int,
+               scorers: list[Scorer], main: Scorer, main_ranks: bool, store: FeatureCache | None) -> None:
+    """Fill ``row`` with every scorer's column, ``score``/``std`` (when ``main`` ranks) and the
+    linear probe's val/test accuracy; reads/writes the scores record in the cache."""
+    t0 = time.perf_counter()
+    cols = [f"score_{s.name}" for s in scorers]
+    fields = [*_SCORE_FIELDS, *cols]
+    skey = _scores_key(keys, split_idx, seed, scorers) if store is not None else None
+    record = store.load_record(skey) if skey is not None else None
+    if record is not None and all(k in record for k in fields):
+        row.update({k: (math.nan if v is None else v) for k, v in record.items()})
+        row["score_seconds"] = time.perf_counter() - t0
+        row["_record"] = True
+        return
+    res = _score_all(scorers, split_feats["train"], y["train"], logits, seed, row["name"],
+                     main.name if main_ranks else None)
+    for s in scorers:
+        if s.name in res:
+            row[f"score_{s.name}"] = res[s.name][0]
+    if main_ranks:
+        row.update(score=res[main.name][0], std=res[main.name][1])
+    model = fit_linear_probe(split_feats["train"], y["train"], seed=seed)
+    row.update(val_accuracy=_accuracy(model, split_feats["val"], y["val"]),
+               test_accuracy=_accuracy(model, split_feats["test"], y["test"]),
+               score_seconds=time.perf_counter() - t0)
+    if skey is not None:
+        store.save_record(skey, {k: (None if _isnan(row[k]) else float(row[k])) for k in fields})
+
+
+def _multi_source_row(top: list[str], by_name: dict[str, BackboneSpec], features: dict[str, dict[str, np.ndarray]],
+                      board: pd.DataFrame, y: dict[str, np.ndarray], seed: int, scorers: list[Scorer], main: Scorer,
+                      main_ranks: bool, new_row: Callable[[BackboneSpec], dict[str, Any]], halving: bool,
+                      full_rung: int) -> tuple[dict[str, Any], BackboneSpec]:
+    """The ``concat(a+b...)`` candidate: the sources' cached features side by side, scored alike.
+
+    Source logits are not combined (LEEP stays NaN). Its spec keeps the first source's handle
+    (for tools that read one handle) and lists the sources in ``extra``; ``input_size`` is the
+    largest source's (the task model resizes per branch, see ``tune.task``).
+    """
+    srcs = [by_name[n] for n in top]
+    name = f"concat({'+'.join(top)})"
+    spec = BackboneSpec(name=name, handle=srcs[0].handle, input_size=max(s.input_size for s in srcs),
+                        extra={"sources": list(top), "source_specs": [s.to_dict() for s in srcs]})
+    row = new_row(spec)
+    row["handle"] = "+".join(s.handle for s in srcs)
+    split_feats = {s: np.concatenate([features[n][s] for n in top], axis=1) for s in SPLITS}
+    src_rows = board.set_index("name").loc[top]
+    row.update(params=float(src_rows["params"].sum()), feature_dim=int(split_feats["train"].shape[1]),
+               feature_seconds=0.0, cached=bool(src_rows["cached"].all()))
+    if halving:
+        row["rung"] = full_rung
+    scorers = [s for s in scorers if not s.needs_source_logits]
+    if main.needs_source_logits:
+        row["status"] = f"failed: scorer {main.name!r} needs source logits, which a concatenation has not"
+    else:
+        _score_row(row, split_feats, y, None, [None], {}, seed, scorers, main, main_ranks, None)
+    row["_features"] = split_feats
+    return row, spec

@@ -254,6 +254,99 @@ class LogMEScorer(Scorer):
         return ScoreResult(float(np.mean(evs)), 0.0, {"per_class": evs, "alpha": alphas, "beta": betas})
 
 
+def _leep_from_posteriors(theta: np.ndarray, y: np.ndarray) -> ScoreResult:
+    """LEEP given the "dummy source label" posteriors ``theta [N, Z]`` (rows sum to 1).
+
+    Empirical joint ``P(y, z) = 1/N sum_{i: y_i = y} theta_iz``, conditional
+    ``P(y | z) = P(y, z) / P(z)`` and score ``1/N sum_i log sum_z P(y_i | z) theta_iz``.
+    """
+    n = len(y)
+    classes, yi = np.unique(y, return_inverse=True)
+    onehot = np.zeros((n, len(classes)))
+    onehot[np.arange(n), yi] = 1.0
+    joint = onehot.T @ theta / n  # [K, Z]
+    pz = joint.sum(axis=0, keepdims=True)
+    cond = joint / np.maximum(pz, 1e-300)  # P(y|z); a z with no mass gets 0 everywhere
+    eep = np.einsum("nz,nz->n", theta, cond[yi])  # sum_z P(y_i|z) theta_iz
+    logs = np.log(np.maximum(eep, 1e-300))
+    return ScoreResult(float(np.mean(logs)), 0.0, {"per_class": [float(logs[yi == c].mean()) for c in range(len(classes))]})
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class LEEPScorer(Scorer):
+    """LEEP (Nguyen et al., ICML 2020): log expected empirical prediction of the source head.
+
+    Needs the source model's logits on the target TRAIN items (``source_logits [N, Z]``, from the
+    candidate's ``classifier_handle``); ``theta = softmax(logits)`` is read as P(z | x) over the Z
+    source classes. Score in (-inf, 0], higher is better; deterministic, no CV (``std`` 0).
+    Ignores ``features``.
+    """
+
+    name = "leep"
+    needs_source_logits = True
+
+    def score(self, features, labels, *, source_logits=None, seed=0) -> ScoreResult:
+        _, y = _check_inputs(features, labels)
+        if source_logits is None:
+            raise ValueError("LEEP needs source_logits (give the candidate a classifier_handle).")
+        logits = np.asarray(source_logits, dtype=np.float64)
+        if logits.ndim != 2 or len(logits) != len(y):
+            raise ValueError(f"source_logits must be [N, Z] with N={len(y)}; got {logits.shape}.")
+        return _leep_from_posteriors(_softmax(logits), y)
+
+
+class NLEEPScorer(Scorer):
+    """N-LEEP (Li et al., "Ranking Neural Checkpoints", CVPR 2021): LEEP on a GMM's posteriors.
+
+    Replaces the source head by a Gaussian mixture fitted to the (penultimate) features: PCA keeps
+    the leading components explaining ``variance`` (80% in the paper) of the variance, a GMM with
+    ``components_per_class * K`` components (K target classes; the paper's default is one per
+    class, and it reports more components helping a little) is fitted on the reduced TRAIN
+    features, and its posteriors P(v | x) play LEEP's P(z | x). Deterministic for a seed
+    (k-means init with ``random_state=seed``); ``std`` 0. Needs no source logits.
+    ``covariance_type`` "full" as in the paper; ``reg_covar`` keeps tiny classes (2 samples)
+    from making it singular.
+    """
+
+    name = "nleep"
+
+    def __init__(self, variance: float = 0.8, components_per_class: int = 1,
+                 covariance_type: str = "full", reg_covar: float = 1e-4, max_iter: int = 100) -> None:
+        self.variance = variance
+        self.components_per_class = components_per_class
+        self.covariance_type = covariance_type
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+
+    def score(self, features, labels, *, source_logits=None, seed=0) -> ScoreResult:
+        from sklearn.decomposition import PCA
+        from sklearn.mixture import GaussianMixture
+
+        x, y = _check_inputs(features, labels)
+        x = x.astype(np.float64)
+        k = len(np.unique(y))
+        n_comp = int(max(1, min(self.components_per_class * k, len(x))))
+        with blas_threads(x), warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            if x.shape[1] > 1 and float(x.var(axis=0).sum()) > 0:
+                reduced = PCA(n_components=self.variance, svd_solver="full").fit_transform(x)
+            else:
+                reduced = x - x.mean(axis=0)
+            # Scale-free regularisation: reg_covar relative to the reduced features' mean variance.
+            scale = float(reduced.var(axis=0).mean()) or 1.0
+            gmm = GaussianMixture(n_comp, covariance_type=self.covariance_type, reg_covar=self.reg_covar * scale,
+                                  max_iter=self.max_iter, random_state=seed)
+            theta = gmm.fit(reduced).predict_proba(reduced)
+        result = _leep_from_posteriors(theta, y)
+        result.details.update(pca_dims=int(reduced.shape[1]), components=n_comp)
+        return result
+
+
 # ----------------------------------------------------------------------------------- registry
 
 _REGISTRY: dict[str, Callable[[], Scorer]] = {}
@@ -271,10 +364,22 @@ def available_scorers() -> list[str]:
     return sorted(_REGISTRY)
 
 
+#: Ranking criteria that are not per-candidate scorers: computed across candidates by probe().
+CROSS_CANDIDATE = ("combined",)
+
+
+def ranking_scorers() -> list[str]:
+    """Names accepted as probe(scorer=...): every registered scorer plus ``combined``."""
+    return available_scorers() + list(CROSS_CANDIDATE)
+
+
 def get_scorer(name: str | Scorer) -> Scorer:
     """A fresh scorer by registered name (a Scorer instance is returned as is)."""
     if isinstance(name, Scorer):
         return name
+    if name in CROSS_CANDIDATE:
+        raise UserInputError(f"{name!r} normalises scores across candidates: pass it as probe(scorer={name!r}), "
+                             "not as an extra scorer.")
     factory = _REGISTRY.get(name)
     if factory is None:
         raise UserInputError(f"Unknown scorer {name!r}. Choose one of: {', '.join(available_scorers())}.")
@@ -284,3 +389,5 @@ def get_scorer(name: str | Scorer) -> Scorer:
 register_scorer("linear", LinearProbeScorer)
 register_scorer("knn", KNNScorer)
 register_scorer("logme", LogMEScorer)
+register_scorer("leep", LEEPScorer)
+register_scorer("nleep", NLEEPScorer)

@@ -1,5 +1,14 @@
-"""The task model: image -> HubBackbone -> Dropout -> Dense softmax head."""
+"""The task model: image -> HubBackbone -> Dropout -> Dense softmax head.
+
+A multi-source candidate (``spec.extra["source_specs"]``, made by ``probe(..., multi_source=n)``)
+gets a :class:`MultiSourceBackbone` instead: the model input is the largest source's input size,
+each branch resizes inside the model (``keras.layers.Resizing``, bilinear + antialias like the
+data pipeline; skipped where the size already matches) to its backbone's input size, and the
+branches' features are concatenated before the head.
+"""
 from __future__ import annotations
+
+from typing import Any
 
 import keras
 
@@ -16,13 +25,80 @@ def build_head(inputs: keras.KerasTensor, num_classes: int, *, dropout: float) -
     return keras.layers.Dense(num_classes, activation="softmax", name=HEAD_LAYER)(x)
 
 
-def build_task_model(spec: BackboneSpec, num_classes: int, *, dropout: float) -> tuple[keras.Model, HubBackbone]:
+def source_specs(spec: BackboneSpec) -> list[BackboneSpec] | None:
+    """The source backbones of a multi-source spec (``extra["source_specs"]``), else None."""
+    raw = spec.extra.get("source_specs")
+    if not raw:
+        return None
+    return [BackboneSpec.from_dict(d, f"multi-source candidate {spec.name!r}") for d in raw]
+
+
+class MultiSourceBackbone(keras.layers.Layer):
+    """Several HubBackbones side by side on one image input: resize per branch, concatenate.
+
+    Quacks like a :class:`HubBackbone` for the trainer: ``output_dim`` (sum), ``num_blocks`` (the
+    largest source's), ``set_unfrozen_blocks(n)`` (unfreezes the last ``min(n, num_blocks)`` blocks
+    of EACH backbone: n counts blocks per source, not in total), ``num_params``, ``fingerprint()``.
+    """
+
+    def __init__(self, specs: list[BackboneSpec], input_size: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.input_size = int(input_size)
+        self.backbones = [HubBackbone.from_spec(s, name=f"source_{i}") for i, s in enumerate(specs)]
+        self.resizers = [
+            None if s.input_size == self.input_size
+            else keras.layers.Resizing(s.input_size, s.input_size, interpolation="bilinear", antialias=True,
+                                       name=f"resize_{i}")
+            for i, s in enumerate(specs)
+        ]
+        self.output_dim = int(sum(b.output_dim for b in self.backbones))
+        self.num_params = int(sum(b.num_params for b in self.backbones))
+        self.handle = "+".join(b.handle for b in self.backbones)
+
+    @property
+    def num_blocks(self) -> int:
+        return max(b.num_blocks for b in self.backbones)
+
+    @property
+    def unfrozen_blocks(self) -> int:
+        return max(b.unfrozen_blocks for b in self.backbones)
+
+    def set_unfrozen_blocks(self, n: int) -> None:
+        if not 0 <= n <= self.num_blocks:
+            raise ValueError(f"n must be in [0, {self.num_blocks}] for {self.handle!r}. Got {n}.")
+        for b in self.backbones:
+            b.set_unfrozen_blocks(min(n, b.num_blocks))
+
+    def fingerprint(self) -> str:
+        return "+".join(b.fingerprint() for b in self.backbones)
+
+    def call(self, images, training=None):
+        outs = []
+        for resize, backbone in zip(self.resizers, self.backbones):
+            x = images if resize is None else keras.ops.clip(resize(images), 0.0, 1.0)
+            outs.append(backbone(x, training=training))
+        return keras.ops.concatenate(outs, axis=-1)
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return (input_shape[0], self.output_dim)
+
+
+def build_task_model(
+    spec: BackboneSpec, num_classes: int, *, dropout: float
+) -> tuple[keras.Model, HubBackbone | MultiSourceBackbone]:
     """A fresh classifier on ``spec``'s backbone (frozen) for float32 ``[None, S, S, 3]`` images in [0, 1].
 
-    Always loads a new :class:`HubBackbone`: fine-tuning mutates the loaded module's variables.
+    Always loads a new :class:`HubBackbone` (one per source for a multi-source spec, where ``S``
+    is the largest source input size): fine-tuning mutates the loaded module's variables.
     """
-    backbone = HubBackbone.from_spec(spec, name=BACKBONE_LAYER)
-    inputs = keras.Input((spec.input_size, spec.input_size, 3), dtype="float32", name="image")
+    sources = source_specs(spec)
+    if sources:
+        size = max(s.input_size for s in sources)
+        backbone: HubBackbone | MultiSourceBackbone = MultiSourceBackbone(sources, size, name=BACKBONE_LAYER)
+    else:
+        size = spec.input_size
+        backbone = HubBackbone.from_spec(spec, name=BACKBONE_LAYER)
+    inputs = keras.Input((size, size, 3), dtype="float32", name="image")
     outputs = build_head(backbone(inputs), num_classes, dropout=dropout)
     return keras.Model(inputs, outputs, name=f"autotransfer_{_safe(spec.name)}"), backbone
 
