@@ -79,6 +79,8 @@ def run(
     max_trials: int = 6,
     top_k: int = 2,
     scorer: str = "linear",
+    halving: bool = False,
+    multi_source: int = 0,
     seed: int = 0,
     batch_size: int = 16,
     progress: bool = True,
@@ -87,7 +89,9 @@ def run(
 
     ``data``: an image folder (one sub-folder per class), a CSV (``path,label[,split]``), a pandas
     DataFrame, arrays (``data=x, labels=y`` or ``(x, y)``). ``time_budget``: seconds or '20m' for the
-    whole run. Results go to ``out`` (default ``reports/<name>``).
+    whole run. ``halving``: successive halving over growing subsamples before the full probe.
+    ``multi_source``: also probe the concatenated features of the top N backbones. Results go to
+    ``out`` (default ``reports/<name>``).
     """
     from autotransfer.data import load_data, make_splits
     from autotransfer.evaluate import evaluate_model, verdict
@@ -100,7 +104,7 @@ def run(
     config = RunConfig(
         search_space=str(search_space), out=None if out is None else str(out), name=name, tuner=tuner,
         time_budget_s=parse_duration(time_budget), max_trials=max_trials, top_k=top_k, scorer=scorer,
-        seed=seed, batch_size=batch_size,
+        halving=halving, multi_source=multi_source, seed=seed, batch_size=batch_size,
     ).validate()
     deadline = None if config.time_budget_s is None else start + config.time_budget_s
     space = load_search_space(search_space)
@@ -121,7 +125,9 @@ def run(
     with RichProgress(progress) as prog:
         t0 = time.monotonic()
         probed = probe(candidates, dataset, splits, scorer=config.scorer, batch_size=config.batch_size,
-                       seed=seed, progress=prog)
+                       seed=seed, progress=prog, halving=config.halving, top_k=config.top_k,
+                       multi_source=config.multi_source)
+        candidates = candidates + list(probed.specs.values())  # multi-source rows are candidates too
         probed.save(run_dir)
         timings["probe"] = time.monotonic() - t0
         _write_json(run_dir / "timings.json", timings)

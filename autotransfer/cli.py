@@ -33,7 +33,9 @@ def run_cmd(
     time_budget: Optional[str] = typer.Option(None, "--time-budget", help="Whole-run budget, e.g. 20m, 1h, 900s."),
     max_trials: int = typer.Option(6, "--max-trials", help="Most tuning trials."),
     top_k: int = typer.Option(2, "--top-k", help="Candidates that go from probing to tuning."),
-    scorer: str = typer.Option("linear", "--scorer", help="Probe scorer that ranks candidates."),
+    scorer: str = typer.Option("linear", "--scorer", help="Probe scorer that ranks candidates: linear, knn, logme, leep, nleep, combined."),
+    halving: bool = typer.Option(False, "--halving", help="Successive halving on growing subsamples before the full probe."),
+    multi_source: int = typer.Option(0, "--multi-source", help="Also probe the concatenated features of the top N backbones (N >= 2)."),
     seed: int = typer.Option(0, "--seed"),
     batch_size: int = typer.Option(16, "--batch-size"),
 ) -> None:
@@ -41,7 +43,8 @@ def run_cmd(
     from autotransfer.api import run
 
     result = run(data, search_space=search_space, out=out, name=name, tuner=tuner, time_budget=time_budget,
-                 max_trials=max_trials, top_k=top_k, scorer=scorer, seed=seed, batch_size=batch_size)
+                 max_trials=max_trials, top_k=top_k, scorer=scorer, halving=halving, multi_source=multi_source,
+                 seed=seed, batch_size=batch_size)
     from rich.console import Console
     from rich.table import Table
 

@@ -113,6 +113,8 @@ class RunConfig:
     max_trials: int = 6
     top_k: int = 2
     scorer: str = "linear"
+    halving: bool = False
+    multi_source: int = 0
     seed: int = 0
     batch_size: int = 16
     val_fraction: float = 0.15
@@ -129,9 +131,11 @@ class RunConfig:
         for name in ("val_fraction", "test_fraction"):
             v = getattr(self, name)
             check_param(name, v, owner, "a float in (0, 0.5)", isinstance(v, (int, float)) and 0 < v < 0.5)
-        from autotransfer.probe import available_scorers
+        from autotransfer.probe import ranking_scorers
 
-        check_param("scorer", self.scorer, owner, f"one of {', '.join(available_scorers())}", self.scorer in available_scorers())
+        check_param("scorer", self.scorer, owner, f"one of {', '.join(ranking_scorers())}", self.scorer in ranking_scorers())
+        check_param("multi_source", self.multi_source, owner, "0 or an integer >= 2",
+                    isinstance(self.multi_source, int) and not isinstance(self.multi_source, bool) and self.multi_source != 1 and self.multi_source >= 0)
         return self
 
     def to_dict(self) -> dict[str, Any]:

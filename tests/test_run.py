@@ -74,3 +74,17 @@ def test_cli_user_error_is_one_line_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("error:") and str(tmp_path) in proc.stderr
+
+
+def test_keras_tuner_run_with_halving_and_multi_source(tiny_space, pattern_folder, tmp_path):
+    import autotransfer
+
+    res = autotransfer.run(pattern_folder, search_space=tiny_space, out=tmp_path / "run2", max_trials=2, top_k=2,
+                           halving=True, multi_source=2, scorer="combined", progress=False)
+    names = list(res.leaderboard["name"])
+    assert any(n.startswith("concat(") for n in names)
+    assert "rung" in res.leaderboard and "score_combined" in res.leaderboard
+    assert res.best["backbone"] in ("good", "concat(good+medium)")
+    assert (res.export_path / "saved_model.pb").is_file()
+    trials = __import__("pandas").read_csv(res.run_dir / "trials.csv")
+    assert len(trials) == 2
