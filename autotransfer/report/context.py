@@ -116,7 +116,7 @@ def _export_info(run_dir: Path, config: dict | None) -> dict[str, Any] | None:
         version_dir = versions[-1]
         labels_file = version_dir / "assets" / "labels.txt"
         labels = labels_file.read_text(encoding="utf-8").splitlines() if labels_file.is_file() else None
-        signatures = read_signatures(version_dir / "saved_model.pb")
+        signatures = read_signatures(version_dir)
         model = model_dir.name
         source = model_dir.resolve().as_posix()
         sig_names = [s["name"] for s in signatures or []]
