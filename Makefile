@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_DATA := reports/demo-data/digits
 DEMO_ARGS ?= --time-budget 13m --max-trials 6 --top-k 2
 
-.PHONY: install zoo demo test bench clean
+.PHONY: install zoo demo test parity clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,3 +28,9 @@ test: install
 
 clean:
 	rm -rf $(VENV) reports/*/
+
+# Parity of the converted zoo with the PyTorch reference (benchmark-only deps, kept out of .venv).
+TORCHLIB := .cache/torchlib
+parity: zoo
+	test -d $(TORCHLIB)/torch || $(BIN)/pip install -q --target $(TORCHLIB) torch==2.13.0 efficientnet-lite-pytorch
+	PYTHONPATH=$(TORCHLIB) $(BIN)/python benchmarks/zoo_parity.py
