@@ -177,6 +177,7 @@ def _verdict(tm: dict[str, Any] | None, ctx: dict[str, Any]) -> dict[str, Any] |
     if beats is None and diff_pp is not None:
         beats = diff_pp > 0
     text = tm.get("verdict")
+    composed = not text
     reasons: list[str] = []
     if not beats:
         reasons = _likely_reasons(ctx)
@@ -198,6 +199,7 @@ def _verdict(tm: dict[str, Any] | None, ctx: dict[str, Any]) -> dict[str, Any] |
         "probe_accuracy": probe_acc,
         "probe_backbone": tm.get("probe_backbone"),
         "reasons": reasons,
+        "composed": composed,  # composed text already lists the reasons
     }
 
 
@@ -248,7 +250,9 @@ def load_context(run_dir: str | Path) -> dict[str, Any]:
     if ctx["leaderboard"]:
         # Failed candidates have no rank; keep them last.
         ctx["leaderboard"].sort(key=lambda r: (r.get("rank") is None, r.get("rank") or 0))
-    ctx["scorer_columns"] = [c for c in ctx["leaderboard_columns"] if c.startswith("score_")]
+    ctx["scorer_columns"] = [
+        c for c in ctx["leaderboard_columns"] if c.startswith("score_") and c not in LEADERBOARD_COLUMNS
+    ]
 
     tr = _read_csv(run_dir / "trials.csv", warnings)
     ctx["trials"], ctx["trial_columns"] = (tr[0], _order_columns(tr[1], TRIAL_COLUMNS)) if tr else (None, [])

@@ -33,6 +33,13 @@ def fmt_secs(v: Any) -> str:
     return f"{v:.1f} s" if v < 90 else f"{v:.1f} s ({v / 60:.1f} min)"
 
 
+def fmt_duration(v: Any) -> str:
+    """Short duration for headline cards: ``42.0 s``, ``9.7 min``, ``2.1 h``."""
+    if not _is_num(v):
+        return "–"
+    return f"{v:.1f} s" if v < 90 else f"{v / 60:.1f} min" if v < 5400 else f"{v / 3600:.1f} h"
+
+
 def fmt_params(v: Any) -> str:
     """4_652_008 -> ``4.65 M``."""
     if not _is_num(v):
@@ -99,7 +106,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(pct=fmt_pct, secs=fmt_secs, params=fmt_params, num=fmt_num, js=fmt_json,
+    env.filters.update(pct=fmt_pct, secs=fmt_secs, dur=fmt_duration, params=fmt_params, num=fmt_num, js=fmt_json,
                        cell=fmt_cell, human=humanize, shape=format_shape)
     env.globals.update(is_numeric_column=is_numeric_column)
     return env
@@ -111,7 +118,8 @@ def _charts(ctx: dict[str, Any]) -> dict[str, Any]:
     if lb:
         scorer = str(next((r.get("scorer") for r in lb if r.get("scorer")), ""))
         scores = [r["score"] for r in lb if _is_num(r.get("score"))]
-        percent = "acc" in scorer.lower() and all(0 <= s <= 1 for s in scores)
+        # Probe scores are accuracies for the default scorer; transferability scores (LogME...) are not.
+        percent = any(w in scorer.lower() for w in ("acc", "linear", "probe")) and all(0 <= s <= 1 for s in scores)
         charts["scores"] = plots.score_bars(lb, ctx.get("selected") or [], percent=percent)
         charts["scores_percent"] = percent
     if ctx.get("trials"):

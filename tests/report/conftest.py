@@ -25,44 +25,6 @@ TRIALS = [
 ]
 
 
-def _varint(n: int) -> bytes:
-    n &= (1 << 64) - 1  # negative int64 -> two's complement, as protobuf encodes it
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
-def _field(num: int, value: bytes | int | str) -> bytes:
-    if isinstance(value, int):
-        return _varint(num << 3) + _varint(value)
-    if isinstance(value, str):
-        value = value.encode()
-    return _varint(num << 3 | 2) + _varint(len(value)) + value
-
-
-def _tensor_info(name: str, dtype: int, shape: list[int]) -> bytes:
-    dims = b"".join(_field(2, _field(1, d)) for d in shape)
-    return _field(1, name) + _field(2, dtype) + _field(3, dims)
-
-
-def fake_saved_model_pb(signatures: dict[str, tuple[dict, dict]]) -> bytes:
-    """Hand-encode a SavedModel proto holding only signature_defs (what the report reads)."""
-    meta = b""
-    for sig_name, (inputs, outputs) in signatures.items():
-        body = b"".join(_field(1, _field(1, k) + _field(2, _tensor_info(k + ":0", *v))) for k, v in inputs.items())
-        body += b"".join(_field(2, _field(1, k) + _field(2, _tensor_info(k + ":0", *v))) for k, v in outputs.items())
-        body += _field(3, "tensorflow/serving/predict")
-        meta += _field(5, _field(1, sig_name) + _field(2, body))
-    init = _field(5, _field(1, "__saved_model_init_op") + _field(2, b""))
-    return _field(1, 1) + _field(2, meta + init)
-
-
 def write_fake_run(
     run_dir: Path,
     *,
@@ -135,12 +97,16 @@ def write_fake_run(
         (run_dir / "export" / "flowers" / "1").mkdir(exist_ok=True)  # an older version, not the one to serve
         (version / "assets" / "labels.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
         (version / "assets.extra" / "tf_serving_warmup_requests").write_bytes(b"\x00")
-        (version / "saved_model.pb").write_bytes(fake_saved_model_pb({
-            "serving_default": ({"images": (1, [-1, 260, 260, 3])},
-                                {"probabilities": (1, [-1, k]), "class_ids": (9, [-1])}),
-            "serving_bytes": ({"image_bytes": (7, [-1])},
-                              {"probabilities": (1, [-1, k]), "classes": (7, [-1])}),
-        }))
+        (version / "saved_model.pb").write_bytes(b"")
+        # The exporter records its signatures here; the report reads them instead of the protobuf.
+        (version / "autotransfer_export.json").write_text(json.dumps({"signatures": {
+            "serving_default": {"inputs": {"images": {"dtype": "float32", "shape": [None, 260, 260, 3]}},
+                                "outputs": {"probabilities": {"dtype": "float32", "shape": [None, k]},
+                                            "class_ids": {"dtype": "int64", "shape": [None]}}},
+            "serving_bytes": {"inputs": {"image_bytes": {"dtype": "string", "shape": [None]}},
+                              "outputs": {"probabilities": {"dtype": "float32", "shape": [None, k]},
+                                          "classes": {"dtype": "string", "shape": [None]}}},
+        }}), encoding="utf-8")
     return run_dir
 
 
