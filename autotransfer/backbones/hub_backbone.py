@@ -8,7 +8,6 @@ whose ``trainable`` flag is set; after changing flags the model must be recompil
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import keras

@@ -156,3 +156,18 @@ def pattern_images(
             ys.append(c)
     x = (np.stack(xs) * 255).round().astype("uint8")
     return x, np.asarray(ys, dtype="int64")
+
+
+def changed_after_one_epoch(backbone, images: np.ndarray, labels: np.ndarray, *, lr: float = 0.1) -> set[str]:
+    """Names of the backbone's variables that one SGD epoch of a Dense head on top changed.
+
+    Used to check block freezing: callers set ``backbone.set_unfrozen_blocks(n)`` first.
+    """
+    import keras
+
+    inp = keras.Input(images.shape[1:])
+    model = keras.Model(inp, keras.layers.Dense(int(labels.max()) + 1, activation="softmax")(backbone(inp)))
+    model.compile(optimizer=keras.optimizers.SGD(lr), loss="sparse_categorical_crossentropy")
+    before = {n: w.numpy().copy() for n, w in zip(backbone.variable_names, backbone._wrapped)}
+    model.fit(images, labels, epochs=1, batch_size=8, verbose=0)
+    return {n for n, w in zip(backbone.variable_names, backbone._wrapped) if not np.array_equal(before[n], w.numpy())}

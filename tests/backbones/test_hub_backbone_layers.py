@@ -4,14 +4,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from autotransfer.backbones import BackboneSpec, HubBackbone
 from autotransfer.errors import BackboneError
-from autotransfer.testing import pattern_images
+from autotransfer.testing import changed_after_one_epoch, pattern_images
 
 
 def test_metadata_and_features_at(tiny_modules):
@@ -62,19 +61,9 @@ def test_hub_backbone_at_layer(tiny_modules, layer, blocks, dim):
 
 def test_finetune_last_block_at_layer_changes_only_that_block(tiny_modules):
     bb = HubBackbone(tiny_modules["good"], layer="block_01")
-    inp = keras.Input((16, 16, 3))
-    model = keras.Model(inp, keras.layers.Dense(4, activation="softmax")(bb(inp)))
     bb.set_unfrozen_blocks(1)
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
     x, y = pattern_images(8)
-    before = {n: w.numpy().copy() for n, w in zip(bb.variable_names, bb._wrapped)}
-    model.fit(x.astype("float32") / 255, y, epochs=1, batch_size=8, verbose=0)
-    for name, w in zip(bb.variable_names, bb._wrapped):
-        same = np.array_equal(before[name], w.numpy())
-        if name.startswith("block_01/"):
-            assert not same, name
-        else:
-            assert same, name
+    assert changed_after_one_epoch(bb, x.astype("float32") / 255, y) == {"block_01/kernel", "block_01/bias"}
 
 
 def test_unknown_layer_lists_available(tiny_modules):

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from autotransfer.backbones import BackboneSpec, HubBackbone
-from autotransfer.data import image_dataset, load_data, make_splits
+from autotransfer.data import image_dataset
 from autotransfer.errors import UserInputError
-from autotransfer.testing import pattern_images
 from autotransfer.tune import (
     HEAD_LAYER,
     ParamSpec,
@@ -25,13 +24,6 @@ from autotransfer.tune import (
 
 FAST = TuneSpace(unfreeze_blocks=(0, "all"), learning_rate=(1e-3, 1e-2), head_learning_rate=5e-2,
                  patience=(1, 2), dropout=(0.0, 0.2), head_epochs=4, max_epochs=2, batch_size=16)
-
-
-@pytest.fixture(scope="module")
-def data_splits():
-    x, y = pattern_images(16, seed=1)
-    data = load_data(x, labels=y)
-    return data, make_splits(data, seed=0)
 
 
 @pytest.fixture(scope="module")
