@@ -93,7 +93,7 @@ def run(
     ``multi_source``: also probe the concatenated features of the top N backbones. Results go to
     ``out`` (default ``reports/<name>``).
     """
-    from autotransfer.data import load_data, make_splits
+    from autotransfer.data import image_dataset, load_data, make_splits
     from autotransfer.evaluate import evaluate_model, verdict
     from autotransfer.export import export_model
     from autotransfer.probe import probe
@@ -111,15 +111,14 @@ def run(
     dataset = load_data(data, labels=labels)
     run_dir = _run_dir(out, name, dataset.source)
     splits = make_splits(dataset, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=seed)
-    sizes = {k: int(len(v)) for k, v in splits.to_dict().items()}
+    sizes = splits.sizes()
     _write_json(run_dir / "config.json", {**config.to_dict(), "run_dir": str(run_dir), "search_space_resolved": space.to_dict()})
     _write_json(run_dir / "data.json", {**dataset.summary(), "split_sizes": sizes})
     _write_json(run_dir / "splits.json", splits.to_dict())
     timings: dict[str, float] = {}
-    log(f"[bold]autotransfer[/] {dataset.source}: {len(dataset)} items, {len(dataset.class_names)} classes, "
-        f"splits {sizes}; {len(space.expanded())} candidates; run dir {run_dir}")
-
     candidates = space.expanded()
+    log(f"[bold]autotransfer[/] {dataset.source}: {len(dataset)} items, {len(dataset.class_names)} classes, "
+        f"splits {sizes}; {len(candidates)} candidates; run dir {run_dir}")
     if config.time_budget_s is not None:
         candidates = _plan(candidates, dataset, splits, space, config, run_dir, timings, start)
     with RichProgress(progress) as prog:
@@ -164,7 +163,9 @@ def run(
         timings["evaluate"] = time.monotonic() - t0
 
         t0 = time.monotonic()
-        warm = None
+        # TF Serving warm-up with real validation images rather than zeros: same decode path, real shapes.
+        warm = next(iter(image_dataset(dataset, splits.val[:8], image_size=spec.input_size, batch_size=8,
+                                       with_labels=False))).numpy()
         export_path = export_model(
             tuned.best_model, class_names=dataset.class_names, input_size=spec.input_size,
             export_dir=run_dir / "export", model_name=re.sub(r"[^A-Za-z0-9_-]+", "_", run_dir.name), warmup_images=warm,
