@@ -110,8 +110,12 @@ def tune(
     if progress:
         progress("tune", 0, max_trials, f"{backend.name}: starting")
 
+    finished: list[TrialRecord] = []  # rewritten to trials.csv after every trial: a kill loses no finished trial
+
     def objective(p: dict[str, Any], report: ReportFn) -> ObjectiveResult:
         spec = by_name[p["backbone"]]
+        started = time.monotonic()
+        record = TrialRecord(int(report.trial_id), dict(p), math.nan, 0, 0.0, "failed: interrupted")
         try:
             out = train_trial(spec, p, data, splits, space=space, num_classes=data.num_classes,
                               features=features, deadline=deadline, report=report, seed=seed + int(report.trial_id))
@@ -119,13 +123,19 @@ def tune(
             if key > best["key"]:
                 best.update(key=key, model=out.model, params=out.params, trial_id=int(report.trial_id))
             result = ObjectiveResult(out.val_accuracy, out.epochs, "timeout" if out.timed_out else "ok", out.params)
+            record = TrialRecord(record.trial_id, dict(out.params), out.val_accuracy, out.epochs, 0.0,
+                                 "pruned" if out.pruned else result.status)
             message = f"trial {report.trial_id}: {spec.name} val_accuracy={out.val_accuracy:.3f}"
             del out
             return result
         except Exception as exc:
             message = f"trial {report.trial_id}: {spec.name} failed ({type(exc).__name__})"
+            record.status = f"failed: {type(exc).__name__}: {exc}"
             raise
         finally:
+            record.seconds = time.monotonic() - started
+            finished.append(record)
+            trials_frame(finished).to_csv(out_dir / "trials.csv", index=False)
             _free_memory()
             done[0] += 1
             if progress:

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from autotransfer.backbones import BackboneSpec, HubBackbone
@@ -227,3 +229,25 @@ def test_hyperband_starts_with_a_bracket_that_fits_the_trial_cap():
     assert [b["bracket_num"] for b in small._brackets] == [small._current_bracket]
     assert small._get_epochs(small._current_bracket, 0) > big._get_epochs(big._current_bracket, 0)
     assert oracle(1)._current_bracket == 0  # one trial: the full-budget bracket
+
+
+@pytest.mark.parametrize("backend", ["optuna", "keras-tuner"])
+def test_interrupted_search_keeps_finished_trials_on_disk(backend, data_splits, specs, tmp_path, monkeypatch):
+    tune_module = importlib.import_module("autotransfer.tune.tune")  # the package re-exports tune() under that name
+
+    real = tune_module.train_trial
+    calls = []
+
+    def fake(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # as Ctrl-C during the second trial
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tune_module, "train_trial", fake)
+    data, splits = data_splits
+    with pytest.raises(KeyboardInterrupt):
+        tune(specs[:1], data, splits, space=FAST, backend=backend, max_trials=3, out_dir=tmp_path, seed=0)
+    rows = pd.read_csv(tmp_path / "trials.csv")
+    assert list(rows["status"]) == ["ok", "failed: interrupted"]
+    assert rows["val_accuracy"].iloc[0] > 0
