@@ -83,16 +83,41 @@ def extract_source_logits(
     output_key: str | None = None,
     num_items: int | None = None,
     on_batch: Progress | None = None,
+    features: np.ndarray | None = None,
 ) -> np.ndarray:
     """Source-task logits ``[N, C]`` of a ``classification`` module (for LEEP-style scorers).
 
-    Loads the classifier module, runs it like :func:`extract_features` and frees it again.
+    Loads the classifier module, runs it like :func:`extract_features` and frees it again. When
+    ``features`` (the same items' final features from the sibling ``feature_vector`` module) are
+    given and the module's last block is a dense ``classifier/kernel`` + ``classifier/bias`` on
+    them, the logits are ``features @ kernel + bias`` instead of a second forward pass; that
+    shortcut is checked against a real forward pass on the first batch and dropped if it differs.
     """
     import gc
 
     clf = HubBackbone(classifier_handle, input_size=input_size, output_key=output_key)
     try:
+        head = _dense_head(clf, features)
+        if head is not None:
+            first = _images(next(iter(dataset)))
+            expected = forward_fn(clf)(first).numpy()
+            shortcut = features[: len(expected)] @ head[0] + head[1]
+            if np.allclose(shortcut, expected, rtol=1e-3, atol=1e-3 * float(np.abs(expected).max() or 1.0)):
+                if on_batch is not None:
+                    on_batch(len(features))
+                return (features @ head[0] + head[1]).astype(np.float32)
         return extract_features(clf, dataset, num_items=num_items, on_batch=on_batch)
     finally:
         del clf
         gc.collect()
+
+
+def _dense_head(clf: HubBackbone, features: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(kernel, bias) of a ``classifier`` dense block matching ``features``' width, if the module has one."""
+    if features is None or features.ndim != 2:
+        return None
+    named = dict(zip(clf.variable_names, clf._wrapped))
+    kernel, bias = named.get("classifier/kernel"), named.get("classifier/bias")
+    if kernel is None or bias is None or tuple(kernel.shape) != (features.shape[1], clf.output_dim):
+        return None
+    return kernel.numpy(), bias.numpy()

@@ -110,8 +110,12 @@ def _features_for(
     batch_size: int,
     on_batch: Callable[[int], None] | None,
     holder: "_Items | None" = None,
+    final_features: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, Any], bool, str | None]:
     """Features (or source logits) of items ``idx``, from the cache when possible.
+
+    ``final_features`` (source logits only): the same items' final features, letting the logits
+    come from the classifier head alone when the module allows (see ``extract_source_logits``).
 
     Returns ``(array, meta, cached, cache_key)``.
     """
@@ -136,7 +140,7 @@ def _features_for(
         meta.update(params=holder.backbone.num_params, feature_dim=holder.backbone.output_dim)
     elif layer == LOGITS_LAYER:
         feats = extract_source_logits(handle, ds, input_size=spec.input_size, output_key=spec.output_key,
-                                      num_items=len(idx), on_batch=on_batch)
+                                      num_items=len(idx), on_batch=on_batch, features=final_features)
     else:
         backbone = HubBackbone.from_spec(spec)
         try:
@@ -488,8 +492,9 @@ def probe(
                 feats, meta, cached, fkey = _features_for(spec, spec.handle, FEATURES_LAYER, data, data_fp, idx, ikey,
                                                           store, batch_size, on_batch)
                 if needs_logits(spec):
-                    logits_all, _, cached_l, lkey = _features_for(spec, spec.classifier_handle, LOGITS_LAYER, data,
-                                                                  data_fp, idx, ikey, store, batch_size, on_batch)
+                    logits_all, _, cached_l, lkey = _features_for(
+                        spec, spec.classifier_handle, LOGITS_LAYER, data, data_fp, idx, ikey, store, batch_size,
+                        on_batch, final_features=feats if spec.layer is None else None)
                     logits = np.asarray(logits_all)[pos["train"]]
                     cached = cached and cached_l
             row.update(feature_seconds=time.perf_counter() - t0, cached=cached,
