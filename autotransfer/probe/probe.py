@@ -19,7 +19,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -156,6 +156,64 @@ def _features_for(
     return feats, meta, False, key
 
 
+def _shared_layer_pass(
+    specs: list[BackboneSpec], data: LabelledData, data_fp: str, idx: np.ndarray, ikey: str,
+    cache: FeatureCache | None, batch_size: int,
+) -> dict[str, float]:
+    """Featurize candidates that differ only in ``layer`` with one module load and one forward pass.
+
+    A module's ``all_features`` (the zoo's modules have it) returns every feature layer's pooled
+    output at once; each candidate's array goes into the cache under the key the per-candidate
+    loop looks up, so that loop finds it there. Returns ``{name: seconds}``, each candidate's share
+    of the pass. Needs the cache; candidates already cached are left alone.
+    """
+    if cache is None:
+        return {}
+    groups: dict[tuple[str, int, str | None], list[BackboneSpec]] = {}
+    for spec in specs:
+        if not spec.extra.get("sources"):
+            groups.setdefault((spec.handle, spec.input_size, spec.output_key), []).append(spec)
+    shares: dict[str, float] = {}
+    for (handle, size, _), group in groups.items():
+        if len(group) < 2:
+            continue
+        try:
+            fp = _fingerprint(handle)
+        except BackboneError:
+            continue  # the per-candidate loop reports it
+        keys = {s.name: cache.key(fp, data_fp, ikey, size, _layer_name(s, FEATURES_LAYER)) for s in group}
+        missing = [s for s in group if keys[s.name] not in cache]
+        if len(missing) < 2:
+            continue
+        start = time.perf_counter()
+        backbone = HubBackbone.from_spec(replace(missing[0], layer=None))
+        all_features = getattr(backbone._module, "all_features", None)
+        wanted = {s.name: s.layer or "head" for s in missing}  # "head" is the module's own output
+        if all_features is None:
+            continue
+        chunks: dict[str, list[np.ndarray]] = {layer: [] for layer in set(wanted.values())}
+        for images in image_dataset(data, idx, image_size=size, batch_size=batch_size, with_labels=False):
+            out = all_features(images)
+            if not set(chunks) <= set(out):
+                chunks = {}
+                break
+            for layer in chunks:
+                chunks[layer].append(out[layer].numpy().astype(np.float32, copy=False))
+        params = backbone.num_params
+        del backbone
+        gc.collect()
+        if not chunks:
+            continue
+        share = (time.perf_counter() - start) / len(missing)
+        for spec in missing:
+            feats = np.concatenate(chunks[wanted[spec.name]])
+            cache.save(keys[spec.name], {"features": feats},
+                       {"handle": handle, "input_size": size, "layer": wanted[spec.name], "num_items": len(idx),
+                        "params": params, "feature_dim": int(feats.shape[1]), "seconds": share, "shared_pass": True})
+            shares[spec.name] = share
+    return shares
+
+
 def _scores_key(feature_keys: list[str | None], splits: dict[str, np.ndarray], seed: int, scorers: list[Scorer]) -> str | None:
     """Key of a candidate's scores: same features, splits, seed and scorer settings -> same scores.
 
@@ -189,7 +247,9 @@ def _accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:
 DEFAULT_EXTRA_SCORERS = ("knn", "logme", "leep", "nleep")
 #: Successive halving keeps the modules of a rung's candidates loaded for the next rung (no reload,
 #: no retrace) when the rung has at most this many candidates; larger rungs load one at a time.
-HALVING_MAX_LOADED = 4
+#: Loading dominates per-candidate cost at small data (~5 s of ~6 s for a zoo module on 500 items),
+#: and a zoo module holds 20-50 MB of weights, so a rung of 12 stays well under a GB.
+HALVING_MAX_LOADED = 12
 
 
 class _Items:
@@ -456,6 +516,8 @@ def probe(
 
     # -- full-data probe of every (surviving) candidate ---------------------------------------------
     full_rung = len(rung_info)
+    shared = _shared_layer_pass([c for c in candidates if c.name in survivors], data, data_fp, idx, ikey, store,
+                                batch_size)
     for i, spec in enumerate(candidates):
         if spec.name not in survivors:
             continue
@@ -497,7 +559,9 @@ def probe(
                         on_batch, final_features=feats if spec.layer is None else None)
                     logits = np.asarray(logits_all)[pos["train"]]
                     cached = cached and cached_l
-            row.update(feature_seconds=time.perf_counter() - t0, cached=cached,
+            # A shared layer pass computed this run's features just now: not a warm cache hit.
+            row.update(feature_seconds=time.perf_counter() - t0 + shared.get(spec.name, 0.0),
+                       cached=cached and spec.name not in shared,
                        params=meta.get("params", math.nan), feature_dim=int(feats.shape[1]))
         except UserInputError:
             raise  # bad data fails every candidate: report it once, now

@@ -1,0 +1,38 @@
+"""Layer candidates of one module share a single load and forward pass (all_features)."""
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+
+from autotransfer.backbones import BackboneSpec, HubBackbone
+from autotransfer.data import image_dataset, load_data, make_splits
+from autotransfer.probe import FeatureCache, extract_features, probe
+from autotransfer.testing import pattern_images
+
+
+def test_layers_share_one_pass_and_match_direct_features(tiny_modules, tmp_path, monkeypatch):
+    probe_module = importlib.import_module("autotransfer.probe.probe")
+    loads = []
+
+    class Counting(HubBackbone):
+        def __init__(self, *args, **kwargs):
+            loads.append(kwargs.get("layer"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(probe_module, "HubBackbone", Counting)
+    x, y = pattern_images(10, seed=2)
+    data = load_data(x, labels=y)
+    splits = make_splits(data, seed=0)
+    entry = BackboneSpec.from_dict({"name": "g", "handle": tiny_modules["good"], "input_size": 16,
+                                    "layers": ["final", "block_00", "block_01"]}, "test")
+    res = probe(entry.expand(), data, splits, extra_scorers=(), cache=FeatureCache(tmp_path))
+    assert len(loads) == 1  # one module load for three candidates
+    assert not res.leaderboard["cached"].any()
+    idx = np.sort(np.concatenate([splits.train, splits.val, splits.test]))
+    for spec in entry.expand():
+        ds = image_dataset(data, idx, image_size=16, batch_size=16, with_labels=False)
+        direct = extract_features(HubBackbone.from_spec(spec), ds, num_items=len(idx))
+        got = np.concatenate([res.features[spec.name][s] for s in ("train", "val", "test")])
+        order = np.concatenate([np.searchsorted(idx, getattr(splits, s)) for s in ("train", "val", "test")])
+        np.testing.assert_allclose(got, direct[order], rtol=1e-5, atol=1e-5)
