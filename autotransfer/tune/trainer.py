@@ -17,6 +17,7 @@ import keras
 import numpy as np
 
 from autotransfer.backbones import BackboneSpec
+from autotransfer.probe.featurize import extract_features
 from autotransfer.tune.space import TuneSpace
 from autotransfer.tune.task import HEAD_LAYER, build_head, build_task_model
 
@@ -71,11 +72,6 @@ class _Deadline(keras.callbacks.Callback):
         if time.time() >= self.deadline:
             self.flags.timed_out = True
             self.model.stop_training = True
-
-
-def _features(backbone: keras.layers.Layer, ds: Any) -> np.ndarray:
-    # Direct calls: the module is already a compiled tf.function, and predict() would retrace.
-    return np.concatenate([np.asarray(backbone(x, training=False)) for x, _ in ds]).astype("float32")
 
 
 def _evaluate(model: keras.Model, batches: Any) -> tuple[float, float]:
@@ -177,7 +173,7 @@ def train_trial(
     from_cache = feats is not None
     if feats is None:
         train_plain = image_dataset(data, splits.train, image_size=size, batch_size=bs)
-        feats = {"train": _features(backbone, train_plain), "val": _features(backbone, val_ds)}
+        feats = {"train": extract_features(backbone, train_plain), "val": extract_features(backbone, val_ds)}
     head_in = keras.Input((backbone.output_dim,), dtype="float32")
     head_model = keras.Model(head_in, build_head(head_in, num_classes, dropout=float(params["dropout"])))
     steps = max(1, -(-len(y_train) // bs))
