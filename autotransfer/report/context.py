@@ -178,9 +178,9 @@ def _verdict(tm: dict[str, Any] | None, ctx: dict[str, Any]) -> dict[str, Any] |
         beats = diff_pp > 0
     text = tm.get("verdict")
     composed = not text
-    reasons: list[str] = []
-    if not beats:
-        reasons = _likely_reasons(ctx)
+    # Guess reasons only when composing: a run's own verdict already explains itself, and a second,
+    # differently reasoned list beside it contradicted it.
+    reasons: list[str] = _likely_reasons(ctx) if composed and not beats else []
     if not text and beats is not None:
         if beats and diff_pp is not None:
             text = f"fine-tuning beat the best linear probe by {diff_pp:.1f} pp"
@@ -199,7 +199,7 @@ def _verdict(tm: dict[str, Any] | None, ctx: dict[str, Any]) -> dict[str, Any] |
         "probe_accuracy": probe_acc,
         "probe_backbone": tm.get("probe_backbone"),
         "reasons": reasons,
-        "composed": composed,  # composed text already lists the reasons
+        "composed": composed,
     }
 
 
