@@ -63,6 +63,10 @@ def main() -> None:
     ap.add_argument("--top-k", type=int, default=2)
     ap.add_argument("--eta", type=int, default=3)
     ap.add_argument("--min-per-class", type=int, default=5)
+    ap.add_argument("--keep-within", type=float, default=2.0,
+                    help="a rung also keeps candidates within this many standard errors of its cut-off (0 = classic)")
+    ap.add_argument("--all", action="store_true",
+                    help="digits only: every digit (1,797; ~180 per class) instead of --per-class")
     ap.add_argument("--scorer", default="linear")
     ap.add_argument("--extras", default="", help="comma-separated extra scorers for both runs (default none)")
     ap.add_argument("--batch-size", type=int, default=16)
@@ -77,18 +81,19 @@ def main() -> None:
     extras = [e for e in args.extras.split(",") if e]
     with tempfile.TemporaryDirectory(prefix="halving-bench-") as tmp:
         tmp = Path(tmp)
-        data = load_data(str(_digits_folder(tmp, args.per_class, args.image_px, args.seed)))
+        data = load_data(str(_digits_folder(tmp, 10**6 if args.all else args.per_class, args.image_px, args.seed)))
         splits = make_splits(data, seed=args.seed)
         print(f"space={args.space} candidates={len(cands)} ({', '.join(c.name for c in cands)})")
         print(f"data: digits {len(data)} PNGs {args.image_px}px, splits {splits.sizes()}; scorer={args.scorer} "
-              f"eta={args.eta} min_per_class={args.min_per_class} top_k={args.top_k}", flush=True)
+              f"eta={args.eta} min_per_class={args.min_per_class} keep_within={args.keep_within} top_k={args.top_k}",
+              flush=True)
 
         def run(halving: bool):
             cache = FeatureCache(tmp / ("cache-half" if halving else "cache-full"))
             t = time.perf_counter()
             res = probe(cands, data, splits, scorer=args.scorer, extra_scorers=extras, cache=cache,
                         batch_size=args.batch_size, seed=args.seed, halving=halving, eta=args.eta,
-                        min_per_class=args.min_per_class, top_k=args.top_k)
+                        min_per_class=args.min_per_class, top_k=args.top_k, keep_within=args.keep_within)
             return res, time.perf_counter() - t
 
         order = [True, False] if args.halving_first else [False, True]
@@ -100,7 +105,8 @@ def main() -> None:
         print("\nhalving leaderboard:\n" + half.leaderboard[hcols].to_string(index=False))
         for r in half.rungs:
             print(f"  rung {r['rung']}: {r['per_class']}/class = {r['num_items']} items, {len(r['candidates'])} -> "
-                  f"{len(r['kept'])} kept {r['kept']}, {r['seconds']:.1f} s")
+                  f"{len(r['kept'])} kept ({r['keep_n']} by rank, the rest within noise of the cut-off "
+                  f"{r['cutoff']:.3f}) {r['kept']}, {r['seconds']:.1f} s")
         top_full, top_half = full.top(args.top_k), half.top(args.top_k)
         print(f"\ntop-{args.top_k} full:    {top_full}")
         print(f"top-{args.top_k} halving: {top_half}")

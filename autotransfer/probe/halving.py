@@ -6,6 +6,12 @@ items and only the new ones need featurizing), keeps the best ``max(top_k, ceil(
 grows the budget, until ``top_k`` remain or the next budget would be the whole train split. The
 survivors then get the ordinary full-data probe (all splits). Eliminated candidates keep their
 rung scores only: no full-data score and no val/test accuracy (NaN in the leaderboard).
+
+Small subsamples rank near-tied candidates by chance, and a candidate dropped at rung 0 never comes
+back. So a rung also keeps every candidate whose score is within ``keep_within`` standard errors of
+the cut-off score (the kept-last candidate's): ``score_i >= cut - keep_within * sqrt(se_i**2 +
+se_cut**2)``, with each score's standard error from its CV folds. ``keep_within=0`` is the classic
+rule. Candidates that are clearly worse are still dropped, which is where the time is saved.
 """
 from __future__ import annotations
 
@@ -19,8 +25,9 @@ import numpy as np
 from autotransfer.data.split import subsample
 from autotransfer.errors import check_param
 
-#: ``score_rung(names, train_indices, rung) -> {name: score}`` (higher is better; NaN = failed).
-RungScorer = Callable[[list[str], np.ndarray, int], dict[str, float]]
+#: ``score_rung(names, train_indices, rung) -> {name: score or (score, standard error)}``
+#: (higher is better; NaN = failed; no standard error = 0).
+RungScorer = Callable[[list[str], np.ndarray, int], dict[str, "float | tuple[float, float]"]]
 
 
 @dataclass
@@ -34,11 +41,14 @@ class Rung:
     scores: dict[str, float]
     kept: list[str]
     seconds: float
+    #: How many the classic rule keeps; ``kept`` may hold more (within the cut-off's noise).
+    keep_n: int = 0
+    cutoff: float = math.nan
 
     def to_dict(self) -> dict:
         return {"rung": self.rung, "per_class": self.per_class, "num_items": self.num_items,
                 "candidates": list(self.candidates), "scores": dict(self.scores), "kept": list(self.kept),
-                "seconds": self.seconds}
+                "keep_n": self.keep_n, "cutoff": self.cutoff, "seconds": self.seconds}
 
 
 @dataclass
@@ -61,6 +71,28 @@ def _finite(v: float) -> float:
     return v if v is not None and math.isfinite(v) else -math.inf
 
 
+def _score_se(v: "float | tuple[float, float] | None") -> tuple[float, float]:
+    if isinstance(v, tuple):
+        return float(v[0]), float(v[1]) if v[1] is not None and math.isfinite(v[1]) else 0.0
+    return (math.nan if v is None else float(v)), 0.0
+
+
+def select_rung(scores: dict[str, "float | tuple[float, float]"], order: Sequence[str], keep_n: int,
+                keep_within: float = 2.0) -> tuple[list[str], float]:
+    """Who survives a rung: the ``keep_n`` best plus any within ``keep_within`` standard errors of
+    the cut-off (see the module docstring). Returns ``(kept best first, cut-off score)``; NaN scores
+    (failed candidates) are dropped; ties keep ``order``."""
+    pairs = {n: _score_se(scores.get(n)) for n in order}
+    ok = [n for n in order if math.isfinite(pairs[n][0])]
+    ranked = sorted(ok, key=lambda n: -pairs[n][0])  # stable: ties keep the candidates' order
+    if len(ranked) <= keep_n:
+        return ranked, (pairs[ranked[-1]][0] if ranked else math.nan)
+    cut, cut_se = pairs[ranked[keep_n - 1]]
+    kept = ranked[:keep_n] + [n for n in ranked[keep_n:]
+                              if pairs[n][0] >= cut - keep_within * math.hypot(pairs[n][1], cut_se)]
+    return kept, cut
+
+
 def plan_budgets(num_train_per_class: int, *, eta: int, min_per_class: int, rungs: int | None = None) -> list[int]:
     """Per-class budgets of the subsample rungs, below the full train split (may be empty)."""
     budgets, b = [], int(min_per_class)
@@ -81,16 +113,20 @@ def successive_halving(
     top_k: int = 2,
     rungs: int | None = None,
     seed: int = 0,
+    keep_within: float = 2.0,
 ) -> HalvingResult:
     """Run the subsample rungs; returns the survivors (to be probed on full data) and the rungs.
 
     ``labels`` is the dataset's full label array. ``rungs`` caps the number of subsample rungs
     (None: as many as fit below the full train split). A candidate whose rung score is NaN (it
-    failed) is dropped.
+    failed) is dropped. ``keep_within``: also keep candidates within this many standard errors of
+    the cut-off score (0 = keep exactly ``max(top_k, ceil(n / eta))``).
     """
     check_param("eta", eta, "probe", "an int >= 2", isinstance(eta, int) and eta >= 2)
     check_param("min_per_class", min_per_class, "probe", "an int >= 2", isinstance(min_per_class, int) and min_per_class >= 2)
     check_param("top_k", top_k, "probe", "an int >= 1", isinstance(top_k, int) and top_k >= 1)
+    check_param("keep_within", keep_within, "probe", "a number >= 0", isinstance(keep_within, (int, float))
+                and keep_within >= 0)
     train_indices = np.asarray(train_indices, dtype=np.int64)
     counts = np.bincount(np.unique(np.asarray(labels)[train_indices], return_inverse=True)[1])
     # A budget >= the largest class would be the whole split: that is the final full-data rung.
@@ -102,14 +138,14 @@ def successive_halving(
             break
         t0 = time.perf_counter()
         idx = subsample(train_indices, labels, per_class, seed=seed)
-        scores = score_rung(list(alive), idx, r)
-        ok = [n for n in alive if math.isfinite(scores.get(n, math.nan))]
+        raw = score_rung(list(alive), idx, r)
         keep_n = max(top_k, math.ceil(len(alive) / eta))
-        # Stable: ties keep the candidates' order.
-        kept = sorted(ok, key=lambda n: -scores[n])[:keep_n]
+        kept, cut = select_rung(raw, alive, keep_n, keep_within)
+        scores = {n: _score_se(v)[0] for n, v in raw.items()}
         for n in alive:
             result.last_rung[n] = r
-        result.rungs.append(Rung(r, per_class, len(idx), list(alive), dict(scores), kept, time.perf_counter() - t0))
+        result.rungs.append(Rung(r, per_class, len(idx), list(alive), scores, kept, time.perf_counter() - t0,
+                                 keep_n=keep_n, cutoff=cut))
         alive = kept
     result.survivors = alive
     return result

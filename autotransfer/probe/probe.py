@@ -33,7 +33,7 @@ from autotransfer.errors import BackboneError, UserInputError
 from autotransfer.probe.cache import FeatureCache, index_key
 from autotransfer.probe.featurize import extract_features, extract_source_logits, forward_fn
 from autotransfer.probe.combine import CombinedScore, apply_combined
-from autotransfer.probe.scorers import Scorer, fit_linear_probe, get_scorer
+from autotransfer.probe.scorers import Scorer, ScoreResult, fit_linear_probe, get_scorer
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def _shared_layer_pass(
     groups: dict[tuple[str, int, str | None], list[BackboneSpec]] = {}
     for spec in specs:
         if not spec.extra.get("sources"):
-            groups.setdefault((spec.handle, spec.input_size, spec.output_key), []).append(spec)
+            groups.setdefault(_group_key(spec), []).append(spec)
     shares: dict[str, float] = {}
     for (handle, size, _), group in groups.items():
         if len(group) < 2:
@@ -279,9 +279,10 @@ class _Items:
             self.backbone, self.forward = None, None
             gc.collect()
 
-    def get(self, want: np.ndarray, ctx: "_Ctx", on_batch: Callable[[int], None] | None) -> np.ndarray:
+    def lookup(self, want: np.ndarray, ctx: "_Ctx") -> np.ndarray:
+        """Take what the cache has of ``want``; returns the indices still missing."""
         want = np.asarray(want, dtype=np.int64)
-        missing = np.setdiff1d(want, self.idx, assume_unique=False)
+        missing = np.setdiff1d(want, self.idx)
         if len(missing) and ctx.store is not None and ctx.full_idx is not None and self.values is None:
             # Already probed on full data (e.g. a default run): slice that entry.
             key = ctx.store.key(_fingerprint(self.handle), ctx.data_fp, ctx.full_ikey, self.spec.input_size,
@@ -291,22 +292,88 @@ class _Items:
                 self.idx, self.values = ctx.full_idx, np.asarray(hit["features"])
                 self.meta = ctx.store.meta(key) or {}
                 missing = np.setdiff1d(want, self.idx)
+        if len(missing) and ctx.store is not None:
+            # This very delta was featurized before (a warm re-run of the same rungs).
+            key = self.delta_key(missing, ctx)
+            hit = ctx.store.load(key, ["features"])
+            if hit is not None:
+                self.add(missing, np.asarray(hit["features"]), ctx.store.meta(key) or {}, cached=True, seconds=0.0)
+                missing = np.empty(0, np.int64)
+        return missing
+
+    def delta_key(self, items: np.ndarray, ctx: "_Ctx") -> str:
+        return ctx.store.key(_fingerprint(self.handle), ctx.data_fp, index_key(items, len(ctx.data)),
+                             self.spec.input_size, _layer_name(self.spec, self.layer))
+
+    def add(self, items: np.ndarray, feats: np.ndarray, meta: dict[str, Any], *, cached: bool, seconds: float) -> None:
+        """Hold ``feats`` (rows for ``items``) beside what is held already."""
+        self.seconds += seconds
+        self.meta = {**meta, **self.meta} if self.meta else meta
+        self.all_cached = self.all_cached and cached
+        if not cached:
+            self.featurized += len(items)
+        idx = np.concatenate([self.idx, items])
+        vals = feats if self.values is None else np.concatenate([self.values, feats])
+        order = np.argsort(idx, kind="stable")
+        self.idx, self.values = idx[order], vals[order]
+
+    def get(self, want: np.ndarray, ctx: "_Ctx", on_batch: Callable[[int], None] | None) -> np.ndarray:
+        want = np.asarray(want, dtype=np.int64)
+        missing = self.lookup(want, ctx)
         if len(missing):
             t0 = time.perf_counter()
             feats, meta, cached, _ = _features_for(self.spec, self.handle, self.layer, ctx.data, ctx.data_fp, missing,
                                                    index_key(missing, len(ctx.data)), ctx.store, ctx.batch_size, on_batch,
                                                    self)
-            self.seconds += time.perf_counter() - t0
-            self.meta = {**meta, **self.meta} if self.meta else meta
-            self.all_cached = self.all_cached and cached
-            if not cached:
-                self.featurized += len(missing)
-            idx = np.concatenate([self.idx, missing])
-            vals = feats if self.values is None else np.concatenate([self.values, feats])
-            order = np.argsort(idx, kind="stable")
-            self.idx, self.values = idx[order], vals[order]
+            self.add(missing, feats, meta, cached=cached, seconds=time.perf_counter() - t0)
         assert self.values is not None
         return self.values[np.searchsorted(self.idx, want)]
+
+
+class _SharedModule:
+    """One loaded module whose ``all_features`` serves every layer candidate of one (handle, size):
+    successive halving's rungs featurize a module once per rung, not once per layer candidate."""
+
+    def __init__(self, spec: BackboneSpec) -> None:
+        self.spec = replace(spec, layer=None)
+        self.backbone: HubBackbone | None = None
+        self.all_features: Callable[..., dict[str, tf.Tensor]] | None = None
+
+    def fill(self, members: list["_Items"], want: np.ndarray, ctx: "_Ctx") -> bool:
+        """Give each member its layer's features for the items of ``want`` it lacks (after the
+        cache), from one pass; the module loads on first need. Returns False (nothing done) when
+        the module has no ``all_features`` or lacks a member's layer."""
+        lacking = [(m, m.lookup(want, ctx)) for m in members]
+        lacking = [(m, miss) for m, miss in lacking if len(miss)]
+        if not lacking:
+            return True
+        start = time.perf_counter()
+        if self.backbone is None:
+            self.backbone = HubBackbone.from_spec(self.spec)
+            self.all_features = getattr(self.backbone._module, "all_features", None)
+        if self.all_features is None:
+            return False
+        union = np.unique(np.concatenate([miss for _, miss in lacking]))
+        layers = {m.spec.layer or "head" for m, _ in lacking}
+        chunks: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
+        size = lacking[0][0].spec.input_size
+        for images in image_dataset(ctx.data, union, image_size=size, batch_size=ctx.batch_size, with_labels=False):
+            out = self.all_features(images)
+            if not layers <= set(out):
+                return False
+            for layer in layers:
+                chunks[layer].append(out[layer].numpy().astype(np.float32, copy=False))
+        share = (time.perf_counter() - start) / len(lacking)
+        arrays = {layer: np.concatenate(c) for layer, c in chunks.items()}
+        for m, miss in lacking:
+            feats = arrays[m.spec.layer or "head"][np.searchsorted(union, miss)]
+            meta = {"handle": m.handle, "input_size": size, "layer": m.spec.layer or "head", "num_items": len(miss),
+                    "params": self.backbone.num_params, "feature_dim": int(feats.shape[1]), "seconds": share,
+                    "shared_pass": True}
+            if ctx.store is not None:
+                ctx.store.save(m.delta_key(miss, ctx), {"features": feats}, meta)
+            m.add(miss, feats, meta, cached=False, seconds=share)
+        return True
 
 
 @dataclass
@@ -319,19 +386,31 @@ class _Ctx:
     full_ikey: str | None = None
 
 
+def _group_key(spec: BackboneSpec) -> tuple[str, int, str | None]:
+    """Candidates with the same key differ only in ``layer``: one module forward serves them all."""
+    return (spec.handle, spec.input_size, spec.output_key)
+
+
+def _with_se(r: ScoreResult | None) -> tuple[float, float]:
+    """``(score, standard error)``: the fold spread over sqrt(folds) for CV scores, else 0."""
+    if r is None:
+        return math.nan, 0.0
+    folds = r.details.get("folds") if isinstance(r.details, dict) else None
+    return r.score, (r.std / math.sqrt(folds) if folds else 0.0)
+
+
 def _score_all(scorers: list[Scorer], x: np.ndarray, y: np.ndarray, logits: np.ndarray | None, seed: int,
-               spec_name: str, strict: str | None) -> dict[str, tuple[float, float]]:
-    """``{scorer name: (score, std)}``; a scorer needing absent logits is skipped (NaN).
+               spec_name: str, strict: str | None) -> dict[str, ScoreResult]:
+    """``{scorer name: ScoreResult}``; a scorer needing absent logits is skipped (NaN).
 
     The scorer named ``strict`` (the ranking scorer) lets its errors propagate; others log them.
     """
-    out: dict[str, tuple[float, float]] = {}
+    out: dict[str, ScoreResult] = {}
     for s in scorers:
         if s.needs_source_logits and logits is None:
             continue
         try:
-            r = s.score(x, y, source_logits=logits, seed=seed)
-            out[s.name] = (r.score, r.std)
+            out[s.name] = s.score(x, y, source_logits=logits, seed=seed)
         except (ValueError, np.linalg.LinAlgError) as exc:
             if s.name == strict:
                 raise
@@ -356,6 +435,7 @@ def probe(
     min_per_class: int = 5,
     top_k: int = 2,
     rungs: int | None = None,
+    keep_within: float = 2.0,
     multi_source: int = 0,
 ) -> ProbeResult:
     """Score every candidate on frozen features; returns the leaderboard (best first).
@@ -383,6 +463,8 @@ def probe(
             candidates have NaN ``score``/``val_accuracy``/``test_accuracy`` and no features.
         eta, min_per_class, top_k: the halving schedule (see above).
         rungs: cap on the number of subsample rungs (implies ``halving=True``).
+        keep_within: halving also keeps candidates within this many standard errors (CV folds)
+            of a rung's cut-off score; 0 = the classic keep-the-best-fraction rule.
         multi_source: if >= 2, add a candidate ``concat(a+b...)`` whose features concatenate the
             top ``multi_source`` candidates' features, scored the same way (its spec, with
             ``extra={"sources": [names], "source_specs": [dicts]}``, is in ``ProbeResult.specs``).
@@ -454,12 +536,43 @@ def probe(
                                 _Items(spec, spec.classifier_handle, LOGITS_LAYER) if needs_logits(spec) else None)
         return items[spec.name]
 
+    # Halving: one loaded module per (handle, size) group of layer candidates, kept across rungs.
+    modules: dict[tuple[str, int, str | None], _SharedModule | None] = {}
+
+    def fill_groups(names: Sequence[str], want: np.ndarray) -> dict[str, float]:
+        """Featurize the layer candidates among ``names`` that share a module with one pass per
+        module; returns each served candidate's share of the pass time (the rest fall back to
+        their own loads)."""
+        groups: dict[tuple[str, int, str | None], list[BackboneSpec]] = {}
+        for n in names:
+            if not by_name[n].extra.get("sources"):
+                groups.setdefault(_group_key(by_name[n]), []).append(by_name[n])
+        shares: dict[str, float] = {}
+        for g, specs_g in groups.items():
+            if len(specs_g) < 2 or modules.get(g, True) is None:
+                continue
+            members = [holders(sp)[0] for sp in specs_g]
+            before = {m.spec.name: m.seconds for m in members}
+            try:
+                if g not in modules:
+                    modules[g] = _SharedModule(specs_g[0])
+                if not modules[g].fill(members, want, ctx):
+                    modules[g] = None  # no all_features: members load their own truncated modules
+            except (BackboneError, tf.errors.OpError, ValueError, OSError) as exc:
+                log.warning("probe: shared pass over %s failed (%s); featurizing its layers one by one", g[0], exc)
+                modules[g] = None
+                continue
+            shares.update({m.spec.name: m.seconds - before[m.spec.name] for m in members
+                           if m.seconds > before[m.spec.name]})
+        return shares
+
     # -- successive halving: rank on subsamples of TRAIN, keep the best ------------------------------
     survivors = [c.name for c in candidates]
     if halving:
         from autotransfer.probe.halving import successive_halving
 
         rank_scorers = [main_like] if combined is None else comps
+        rank_logits = any(sc.needs_source_logits for sc in rank_scorers)
 
         def release_except(keep: Sequence[str]) -> None:
             for n, hs in items.items():
@@ -467,10 +580,15 @@ def probe(
                     for h in hs:
                         if h is not None:
                             h.release()
+            alive_groups = {_group_key(by_name[n]) for n in keep}
+            for g in [g for g in modules if g not in alive_groups]:
+                del modules[g]
+            gc.collect()
 
-        def score_rung(names: list[str], tr: np.ndarray, r: int) -> dict[str, float]:
-            per: dict[str, dict[str, float]] = {}
+        def score_rung(names: list[str], tr: np.ndarray, r: int) -> dict[str, tuple[float, float]]:
+            per: dict[str, dict[str, ScoreResult]] = {}
             release_except(names)  # candidates eliminated by the previous rung
+            shared_s = fill_groups(names, tr)
             for j, name in enumerate(names):
                 spec = by_name[name]
                 row = rows.setdefault(name, new_row(spec))
@@ -486,28 +604,30 @@ def probe(
                         raise BackboneError(f"scorer {main_like.name!r} needs source logits; give {spec.name!r} a classifier_handle.")
                     f_items, l_items = holders(spec)
                     x = f_items.get(tr, ctx, None)
-                    lg = l_items.get(tr, ctx, None) if l_items is not None else None
+                    lg = l_items.get(tr, ctx, None) if l_items is not None and rank_logits else None
                 except UserInputError:
                     raise
                 except (BackboneError, tf.errors.OpError, ValueError, OSError) as exc:
                     fail(row, exc)
                     continue
-                res = _score_all(rank_scorers, x, labels_all[tr], lg, seed, name, main_like.name if combined is None else None)
-                per[name] = {k: v[0] for k, v in res.items()}
-                row["halving_seconds"] = row.get("halving_seconds", 0.0) + time.perf_counter() - t0
+                per[name] = _score_all(rank_scorers, x, labels_all[tr], lg, seed, name,
+                                       main_like.name if combined is None else None)
+                row["halving_seconds"] = (row.get("halving_seconds", 0.0) + time.perf_counter() - t0
+                                          + shared_s.get(name, 0.0))
             if combined is None:
-                scores = {n: per[n].get(main_like.name, math.nan) for n in per}
+                scores = {n: _with_se(per[n].get(main_like.name)) for n in per}
             else:
-                frame = pd.DataFrame([{f"score_{k}": v for k, v in per[n].items()} for n in per], index=list(per))
-                scores = dict(combined(frame)[0]) if len(frame) else {}
+                frame = pd.DataFrame([{f"score_{k}": v.score for k, v in per[n].items()} for n in per], index=list(per))
+                scores = {n: (v, 0.0) for n, v in dict(combined(frame)[0]).items()} if len(frame) else {}
             for n, v in scores.items():
-                rows[n][f"score_rung{r}"] = v
+                rows[n][f"score_rung{r}"] = v[0]
                 rows[n]["rung"] = r
             return scores
 
         t_h = time.perf_counter()
         hres = successive_halving([c.name for c in candidates], split_idx["train"], labels_all, score_rung,
-                                  eta=eta, min_per_class=min_per_class, top_k=top_k, rungs=rungs, seed=seed)
+                                  eta=eta, min_per_class=min_per_class, top_k=top_k, rungs=rungs, seed=seed,
+                                  keep_within=keep_within)
         survivors = hres.survivors
         release_except(survivors)
         rung_info = [r.to_dict() for r in hres.rungs]
@@ -516,8 +636,13 @@ def probe(
 
     # -- full-data probe of every (surviving) candidate ---------------------------------------------
     full_rung = len(rung_info)
-    shared = _shared_layer_pass([c for c in candidates if c.name in survivors], data, data_fp, idx, ikey, store,
-                                batch_size)
+    if halving:
+        # The survivors hold their rung items already: only the rest goes through the module.
+        shared = fill_groups(survivors, idx)
+        modules.clear()
+    else:
+        shared = _shared_layer_pass([c for c in candidates if c.name in survivors], data, data_fp, idx, ikey, store,
+                                    batch_size)
     for i, spec in enumerate(candidates):
         if spec.name not in survivors:
             continue
@@ -664,9 +789,9 @@ def _score_row(row: dict[str, Any], split_feats: dict[str, np.ndarray], y: dict[
                      main.name if main_ranks else None)
     for s in scorers:
         if s.name in res:
-            row[f"score_{s.name}"] = res[s.name][0]
+            row[f"score_{s.name}"] = res[s.name].score
     if main_ranks:
-        row.update(score=res[main.name][0], std=res[main.name][1])
+        row.update(score=res[main.name].score, std=res[main.name].std)
     model = fit_linear_probe(split_feats["train"], y["train"], seed=seed)
     row.update(val_accuracy=_accuracy(model, split_feats["val"], y["val"]),
                test_accuracy=_accuracy(model, split_feats["test"], y["test"]),

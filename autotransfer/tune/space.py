@@ -100,8 +100,12 @@ class TuneSpace:
     ``unfreeze_blocks`` is an inclusive range of trailing backbone blocks to unfreeze (0 = train
     the head only; ``"all"`` as max = every block of the chosen backbone). ``learning_rate`` is the
     fine-tuning LR range (log scale), typically 10-100x below ``head_learning_rate``, which trains
-    the new head on the frozen backbone for ``head_epochs`` first. ``max_epochs`` caps fine-tuning
-    epochs (early stopping with ``patience`` usually ends sooner).
+    the new head on the frozen backbone for ``head_epochs`` first when ``head_warmup`` is
+    ``"adam"``. The default ``head_warmup: probe`` starts the head from the probe's converged
+    logistic regression on the same train features instead (LP-FT, Kumar et al., ICLR 2022:
+    fine-tuning from a fitted linear head distorts the pretrained features less than from a
+    half-trained one). ``max_epochs`` caps fine-tuning epochs (early stopping with ``patience``
+    usually ends sooner).
     """
 
     unfreeze_blocks: tuple[int, int | str] = (0, 3)
@@ -112,11 +116,13 @@ class TuneSpace:
     head_epochs: int = 5
     max_epochs: int = 12
     batch_size: int = 16
+    head_warmup: str = "probe"
 
     FIELDS = (
         "unfreeze_blocks", "learning_rate", "head_learning_rate", "patience", "dropout",
-        "head_epochs", "max_epochs", "batch_size",
+        "head_epochs", "max_epochs", "batch_size", "head_warmup",
     )
+    HEAD_WARMUPS = ("probe", "adam")
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> "TuneSpace":
@@ -181,6 +187,10 @@ class TuneSpace:
                 if not _is_int(d[field]) or d[field] < 1:
                     raise fail(field, "an integer >= 1", d[field])
                 kw[field] = d[field]
+        if "head_warmup" in d:
+            if d["head_warmup"] not in cls.HEAD_WARMUPS:
+                raise fail("head_warmup", " or ".join(repr(w) for w in cls.HEAD_WARMUPS), d["head_warmup"])
+            kw["head_warmup"] = d["head_warmup"]
         return cls(**kw)
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,14 +1,19 @@
 """One tuning trial: warm up a new head on the frozen backbone, then fine-tune its last blocks.
 
-Phase 1 trains the head on backbone *features* (cached by the probe, or extracted here in one
+Phase 1 fits the head on backbone *features* (cached by the probe, or extracted here in one
 pass): with the backbone frozen and BatchNorm in inference mode the features do not change
 between epochs, so this is the same optimisation as training the full model, at the cost of one
-forward pass instead of ``head_epochs``. Phase 2 unfreezes the last ``unfreeze_blocks`` blocks,
-recompiles with the (small) fine-tuning learning rate and trains with early stopping.
+forward pass. By default (``head_warmup: probe``) the head IS the probe's converged logistic
+regression (standardisation folded into the Dense weights): linear probing then fine-tuning
+(LP-FT, Kumar et al., ICLR 2022), so every trial starts where the probe ended. ``adam`` trains
+the head for ``head_epochs`` at ``head_learning_rate`` instead. Phase 2 unfreezes the last
+``unfreeze_blocks`` blocks, recompiles with the (small) fine-tuning learning rate and trains with
+early stopping; it is kept only if it beats the phase-1 head on val.
 """
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -18,6 +23,7 @@ import numpy as np
 
 from autotransfer.backbones import BackboneSpec
 from autotransfer.probe.featurize import extract_features
+from autotransfer.probe.scorers import fit_linear_probe
 from autotransfer.tune.space import TuneSpace
 from autotransfer.tune.task import HEAD_LAYER, build_head, build_task_model
 
@@ -118,6 +124,31 @@ def _usable_features(features: dict | None, name: str, splits: Any, dim: int) ->
     return {"train": tr.astype("float32"), "val": va.astype("float32")}
 
 
+def probe_head_weights(features: np.ndarray, labels: np.ndarray, num_classes: int, *,
+                       seed: int = 0) -> list[np.ndarray]:
+    """Dense-softmax ``[kernel [D, K], bias [K]]`` equal to the probe's logistic regression.
+
+    The probe standardises features then fits a multinomial logistic regression; folding the
+    scaler in gives ``softmax(x @ kernel + bias)`` = the probe's ``predict_proba(x)``. Classes
+    absent from ``labels`` get a very negative bias (never predicted until fine-tuning moves them).
+    """
+    model = fit_linear_probe(features, labels, seed=seed)
+    scaler, clf = model[0], model[-1]
+    coef, intercept = np.asarray(clf.coef_, np.float64), np.asarray(clf.intercept_, np.float64)
+    if coef.shape[0] == 1 and len(clf.classes_) == 2:  # binary: sklearn keeps one row (class 1 vs 0)
+        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+    mean = np.asarray(getattr(scaler, "mean_", 0.0), np.float64)
+    scale = np.asarray(getattr(scaler, "scale_", 1.0), np.float64)
+    w = coef / scale
+    b = intercept - w @ (mean * np.ones(features.shape[1]))
+    kernel = np.zeros((features.shape[1], num_classes), np.float32)
+    bias = np.full(num_classes, -30.0, np.float32)
+    for row, cls in enumerate(clf.classes_):
+        kernel[:, int(cls)] = w[row]
+        bias[int(cls)] = b[row]
+    return [kernel, bias]
+
+
 def train_trial(
     spec: BackboneSpec,
     params: dict[str, Any],
@@ -180,10 +211,21 @@ def train_trial(
     # One tf.function call per epoch: per-step dispatch dominates for a linear head.
     head_model.compile(keras.optimizers.Adam(space.head_learning_rate), LOSS, metrics=["accuracy"],
                        steps_per_execution=steps)
-    head_hist = head_model.fit(
-        feats["train"], y_train, epochs=space.head_epochs, batch_size=bs, shuffle=True, verbose=0,
-        callbacks=[_Validate([(feats["val"], y_val)]), *timing_callbacks(0)],
-    )
+    if space.head_warmup == "probe":
+        head_model.get_layer(HEAD_LAYER).set_weights(probe_head_weights(feats["train"], y_train, num_classes, seed=seed))
+        # No training: one validation step, so the pruning hook sees the head's accuracy at epoch 0.
+        acc, loss = _evaluate(head_model, [(feats["val"], y_val)])
+        head_hist = keras.callbacks.History()
+        head_hist.history = {"val_loss": [loss], "val_accuracy": [acc], "loss": [math.nan]}
+        if report is not None and report(0, acc):
+            flags.pruned = True
+        if deadline is not None and time.time() > deadline:
+            flags.timed_out = True
+    else:
+        head_hist = head_model.fit(
+            feats["train"], y_train, epochs=space.head_epochs, batch_size=bs, shuffle=True, verbose=0,
+            callbacks=[_Validate([(feats["val"], y_val)]), *timing_callbacks(0)],
+        )
     head_epochs = len(head_hist.history.get("loss", []))
     model.get_layer(HEAD_LAYER).set_weights(head_model.get_layer(HEAD_LAYER).get_weights())
     head_val = _accuracy(model, val_ds)

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from autotransfer.backbones import BackboneSpec
+from autotransfer.probe.halving import select_rung
 from autotransfer.probe import (
     CombinedScore,
     FeatureCache,
@@ -131,8 +132,9 @@ def test_halving_picks_the_full_top_k_with_fewer_items(halving_setup, tmp_path):
     n_all = len(np.unique(np.concatenate([splits.train, splits.val, splits.test])))
     assert board["featurized_items"].sum() < n_all * len(specs)
     assert len(half.rungs) >= 2 and half.rungs[0]["candidates"] == [s.name for s in specs]
-    for r in half.rungs:
-        assert len(r["kept"]) == max(2, math.ceil(len(r["candidates"]) / 2))
+    for r in half.rungs:  # the best fraction, plus any within two standard errors of the cut-off
+        assert len(r["kept"]) >= r["keep_n"] == max(2, math.ceil(len(r["candidates"]) / 2))
+        assert r["kept"][:r["keep_n"]] == sorted(r["candidates"], key=lambda n: -r["scores"][n])[:r["keep_n"]]
     top = half.top(2)
     # Survivors: the full rung, full-data scores equal to the full probe's, val/test present.
     fb = full.leaderboard.set_index("name")
@@ -143,7 +145,8 @@ def test_halving_picks_the_full_top_k_with_fewer_items(halving_setup, tmp_path):
         for split in ("train", "val", "test"):
             np.testing.assert_allclose(half.features[n][split], full.features[n][split], rtol=1e-6, atol=1e-6)
     # Eliminated: rung scores only, NaN full-data columns, no features.
-    gone = [n for n in board.index if n not in top]
+    gone = [n for n in board.index if board.loc[n, "rung"] < len(half.rungs)]
+    assert gone and not set(gone) & set(top)
     assert board.loc[gone, ["score", "val_accuracy", "test_accuracy"]].isna().all().all()
     assert all(n not in half.features for n in gone)
     assert board.loc[gone, "score_rung0"].notna().all() and (board["halving_seconds"] > 0).all()
@@ -168,10 +171,38 @@ def test_successive_halving_schedule():
         seen.append((list(names), len(idx)))
         return {n: float(-int(n[1:])) for n in names}  # c0 best
 
-    res = successive_halving([f"c{i}" for i in range(9)], np.arange(100), labels, score, eta=3, min_per_class=2, top_k=2)
+    res = successive_halving([f"c{i}" for i in range(9)], np.arange(100), labels, score, eta=3, min_per_class=2, top_k=2,
+                             keep_within=0)
     assert res.survivors == ["c0", "c1"]
     assert seen == [([f"c{i}" for i in range(9)], 4), (["c0", "c1", "c2"], 12)]
     assert res.eliminated_order()[0] == "c2"
+
+
+def test_a_rung_keeps_candidates_within_noise_of_the_cut_off():
+    scores = {"a": (0.90, 0.01), "b": (0.80, 0.02), "c": (0.78, 0.01), "d": (0.70, 0.01), "e": (0.79, 0.0), "f": math.nan}
+    order = list(scores)
+    # keep_n=2: cut-off b=0.80; c is 0.02 below, within 2 * hypot(0.01, 0.02) = 0.045; d is not; e's
+    # is 2 * 0.02 = 0.04 -> kept. Failed f is dropped.
+    kept, cut = select_rung(scores, order, keep_n=2, keep_within=2.0)
+    assert kept == ["a", "b", "e", "c"] and cut == 0.80
+    assert select_rung(scores, order, keep_n=2, keep_within=0.0)[0] == ["a", "b"]
+    # Plain floats (no standard error) are the classic rule.
+    assert select_rung({"a": 0.9, "b": 0.8, "c": 0.79}, ["a", "b", "c"], keep_n=2)[0] == ["a", "b"]
+
+
+def test_halving_keeps_a_near_tie_that_the_classic_rule_drops():
+    labels = np.repeat(np.arange(2), 50)
+
+    def score(names, idx, r):
+        # c1 and c2 are tied within noise on small rungs; c2 is better only on large ones.
+        return {n: ({"c0": 0.9, "c1": 0.71, "c2": 0.70 if len(idx) < 50 else 0.75, "c3": 0.3}[n], 0.02) for n in names}
+
+    classic = successive_halving(["c0", "c1", "c2", "c3"], np.arange(100), labels, score, eta=2, min_per_class=5,
+                                 top_k=2, keep_within=0)
+    robust = successive_halving(["c0", "c1", "c2", "c3"], np.arange(100), labels, score, eta=2, min_per_class=5,
+                                top_k=2)
+    assert classic.survivors == ["c0", "c1"]
+    assert set(robust.survivors) == {"c0", "c1", "c2"} and "c3" not in robust.survivors
 
 
 # ------------------------------------------------------------------------------ multi-source

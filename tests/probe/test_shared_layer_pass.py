@@ -36,3 +36,31 @@ def test_layers_share_one_pass_and_match_direct_features(tiny_modules, tmp_path,
         got = np.concatenate([res.features[spec.name][s] for s in ("train", "val", "test")])
         order = np.concatenate([np.searchsorted(idx, getattr(splits, s)) for s in ("train", "val", "test")])
         np.testing.assert_allclose(got, direct[order], rtol=1e-5, atol=1e-5)
+
+
+def test_halving_rungs_load_a_module_once_for_all_its_layer_candidates(tiny_modules, tmp_path, monkeypatch):
+    probe_module = importlib.import_module("autotransfer.probe.probe")
+    loads = []
+
+    class Counting(HubBackbone):
+        def __init__(self, *args, **kwargs):
+            loads.append(kwargs.get("layer"))
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(probe_module, "HubBackbone", Counting)
+    x, y = pattern_images(24, seed=2)
+    data = load_data(x, labels=y)
+    splits = make_splits(data, seed=0)
+    entry = BackboneSpec.from_dict({"name": "g", "handle": tiny_modules["good"], "input_size": 16,
+                                    "layers": ["final", "block_00", "block_01"]}, "test")
+    res = probe(entry.expand(), data, splits, extra_scorers=(), cache=FeatureCache(tmp_path), halving=True, eta=2,
+                min_per_class=3, top_k=1, keep_within=0)
+    assert len(res.rungs) >= 1
+    assert len(loads) == 1  # one load serves every rung and the survivor's full-data pass
+    full = probe(entry.expand(), data, splits, extra_scorers=(), cache=False)
+    top = res.top(1)[0]
+    for split in ("train", "val", "test"):
+        np.testing.assert_allclose(res.features[top][split], full.features[top][split], rtol=1e-5, atol=1e-5)
+    # Items a rung featurized are not run again for the full pass: per candidate, at most all items.
+    n_all = len(np.unique(np.concatenate([splits.train, splits.val, splits.test])))
+    assert (res.leaderboard["featurized_items"] <= n_all).all()

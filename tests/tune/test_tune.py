@@ -44,6 +44,7 @@ def specs(tiny_modules):
     ("head_learning_rate", -1, "a number > 0"),
     ("max_epochs", True, "an integer >= 1"),
     ("batch_size", 0, "an integer >= 1"),
+    ("head_warmup", "sgd", "'probe' or 'adam'"),
 ])
 def test_space_validation_messages(field, value, constraint):
     with pytest.raises(UserInputError) as err:
@@ -85,7 +86,7 @@ def test_params_render_to_both_backends():
 # -- trainer ----------------------------------------------------------------------------------------
 def test_finetune_last_block_only_and_beats_chance(data_splits, specs):
     data, splits = data_splits
-    weak_head = TuneSpace(head_epochs=1, head_learning_rate=1e-3, max_epochs=3, batch_size=8)
+    weak_head = TuneSpace(head_epochs=1, head_learning_rate=1e-3, max_epochs=3, batch_size=8, head_warmup="adam")
     params = {"unfreeze_blocks": 1, "learning_rate": 3e-2, "patience": 3, "dropout": 0.0}
     out = train_trial(specs[0], params, data, splits, space=weak_head, num_classes=4, seed=0)
     assert out.val_accuracy > out.head_val_accuracy and out.val_accuracy >= 0.5  # chance is 0.25
@@ -95,6 +96,32 @@ def test_finetune_last_block_only_and_beats_chance(data_splits, specs):
     for name, before, after in zip(fresh.variable_names, fresh._wrapped, tuned._wrapped):
         same = np.array_equal(before.numpy(), after.numpy())
         assert same != (name in ("head/kernel", "head/bias")), name
+
+
+def test_probe_warmup_head_is_the_probes_logistic_regression(data_splits, specs):
+    from autotransfer.probe import fit_linear_probe
+    from autotransfer.tune.trainer import probe_head_weights
+
+    data, splits = data_splits
+    params = {"unfreeze_blocks": 0, "learning_rate": 1e-3, "patience": 1, "dropout": 0.3}
+    out = train_trial(specs[1], params, data, splits, space=FAST, num_classes=4, seed=0)
+    backbone = HubBackbone(specs[1].handle, input_size=16)
+    feats = {s: extract(backbone, data, getattr(splits, s)) for s in ("train", "val")}
+    y = {s: np.asarray(data.labels)[getattr(splits, s)] for s in ("train", "val")}
+    probe_model = fit_linear_probe(feats["train"], y["train"], seed=0)
+    # Head-only trial (dropout is off at inference) = the probe: same val accuracy, same probabilities.
+    assert out.head_val_accuracy == pytest.approx(float(np.mean(probe_model.predict(feats["val"]) == y["val"])))
+    kernel, bias = probe_head_weights(feats["train"], y["train"], 4, seed=0)
+    np.testing.assert_allclose(out.model.get_layer(HEAD_LAYER).get_weights()[0], kernel, rtol=1e-5, atol=1e-6)
+    z = feats["val"] @ kernel + bias
+    p = np.exp(z - z.max(1, keepdims=True))
+    np.testing.assert_allclose(p / p.sum(1, keepdims=True), probe_model.predict_proba(feats["val"]), atol=1e-5)
+
+
+def extract(backbone, data, idx):
+    from autotransfer.probe import extract_features
+
+    return extract_features(backbone, image_dataset(data, idx, image_size=16, batch_size=16, with_labels=False))
 
 
 def test_head_warmup_from_cached_features_matches_backbone(data_splits, specs, caplog):
