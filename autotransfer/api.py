@@ -49,7 +49,7 @@ def _plan(candidates: list, dataset: Any, splits: Any, space: Any, config: RunCo
     hi = space.tuning.unfreeze_blocks[1]
     costs = measure_costs(candidates, dataset, splits, batch_size=config.batch_size,
                           unfreeze=10**6 if hi == "all" else int(hi), head_epochs=space.tuning.head_epochs,
-                          measure_train="first")
+                          head_warmup=space.tuning.head_warmup, measure_train="first")
     sizes = splits.sizes()
     # Estimates ran 15-20% low against measured runs (benchmarks/selection.py --plan): margin 1.25.
     plan = make_plan(costs, n_items=sum(sizes.values()), n_train=sizes["train"], n_val=sizes["val"],
@@ -79,7 +79,7 @@ def run(
     time_budget: str | float | None = None,
     max_trials: int = 6,
     top_k: int = 2,
-    scorer: str = "linear",
+    scorer: str = "linear_ll",
     halving: bool = False,
     multi_source: int = 0,
     seed: int = 0,

@@ -33,7 +33,7 @@ def run_cmd(
     time_budget: Optional[str] = typer.Option(None, "--time-budget", help="Whole-run budget, e.g. 20m, 1h, 900s."),
     max_trials: int = typer.Option(6, "--max-trials", help="Most tuning trials."),
     top_k: int = typer.Option(2, "--top-k", help="Candidates that go from probing to tuning."),
-    scorer: str = typer.Option("linear", "--scorer", help="Probe scorer that ranks candidates: linear, knn, logme, leep, nleep, combined."),
+    scorer: str = typer.Option("linear_ll", "--scorer", help="Probe scorer that ranks candidates: linear_ll (linear probe, CV log-likelihood), linear (its CV accuracy), knn, logme, leep, nleep, combined."),
     halving: bool = typer.Option(False, "--halving", help="Successive halving on growing subsamples before the full probe."),
     multi_source: int = typer.Option(0, "--multi-source", help="Also probe the concatenated features of the top N backbones (N >= 2)."),
     seed: int = typer.Option(0, "--seed"),

@@ -112,7 +112,7 @@ class RunConfig:
     time_budget_s: float | None = None
     max_trials: int = 6
     top_k: int = 2
-    scorer: str = "linear"
+    scorer: str = "linear_ll"
     halving: bool = False
     multi_source: int = 0
     seed: int = 0

@@ -73,6 +73,7 @@ def measure_costs(
     unfreeze: int = 3,
     measure_train: str = "per_backbone",
     head_epochs: int = 5,
+    head_warmup: str = "probe",
 ) -> dict[str, CandidateCost]:
     """Time the first batches of every candidate; returns ``{name: CandidateCost}``.
 
@@ -86,8 +87,8 @@ def measure_costs(
             a backward pass through more blocks costs more, so this is the conservative end).
         measure_train: ``"per_backbone"`` (first candidate of each ``base``), ``"first"`` (the first
             candidate only: one training trace, its factor for all), ``"all"`` or ``"none"`` (then ``train_s_per_item`` = forward x 3, the usual backward-costs-2x-forward rule).
-        head_epochs: epochs of the trainer's head warm-up, timed once on random features of the
-            first candidate's size (``trial_overhead_s``, shared by all candidates).
+        head_epochs, head_warmup: the trainer's head warm-up (``TuneSpace``), timed once on random
+            features of the first candidate's size (``trial_overhead_s``, shared by all candidates).
 
     Candidates that fail to load get no entry (the probe will report them).
     """
@@ -156,7 +157,7 @@ def measure_costs(
             train = fwd * factor
         if overhead is None:
             overhead = _head_fit_seconds(data.num_classes, costs_dim, len(splits.train), len(splits.val),
-                                         head_epochs=head_epochs, batch_size=batch_size)
+                                         head_epochs=head_epochs, batch_size=batch_size, head_warmup=head_warmup)
         costs[spec.name] = CandidateCost(
             name=spec.name, input_size=int(spec.input_size), load_s=load_s, first_batch_s=first,
             featurize_s_per_item=fwd, train_s_per_item=train, train_setup_s=setup, unfreeze=u,
@@ -166,12 +167,13 @@ def measure_costs(
     return costs
 
 
-def _head_fit_seconds(num_classes: int, dim: int, n_train: int, n_val: int, *, head_epochs: int, batch_size: int) -> float:
+def _head_fit_seconds(num_classes: int, dim: int, n_train: int, n_val: int, *, head_epochs: int, batch_size: int,
+                      head_warmup: str = "probe") -> float:
     """Time of the trainer's head warm-up on ``[n_train, dim]`` features (compile + fit + eval), with
     the per-trial session clean-up: the part of a trial that does not scale with the backbone."""
     import keras
 
-    from autotransfer.tune.task import build_head
+    from autotransfer.tune.task import HEAD_LAYER, build_head
 
     t = time.perf_counter()
     rng = np.random.default_rng(0)
@@ -182,7 +184,12 @@ def _head_fit_seconds(num_classes: int, dim: int, n_train: int, n_val: int, *, h
     model = keras.Model(inp, build_head(inp, num_classes, dropout=0.1))
     model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"],
                   steps_per_execution=max(1, -(-len(x) // batch_size)))
-    model.fit(x, y, epochs=max(1, head_epochs), batch_size=batch_size, verbose=0)
+    if head_warmup == "probe":
+        from autotransfer.tune.trainer import probe_head_weights
+
+        model.get_layer(HEAD_LAYER).set_weights(probe_head_weights(x, y, num_classes))
+    else:
+        model.fit(x, y, epochs=max(1, head_epochs), batch_size=batch_size, verbose=0)
     np.asarray(model(xv, training=False))
     del model
     keras.backend.clear_session(free_memory=False)

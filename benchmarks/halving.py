@@ -67,7 +67,7 @@ def main() -> None:
                     help="a rung also keeps candidates within this many standard errors of its cut-off (0 = classic)")
     ap.add_argument("--all", action="store_true",
                     help="digits only: every digit (1,797; ~180 per class) instead of --per-class")
-    ap.add_argument("--scorer", default="linear")
+    ap.add_argument("--scorer", default="linear_ll")
     ap.add_argument("--extras", default="", help="comma-separated extra scorers for both runs (default none)")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--bf-seeds", type=int, default=1,
                    help="brute force repeated with this many tuner seeds (seed, seed+1, ...); reference = mean")
     p.add_argument("--val-fraction", type=float, default=0.15)
-    p.add_argument("--scorer", default="linear", help="the selector's default scorer")
+    p.add_argument("--scorer", default="linear_ll", help="the selector's default scorer")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--out", default="reports/selection")
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"{len(cands)} candidates: {', '.join(c.name for c in cands)}")
     bf_seeds = [args.seed + i for i in range(max(1, args.bf_seeds))]
     print(f"tuner {args.tuner}: max_trials={args.max_trials} per tune() call, max_epochs={tspace.max_epochs}, "
-          f"head_epochs={tspace.head_epochs}, unfreeze_blocks={list(tspace.unfreeze_blocks)}; top_k={args.top_k}; "
+          f"head_warmup={tspace.head_warmup}, head_epochs={tspace.head_epochs}, unfreeze_blocks={list(tspace.unfreeze_blocks)}; top_k={args.top_k}; "
           f"seed={args.seed}; brute-force seeds {bf_seeds}")
     sys.stdout.flush()
 
@@ -193,7 +193,8 @@ def main(argv: list[str] | None = None) -> dict:
         t = time.monotonic()
         hi = tspace.unfreeze_blocks[1]
         costs = measure_costs(cands, data, splits, batch_size=args.batch_size,
-                              unfreeze=10**6 if hi == "all" else int(hi), head_epochs=tspace.head_epochs)
+                              unfreeze=10**6 if hi == "all" else int(hi), head_epochs=tspace.head_epochs,
+                              head_warmup=tspace.head_warmup)
         spent = time.monotonic() - t
         plan = make_plan(costs, n_items=len(data), n_train=n["train"], n_val=n["val"], n_test=n["test"],
                          budget_s=None, top_k=args.top_k, max_trials=args.max_trials, max_epochs=tspace.max_epochs,
@@ -207,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
     # extra scorers -> tune top-k -> evaluate the winner. The other registered scorers (LEEP-style ones
     # need a second, source-logits pass) are scored afterwards from the same cached features, outside
     # the timed arm, so the time ratio is that of the default pipeline.
-    default_extras = [s for s in ("knn", "logme") if s != args.scorer and s in available_scorers()]
+    default_extras = [s for s in ("linear", "linear_ll", "knn", "logme") if s != args.scorer and s in available_scorers()]
     later = [s for s in available_scorers() if s != args.scorer and s not in default_extras]
     cache_dir = work / "feature-cache"
     t0 = time.monotonic()
@@ -317,7 +318,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"ratio {t_at / t_bf:.3f}  (shared 2-core CPU: noisy)")
     plan_check = None
     if plan is not None:
-        plan_check = compare_plan(plan, t_probe, work, tspace.head_epochs)
+        plan_check = compare_plan(plan, t_probe, work, 1 if tspace.head_warmup == "probe" else tspace.head_epochs)
     d = summary[args.scorer]
     checks = {
         f"{args.scorer} kendall tau >= 0.8": d["kendall_tau"] >= 0.8,

@@ -54,7 +54,7 @@ class ProbeResult:
     leaderboard: pd.DataFrame
     features: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     labels: dict[str, np.ndarray] = field(default_factory=dict)
-    scorer: str = "linear"
+    scorer: str = "linear_ll"
     #: Candidates the probe added (multi-source ``concat(a+b)``), by name, for the tune stage.
     specs: dict[str, BackboneSpec] = field(default_factory=dict)
     #: Successive halving: one dict per rung (budget, items, candidates, kept, seconds); else [].
@@ -244,7 +244,7 @@ def _accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(model.predict(x.astype(np.float64)) == y)) if len(y) else math.nan
 
 
-DEFAULT_EXTRA_SCORERS = ("knn", "logme", "leep", "nleep")
+DEFAULT_EXTRA_SCORERS = ("linear", "knn", "logme", "leep", "nleep")
 #: Successive halving keeps the modules of a rung's candidates loaded for the next rung (no reload,
 #: no retrace) when the rung has at most this many candidates; larger rungs load one at a time.
 #: Loading dominates per-candidate cost at small data (~5 s of ~6 s for a zoo module on 500 items),
@@ -423,7 +423,7 @@ def probe(
     data: LabelledData,
     splits: Splits,
     *,
-    scorer: str | Scorer | CombinedScore = "linear",
+    scorer: str | Scorer | CombinedScore = "linear_ll",
     extra_scorers: Sequence[str | Scorer] = DEFAULT_EXTRA_SCORERS,
     cache: FeatureCache | str | os.PathLike | bool | None = None,
     cache_dir: str | os.PathLike | None = None,
@@ -443,7 +443,7 @@ def probe(
     Args:
         candidates: backbones to score.
         data, splits: the dataset and its index splits; scorers see TRAIN features only.
-        scorer: the ranking scorer: a registered name (``linear``, ``knn``, ``logme``, ``leep``,
+        scorer: the ranking scorer: a registered name (``linear_ll`` the default, ``linear``, ``knn``, ``logme``, ``leep``,
             ``nleep``), a Scorer, or ``"combined"`` / a :class:`CombinedScore` (mean of per-scorer
             z-scores across the candidates, computed after all are scored); ``score``/``std``.
         extra_scorers: more scorers, one ``score_<name>`` column each (not used for ranking;
@@ -549,7 +549,8 @@ def probe(
                 groups.setdefault(_group_key(by_name[n]), []).append(by_name[n])
         shares: dict[str, float] = {}
         for g, specs_g in groups.items():
-            if len(specs_g) < 2 or modules.get(g, True) is None:
+            # A lone candidate uses the shared module only if a rung loaded it already.
+            if (len(specs_g) < 2 and g not in modules) or modules.get(g, True) is None:
                 continue
             members = [holders(sp)[0] for sp in specs_g]
             before = {m.spec.name: m.seconds for m in members}

@@ -101,7 +101,8 @@ def tune(
     params = space.params(names, max(blocks.values()))
     if isinstance(backend, str):
         hints = {"keras-tuner": {"max_epochs": space.max_epochs},
-                 "optuna": {"n_warmup_steps": max(0, space.head_epochs - 1)}}
+                 # The earliest cut is after the head warm-up (one step when it is the probe's fit).
+                 "optuna": {"n_warmup_steps": 0 if space.head_warmup == "probe" else max(0, space.head_epochs - 1)}}
         backend = get_backend(backend, **hints.get(backend, {}))
 
     # (not pruned, val accuracy): a finished trial beats any pruned one.
@@ -150,7 +151,8 @@ def tune(
         raise AutotransferError(f"tune: no trial finished ({len(records)} run; first problem: {first}).")
     best_params = dict(best["params"])
     backbone_name = best_params.pop("backbone")
-    config = {**best_params, "head_learning_rate": space.head_learning_rate, "head_epochs": space.head_epochs,
+    config = {**best_params, "head_warmup": space.head_warmup, "head_learning_rate": space.head_learning_rate,
+              "head_epochs": space.head_epochs,
               "batch_size": space.batch_size}
     (out_dir / "best.json").write_text(json.dumps(
         {"backbone": backbone_name, "config": config, "val_accuracy": best["key"][1], "trial_id": best["trial_id"]},

@@ -33,16 +33,17 @@ def test_linear_probe_ranks_good_medium_bad(cold):
     assert board["name"].tolist() == ["good", "medium", "bad"]
     assert board["rank"].tolist() == [1, 2, 3]
     assert list(board.columns[: len(LEADERBOARD_COLUMNS)]) == LEADERBOARD_COLUMNS
-    assert {"score_knn", "score_logme", "status"} <= set(board.columns)
-    assert (board["status"] == "ok").all() and (board["scorer"] == "linear").all()
-    assert board["score"].iloc[0] > 0.9 and board["score"].iloc[-1] < 0.5
+    assert {"score_linear", "score_linear_ll", "score_knn", "score_logme", "status"} <= set(board.columns)
+    assert (board["status"] == "ok").all() and (board["scorer"] == "linear_ll").all()
+    assert (board["score"] < 0).all() and board["score"].is_monotonic_decreasing  # log-likelihoods
+    assert board["score_linear"].iloc[0] > 0.9 and board["score_linear"].iloc[-1] < 0.5
     assert result.top(2) == ["good", "medium"]
     assert (board["feature_dim"] == 16).all() and (board["params"] > 0).all()
 
 
 def test_extra_scorers_agree_on_the_order(cold):
     board = cold[0].leaderboard.set_index("name")
-    for col in ("score_knn", "score_logme", "val_accuracy"):
+    for col in ("score_linear", "score_knn", "score_logme", "val_accuracy"):
         assert board.loc["good", col] > board.loc["medium", col] > board.loc["bad", col], col
 
 

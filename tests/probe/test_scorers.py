@@ -17,13 +17,13 @@ from autotransfer.probe import (
 from autotransfer.probe import scorers as scorers_mod
 
 
-@pytest.mark.parametrize("name", ["linear", "knn", "logme"])
+@pytest.mark.parametrize("name", ["linear_ll", "linear", "knn", "logme"])
 def test_builtin_scorers_pass_conformance(name):
     check_scorer(get_scorer(name))
 
 
 def test_registry():
-    assert {"linear", "knn", "logme"} <= set(available_scorers())
+    assert {"linear_ll", "linear", "knn", "logme"} <= set(available_scorers())
     with pytest.raises(UserInputError, match="Unknown scorer 'nope'"):
         get_scorer("nope")
     with pytest.raises(ValueError, match="already registered"):
@@ -118,3 +118,27 @@ def test_scorers_are_seed_deterministic_and_seed_sensitive():
     assert lin.score(x, y, seed=1).score == lin.score(x, y, seed=1).score
     r = lin.score(x, y, seed=1)
     assert r.details["folds"] == 5 and 0.0 <= r.score <= 1.0 and r.std >= 0.0
+
+
+def test_linear_ll_is_the_held_out_log_likelihood_of_the_linear_probes_cv_fits():
+    from sklearn.metrics import log_loss
+
+    from autotransfer.probe import linear_probe_model
+
+    rng, y, signal = _informative(seed=4)
+    x = signal + rng.normal(0, 2.0, size=signal.shape)
+    scorers_mod._CV_MEMO.clear()
+    ll = get_scorer("linear_ll").score(x, y, seed=2)
+    assert len(scorers_mod._CV_MEMO) == 1
+    acc = get_scorer("linear").score(x, y, seed=2)
+    assert len(scorers_mod._CV_MEMO) == 1  # the accuracy came from the same fits
+    want_ll, want_acc = [], []
+    for train, test in cv_folds(y, 2):
+        model = linear_probe_model(seed=2).fit(x[train], y[train])
+        want_ll.append(-log_loss(y[test], model.predict_proba(x[test]), labels=model.classes_))
+        want_acc.append(float(np.mean(model.predict(x[test]) == y[test])))
+    assert ll.score == pytest.approx(np.mean(want_ll), rel=1e-6) and ll.score < 0
+    assert acc.score == pytest.approx(np.mean(want_acc)) and ll.details["folds"] == acc.details["folds"] == 5
+    # Less informative features: lower likelihood.
+    worse = get_scorer("linear_ll").score(signal * 0.2 + rng.normal(0, 2.0, size=signal.shape), y, seed=2)
+    assert worse.score < ll.score
