@@ -12,6 +12,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Callable, Protocol
 
 from autotransfer.errors import UserInputError
@@ -100,9 +101,13 @@ class TunerBackend(ABC):
         deadline: float | None,
         seed: int,
         work_dir: Path,
+        first: Sequence[dict[str, Any]] = (),
     ) -> list[TrialRecord]:
         """Run up to ``max_trials`` trials, starting none after ``deadline`` but always the first.
 
+        ``first``: partial parameter values for the first trials, in order (the rest of each is
+        sampled as usual), e.g. ``[{"backbone": b} for b in top_k]`` so that every candidate is
+        tried before the sampler may concentrate on one.
         Returns one record per trial, in run order; a trial whose objective raised is recorded
         as ``"failed: ..."`` and the search goes on.
         """

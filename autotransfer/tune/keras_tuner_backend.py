@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from autotransfer.tune.base import Objective, Reporter, TrialRecord, TunerBackend, register_backend, run_objective
@@ -24,10 +25,12 @@ def _oracle_class() -> type:
     class CappedHyperbandOracle(kt.oracles.HyperbandOracle):
         """Hyperband that stops after ``max_trials`` trials or at ``deadline``."""
 
-        def __init__(self, *, max_trials: int, deadline: float | None, **kwargs: Any) -> None:
+        def __init__(self, *, max_trials: int, deadline: float | None, first: Sequence[dict[str, Any]] = (),
+                     **kwargs: Any) -> None:
             super().__init__(hyperband_iterations=None, **kwargs)  # None = iterate until capped
             self.max_trials = max_trials
             self.deadline = deadline
+            self.first = [dict(f) for f in first]
             # Hyperband starts with its most aggressive bracket (many configs, fewest epochs). Under a
             # small trial cap that bracket never reaches its promotions, so every trial would get the
             # minimum budget; start instead with the most aggressive bracket that fits whole.
@@ -42,6 +45,13 @@ def _oracle_class() -> type:
         def first_bracket(self, max_trials: int) -> int:
             fitting = [b for b in range(self._get_num_brackets()) if self.bracket_trials(b) <= max_trials]
             return max(fitting) if fitting else 0
+
+        def _random_values(self) -> dict | None:
+            # New configurations (not promotions) take the queued fixed values first.
+            values = super()._random_values()
+            if values is not None and self.first:
+                values.update(self.first.pop(0))
+            return values
 
         def populate_space(self, trial_id: str) -> dict:
             if self.deadline is not None and time.time() >= self.deadline and self.trials:
@@ -102,6 +112,7 @@ class KerasTunerBackend(TunerBackend):
         deadline: float | None,
         seed: int,
         work_dir: Path,
+        first: Sequence[dict[str, Any]] = (),
     ) -> list[TrialRecord]:
         import keras_tuner as kt
 
@@ -115,6 +126,7 @@ class KerasTunerBackend(TunerBackend):
             hyperparameters=hp,
             max_trials=max_trials,
             deadline=deadline,
+            first=first,
             # A failing trial must not end the search (the default stops after 3 in a row).
             max_consecutive_failed_trials=max_trials + 1,
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from autotransfer.tune.base import Objective, Reporter, TrialRecord, TunerBackend, register_backend, run_objective
@@ -46,6 +47,7 @@ class OptunaBackend(TunerBackend):
         deadline: float | None,
         seed: int,
         work_dir: Path,
+        first: Sequence[dict[str, Any]] = (),
     ) -> list[TrialRecord]:
         import optuna
 
@@ -55,6 +57,8 @@ class OptunaBackend(TunerBackend):
         pruner = self.pruner or optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=self.n_warmup_steps)
         study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
         self.study = study
+        for values in first:
+            study.enqueue_trial(dict(values))  # partial: the other parameters are sampled
         records: list[TrialRecord] = []
 
         def optuna_objective(trial: Any) -> float:

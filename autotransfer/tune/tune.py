@@ -142,8 +142,11 @@ def tune(
             if progress:
                 progress("tune", min(done[0], max_trials), max_trials, message)
 
+    # Every candidate gets a trial before the sampler may settle on one (probe order: under a cap
+    # smaller than the candidate count, the probe's best are the ones tried).
+    first = [{"backbone": n} for n in names] if len(names) > 1 else []
     records = backend.search(objective, params, max_trials=max_trials, deadline=deadline, seed=seed,
-                             work_dir=out_dir / "tuner")
+                             work_dir=out_dir / "tuner", first=first)
     trials = trials_frame(records)
     trials.to_csv(out_dir / "trials.csv", index=False)
     if best["model"] is None:
