@@ -1,7 +1,7 @@
 """Successive halving vs probing every candidate on full data: same top-k, less time?
 
-    python benchmarks/halving.py                                   # search_spaces/offline-layers.yaml if present, else offline.yaml
-    python benchmarks/halving.py --space search_spaces/offline.yaml --input-sizes 128,192,224
+    python benchmarks/halving.py --all --eta 3 --min-per-class 10   # search_spaces/offline-layers.yaml, all 1,797 digits
+    python benchmarks/halving.py --space search_spaces/offline.yaml --input-sizes 128,176,224 --all --eta 3 --min-per-class 10
 
 Data: scikit-learn's digits (8x8 greyscale), ``--per-class`` images per class, upscaled to
 ``--image-px`` and written as a PNG image folder with ``write_image_folder`` (so both runs decode

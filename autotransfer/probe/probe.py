@@ -156,6 +156,20 @@ def _features_for(
     return feats, meta, False, key
 
 
+def _all_features_pass(all_features: Callable[..., dict[str, tf.Tensor]], data: LabelledData, idx: np.ndarray,
+                       size: int, batch_size: int, layers: set[str]) -> dict[str, np.ndarray] | None:
+    """One pass of a module's ``all_features`` over items ``idx``: ``{layer: [N, C]}`` for
+    ``layers`` ("head" = the module's own output); None if the module lacks one of them."""
+    chunks: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
+    for images in image_dataset(data, idx, image_size=size, batch_size=batch_size, with_labels=False):
+        out = all_features(images)
+        if not layers <= set(out):
+            return None
+        for layer in layers:
+            chunks[layer].append(out[layer].numpy().astype(np.float32, copy=False))
+    return {layer: np.concatenate(c) for layer, c in chunks.items()}
+
+
 def _shared_layer_pass(
     specs: list[BackboneSpec], data: LabelledData, data_fp: str, idx: np.ndarray, ikey: str,
     cache: FeatureCache | None, batch_size: int,
@@ -191,22 +205,15 @@ def _shared_layer_pass(
         wanted = {s.name: s.layer or "head" for s in missing}  # "head" is the module's own output
         if all_features is None:
             continue
-        chunks: dict[str, list[np.ndarray]] = {layer: [] for layer in set(wanted.values())}
-        for images in image_dataset(data, idx, image_size=size, batch_size=batch_size, with_labels=False):
-            out = all_features(images)
-            if not set(chunks) <= set(out):
-                chunks = {}
-                break
-            for layer in chunks:
-                chunks[layer].append(out[layer].numpy().astype(np.float32, copy=False))
+        arrays = _all_features_pass(all_features, data, idx, size, batch_size, set(wanted.values()))
         params = backbone.num_params
         del backbone
         gc.collect()
-        if not chunks:
+        if arrays is None:
             continue
         share = (time.perf_counter() - start) / len(missing)
         for spec in missing:
-            feats = np.concatenate(chunks[wanted[spec.name]])
+            feats = arrays[wanted[spec.name]]
             cache.save(keys[spec.name], {"features": feats},
                        {"handle": handle, "input_size": size, "layer": wanted[spec.name], "num_items": len(idx),
                         "params": params, "feature_dim": int(feats.shape[1]), "seconds": share, "shared_pass": True})
@@ -354,17 +361,12 @@ class _SharedModule:
         if self.all_features is None:
             return False
         union = np.unique(np.concatenate([miss for _, miss in lacking]))
-        layers = {m.spec.layer or "head" for m, _ in lacking}
-        chunks: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
         size = lacking[0][0].spec.input_size
-        for images in image_dataset(ctx.data, union, image_size=size, batch_size=ctx.batch_size, with_labels=False):
-            out = self.all_features(images)
-            if not layers <= set(out):
-                return False
-            for layer in layers:
-                chunks[layer].append(out[layer].numpy().astype(np.float32, copy=False))
+        arrays = _all_features_pass(self.all_features, ctx.data, union, size, ctx.batch_size,
+                                    {m.spec.layer or "head" for m, _ in lacking})
+        if arrays is None:
+            return False
         share = (time.perf_counter() - start) / len(lacking)
-        arrays = {layer: np.concatenate(c) for layer, c in chunks.items()}
         for m, miss in lacking:
             feats = arrays[m.spec.layer or "head"][np.searchsorted(union, miss)]
             meta = {"handle": m.handle, "input_size": size, "layer": m.spec.layer or "head", "num_items": len(miss),

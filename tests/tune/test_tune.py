@@ -166,6 +166,21 @@ def test_backend_max_trials_and_failed_trial(backend, tmp_path):
 
 
 @pytest.mark.parametrize("backend", ["keras-tuner", "optuna"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_backend_runs_the_first_values_first(backend, seed, tmp_path):
+    # The sampler alone often gives two trials the same backbone; `first` makes both get one.
+    def objective(p, report):
+        report(0, 0.5)
+        return 0.5
+
+    kw = {"max_epochs": 2} if backend == "keras-tuner" else {}
+    records = get_backend(backend, **kw).search(objective, PARAMS, max_trials=3, deadline=None, seed=seed,
+                                                work_dir=tmp_path, first=[{"backbone": "b"}, {"backbone": "a"}])
+    assert [r.params["backbone"] for r in records[:2]] == ["b", "a"] and len(records) == 3
+    assert len({r.params["learning_rate"] for r in records[:2]}) == 2  # the other parameters are still sampled
+
+
+@pytest.mark.parametrize("backend", ["keras-tuner", "optuna"])
 def test_backend_deadline_stops_search(backend, tmp_path):
     def objective(p, report):
         time.sleep(0.3)
