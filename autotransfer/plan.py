@@ -73,7 +73,7 @@ def measure_costs(
     unfreeze: int = 3,
     measure_train: str = "per_backbone",
     head_epochs: int = 5,
-    head_warmup: str = "probe",
+    head_warmup: str = "adam",
 ) -> dict[str, CandidateCost]:
     """Time the first batches of every candidate; returns ``{name: CandidateCost}``.
 
@@ -168,7 +168,7 @@ def measure_costs(
 
 
 def _head_fit_seconds(num_classes: int, dim: int, n_train: int, n_val: int, *, head_epochs: int, batch_size: int,
-                      head_warmup: str = "probe") -> float:
+                      head_warmup: str = "adam") -> float:
     """Time of the trainer's head warm-up on ``[n_train, dim]`` features (compile + fit + eval), with
     the per-trial session clean-up: the part of a trial that does not scale with the backbone."""
     import keras

@@ -3,10 +3,10 @@
 Phase 1 fits the head on backbone *features* (cached by the probe, or extracted here in one
 pass): with the backbone frozen and BatchNorm in inference mode the features do not change
 between epochs, so this is the same optimisation as training the full model, at the cost of one
-forward pass. By default (``head_warmup: probe``) the head IS the probe's converged logistic
-regression (standardisation folded into the Dense weights): linear probing then fine-tuning
-(LP-FT, Kumar et al., ICLR 2022), so every trial starts where the probe ended. ``adam`` trains
-the head for ``head_epochs`` at ``head_learning_rate`` instead. Phase 2 unfreezes the last
+forward pass. By default (``head_warmup: adam``) the head trains for ``head_epochs`` at
+``head_learning_rate``; ``head_warmup: probe`` makes it the probe's converged logistic regression
+instead (standardisation folded into the Dense weights): linear probing then fine-tuning (LP-FT,
+Kumar et al., ICLR 2022), so every trial starts where the probe ended. Phase 2 unfreezes the last
 ``unfreeze_blocks`` blocks, recompiles with the (small) fine-tuning learning rate and trains with
 early stopping; it is kept only if it beats the phase-1 head on val.
 """

@@ -4,6 +4,7 @@ import importlib
 import json
 import logging
 import time
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -104,7 +105,7 @@ def test_probe_warmup_head_is_the_probes_logistic_regression(data_splits, specs)
 
     data, splits = data_splits
     params = {"unfreeze_blocks": 0, "learning_rate": 1e-3, "patience": 1, "dropout": 0.3}
-    out = train_trial(specs[1], params, data, splits, space=FAST, num_classes=4, seed=0)
+    out = train_trial(specs[1], params, data, splits, space=replace(FAST, head_warmup="probe"), num_classes=4, seed=0)
     backbone = HubBackbone(specs[1].handle, input_size=16)
     feats = {s: extract(backbone, data, getattr(splits, s)) for s in ("train", "val")}
     y = {s: np.asarray(data.labels)[getattr(splits, s)] for s in ("train", "val")}
