@@ -111,6 +111,18 @@ def _write_pngs(n: int, root: Path) -> tuple[list[str], np.ndarray]:
     return [str(folder / f"{i:06d}.png") for i in range(len(y))], y
 
 
+def _peak_rss_mib() -> float:
+    """This process's peak RSS. VmHWM (Linux) belongs to the current address space; ru_maxrss
+    survives fork+exec, so a child would report its parent's peak (TensorFlow, part (a)'s model)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def rss_child(n: int, module: str, root: str, batch: int) -> None:
     """Run in a subprocess: probe() over n PNG files; prints peak RSS (MiB) as JSON."""
     from autotransfer.backbones import BackboneSpec
@@ -121,10 +133,10 @@ def rss_child(n: int, module: str, root: str, batch: int) -> None:
     data = load_data(paths, labels=y)
     splits = make_splits(data, seed=0)
     t = time.perf_counter()
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = _peak_rss_mib()
     result = probe([BackboneSpec("m", module, _input_size(module))], data, splits, cache=False,
                    extra_scorers=(), batch_size=batch)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_rss_mib()
     print(json.dumps({"n": n, "peak_mib": peak, "before_probe_mib": before, "seconds": time.perf_counter() - t,
                       "score": float(result.leaderboard["score"][0])}))
 
@@ -142,7 +154,7 @@ def rss(module: str, sizes: list[int], root: Path, batch: int) -> None:
         r = json.loads(out)
         peaks[n] = r["peak_mib"]
         print(f"    n={n:>6}: peak {r['peak_mib']:.0f} MiB (at probe start {r['before_probe_mib']:.0f} MiB), "
-              f"probe {r['seconds']:.1f}s, linear score {r['score']:.3f}", flush=True)
+              f"probe {r['seconds']:.1f}s, default score {r['score']:.3f}", flush=True)
     lo, hi = min(sizes), max(sizes)
     print(f"    peak({hi}) / peak({lo}) = {peaks[hi] / peaks[lo]:.3f} (target <= 1.10)")
 
@@ -165,7 +177,9 @@ def warm_cold(modules: list[str], n: int, batch: int) -> None:
         warm = probe(specs, data, splits, cache=cache, batch_size=batch)
         warm_s = time.perf_counter() - t
     assert warm.leaderboard["cached"].all()
-    print(f"(c) warm/cold probe() with {len(specs)} candidate(s), n={len(data)}, scorers linear+knn+logme")
+    scored = [c.removeprefix("score_") for c in cold.leaderboard.columns
+              if c.startswith("score_") and cold.leaderboard[c].notna().any()]
+    print(f"(c) warm/cold probe() with {len(specs)} candidate(s), n={len(data)}, default scorers ({'+'.join(scored)})")
     print(f"    cold {cold_s:.2f}s  warm {warm_s:.3f}s  ratio {warm_s / cold_s:.3f} (target <= 0.05)")
     print("    leaderboard:", ", ".join(f"{r.name}={r.score:.3f}" for r in cold.leaderboard.itertuples()))
 
