@@ -170,57 +170,6 @@ def _all_features_pass(all_features: Callable[..., dict[str, tf.Tensor]], data: 
     return {layer: np.concatenate(c) for layer, c in chunks.items()}
 
 
-def _shared_layer_pass(
-    specs: list[BackboneSpec], data: LabelledData, data_fp: str, idx: np.ndarray, ikey: str,
-    cache: FeatureCache | None, batch_size: int,
-) -> dict[str, float]:
-    """Featurize candidates that differ only in ``layer`` with one module load and one forward pass.
-
-    A module's ``all_features`` (the zoo's modules have it) returns every feature layer's pooled
-    output at once; each candidate's array goes into the cache under the key the per-candidate
-    loop looks up, so that loop finds it there. Returns ``{name: seconds}``, each candidate's share
-    of the pass. Needs the cache; candidates already cached are left alone.
-    """
-    if cache is None:
-        return {}
-    groups: dict[tuple[str, int, str | None], list[BackboneSpec]] = {}
-    for spec in specs:
-        if not spec.extra.get("sources"):
-            groups.setdefault(_group_key(spec), []).append(spec)
-    shares: dict[str, float] = {}
-    for (handle, size, _), group in groups.items():
-        if len(group) < 2:
-            continue
-        try:
-            fp = _fingerprint(handle)
-        except BackboneError:
-            continue  # the per-candidate loop reports it
-        keys = {s.name: cache.key(fp, data_fp, ikey, size, _layer_name(s, FEATURES_LAYER)) for s in group}
-        missing = [s for s in group if keys[s.name] not in cache]
-        if len(missing) < 2:
-            continue
-        start = time.perf_counter()
-        backbone = HubBackbone.from_spec(replace(missing[0], layer=None))
-        all_features = getattr(backbone._module, "all_features", None)
-        wanted = {s.name: s.layer or "head" for s in missing}  # "head" is the module's own output
-        if all_features is None:
-            continue
-        arrays = _all_features_pass(all_features, data, idx, size, batch_size, set(wanted.values()))
-        params = backbone.num_params
-        del backbone
-        gc.collect()
-        if arrays is None:
-            continue
-        share = (time.perf_counter() - start) / len(missing)
-        for spec in missing:
-            feats = arrays[wanted[spec.name]]
-            cache.save(keys[spec.name], {"features": feats},
-                       {"handle": handle, "input_size": size, "layer": wanted[spec.name], "num_items": len(idx),
-                        "params": params, "feature_dim": int(feats.shape[1]), "seconds": share, "shared_pass": True})
-            shares[spec.name] = share
-    return shares
-
-
 def _scores_key(feature_keys: list[str | None], splits: dict[str, np.ndarray], seed: int, scorers: list[Scorer]) -> str | None:
     """Key of a candidate's scores: same features, splits, seed and scorer settings -> same scores.
 
@@ -339,7 +288,7 @@ class _Items:
 
 class _SharedModule:
     """One loaded module whose ``all_features`` serves every layer candidate of one (handle, size):
-    successive halving's rungs featurize a module once per rung, not once per layer candidate."""
+    the probe featurizes a module once (once per rung with halving), not once per layer candidate."""
 
     def __init__(self, spec: BackboneSpec) -> None:
         self.spec = replace(spec, layer=None)
@@ -538,7 +487,7 @@ def probe(
                                 _Items(spec, spec.classifier_handle, LOGITS_LAYER) if needs_logits(spec) else None)
         return items[spec.name]
 
-    # Halving: one loaded module per (handle, size) group of layer candidates, kept across rungs.
+    # One loaded module per (handle, size) group of layer candidates (kept across halving rungs).
     modules: dict[tuple[str, int, str | None], _SharedModule | None] = {}
 
     def fill_groups(names: Sequence[str], want: np.ndarray) -> dict[str, float]:
@@ -642,10 +591,12 @@ def probe(
     if halving:
         # The survivors hold their rung items already: only the rest goes through the module.
         shared = fill_groups(survivors, idx)
-        modules.clear()
     else:
-        shared = _shared_layer_pass([c for c in candidates if c.name in survivors], data, data_fp, idx, ikey, store,
-                                    batch_size)
+        # Layer candidates of one module: one load and one pass into the cache under the full-data
+        # keys, where the per-candidate loop below finds them (without a cache it runs them alone).
+        shared = fill_groups(survivors, idx) if store is not None else {}
+        items.clear()
+    modules.clear()
     for i, spec in enumerate(candidates):
         if spec.name not in survivors:
             continue
@@ -710,7 +661,7 @@ def probe(
 
     if len(errors) == len(candidates):
         raise BackboneError(f"probe: every candidate failed; first error: {errors[0]}") from errors[0]
-    for name, (f_items, l_items) in items.items():  # halving: items run through the modules, all rungs
+    for name, (f_items, l_items) in (items.items() if halving else ()):  # items run through the modules, all rungs
         rows[name]["featurized_items"] = f_items.featurized + (l_items.featurized if l_items is not None else 0)
     board = pd.DataFrame([rows[c.name] for c in candidates if c.name in rows])
     full_ok = (board["status"] == "ok") & board["name"].isin(features)  # scored on full data

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 
 import numpy as np
+import pytest
 
 from autotransfer.backbones import BackboneSpec, HubBackbone
 from autotransfer.data import image_dataset, load_data, make_splits
@@ -11,16 +12,22 @@ from autotransfer.probe import FeatureCache, extract_features, probe
 from autotransfer.testing import pattern_images
 
 
-def test_layers_share_one_pass_and_match_direct_features(tiny_modules, tmp_path, monkeypatch):
+@pytest.fixture
+def loads(monkeypatch) -> list:
+    """The ``layer`` of every HubBackbone the probe constructs (one entry per module load)."""
     probe_module = importlib.import_module("autotransfer.probe.probe")
-    loads = []
+    seen: list = []
 
     class Counting(HubBackbone):
         def __init__(self, *args, **kwargs):
-            loads.append(kwargs.get("layer"))
+            seen.append(kwargs.get("layer"))
             super().__init__(*args, **kwargs)
 
     monkeypatch.setattr(probe_module, "HubBackbone", Counting)
+    return seen
+
+
+def test_layers_share_one_pass_and_match_direct_features(tiny_modules, tmp_path, loads):
     x, y = pattern_images(10, seed=2)
     data = load_data(x, labels=y)
     splits = make_splits(data, seed=0)
@@ -38,16 +45,7 @@ def test_layers_share_one_pass_and_match_direct_features(tiny_modules, tmp_path,
         np.testing.assert_allclose(got, direct[order], rtol=1e-5, atol=1e-5)
 
 
-def test_halving_rungs_load_a_module_once_for_all_its_layer_candidates(tiny_modules, tmp_path, monkeypatch):
-    probe_module = importlib.import_module("autotransfer.probe.probe")
-    loads = []
-
-    class Counting(HubBackbone):
-        def __init__(self, *args, **kwargs):
-            loads.append(kwargs.get("layer"))
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(probe_module, "HubBackbone", Counting)
+def test_halving_rungs_load_a_module_once_for_all_its_layer_candidates(tiny_modules, tmp_path, loads):
     x, y = pattern_images(24, seed=2)
     data = load_data(x, labels=y)
     splits = make_splits(data, seed=0)
