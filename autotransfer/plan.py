@@ -182,13 +182,13 @@ def _head_fit_seconds(num_classes: int, dim: int, n_train: int, n_val: int, *, h
     xv = rng.normal(size=(max(1, n_val), dim)).astype("float32")
     inp = keras.Input((dim,), dtype="float32")
     model = keras.Model(inp, build_head(inp, num_classes, dropout=0.1))
-    model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"],
-                  steps_per_execution=max(1, -(-len(x) // batch_size)))
     if head_warmup == "probe":
         from autotransfer.tune.trainer import probe_head_weights
 
         model.get_layer(HEAD_LAYER).set_weights(probe_head_weights(x, y, num_classes))
     else:
+        model.compile(keras.optimizers.Adam(1e-2), "sparse_categorical_crossentropy", metrics=["accuracy"],
+                      steps_per_execution=max(1, -(-len(x) // batch_size)))
         model.fit(x, y, epochs=max(1, head_epochs), batch_size=batch_size, verbose=0)
     np.asarray(model(xv, training=False))
     del model

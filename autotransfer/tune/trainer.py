@@ -207,10 +207,6 @@ def train_trial(
         feats = {"train": extract_features(backbone, train_plain), "val": extract_features(backbone, val_ds)}
     head_in = keras.Input((backbone.output_dim,), dtype="float32")
     head_model = keras.Model(head_in, build_head(head_in, num_classes, dropout=float(params["dropout"])))
-    steps = max(1, -(-len(y_train) // bs))
-    # One tf.function call per epoch: per-step dispatch dominates for a linear head.
-    head_model.compile(keras.optimizers.Adam(space.head_learning_rate), LOSS, metrics=["accuracy"],
-                       steps_per_execution=steps)
     if space.head_warmup == "probe":
         head_model.get_layer(HEAD_LAYER).set_weights(probe_head_weights(feats["train"], y_train, num_classes, seed=seed))
         # No training: one validation step, so the pruning hook sees the head's accuracy at epoch 0.
@@ -222,6 +218,9 @@ def train_trial(
         if deadline is not None and time.time() > deadline:
             flags.timed_out = True
     else:
+        # One tf.function call per epoch: per-step dispatch dominates for a linear head.
+        head_model.compile(keras.optimizers.Adam(space.head_learning_rate), LOSS, metrics=["accuracy"],
+                           steps_per_execution=max(1, -(-len(y_train) // bs)))
         head_hist = head_model.fit(
             feats["train"], y_train, epochs=space.head_epochs, batch_size=bs, shuffle=True, verbose=0,
             callbacks=[_Validate([(feats["val"], y_val)]), *timing_callbacks(0)],

@@ -12,6 +12,15 @@ from autotransfer.probe import FeatureCache, extract_features, probe
 from autotransfer.testing import pattern_images
 
 
+def _three_layer_candidates(tiny_modules, *, per_class: int):
+    """Pattern images and one search-space entry with three layers of the tiny "good" module."""
+    x, y = pattern_images(per_class, seed=2)
+    data = load_data(x, labels=y)
+    entry = BackboneSpec.from_dict({"name": "g", "handle": tiny_modules["good"], "input_size": 16,
+                                    "layers": ["final", "block_00", "block_01"]}, "test")
+    return data, make_splits(data, seed=0), entry
+
+
 @pytest.fixture
 def loads(monkeypatch) -> list:
     """The ``layer`` of every HubBackbone the probe constructs (one entry per module load)."""
@@ -28,11 +37,7 @@ def loads(monkeypatch) -> list:
 
 
 def test_layers_share_one_pass_and_match_direct_features(tiny_modules, tmp_path, loads):
-    x, y = pattern_images(10, seed=2)
-    data = load_data(x, labels=y)
-    splits = make_splits(data, seed=0)
-    entry = BackboneSpec.from_dict({"name": "g", "handle": tiny_modules["good"], "input_size": 16,
-                                    "layers": ["final", "block_00", "block_01"]}, "test")
+    data, splits, entry = _three_layer_candidates(tiny_modules, per_class=10)
     res = probe(entry.expand(), data, splits, extra_scorers=(), cache=FeatureCache(tmp_path))
     assert len(loads) == 1  # one module load for three candidates
     assert not res.leaderboard["cached"].any()
@@ -46,11 +51,7 @@ def test_layers_share_one_pass_and_match_direct_features(tiny_modules, tmp_path,
 
 
 def test_halving_rungs_load_a_module_once_for_all_its_layer_candidates(tiny_modules, tmp_path, loads):
-    x, y = pattern_images(24, seed=2)
-    data = load_data(x, labels=y)
-    splits = make_splits(data, seed=0)
-    entry = BackboneSpec.from_dict({"name": "g", "handle": tiny_modules["good"], "input_size": 16,
-                                    "layers": ["final", "block_00", "block_01"]}, "test")
+    data, splits, entry = _three_layer_candidates(tiny_modules, per_class=24)
     res = probe(entry.expand(), data, splits, extra_scorers=(), cache=FeatureCache(tmp_path), halving=True, eta=2,
                 min_per_class=3, top_k=1, keep_within=0)
     assert len(res.rungs) >= 1
