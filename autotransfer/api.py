@@ -48,6 +48,7 @@ def _plan(candidates: list, dataset: Any, splits: Any, space: Any, config: RunCo
     t0 = time.monotonic()
     hi = space.tuning.unfreeze_blocks[1]
     costs = measure_costs(candidates, dataset, splits, batch_size=config.batch_size,
+                          feature_batch_size=config.feature_batch_size,
                           unfreeze=10**6 if hi == "all" else int(hi), head_epochs=space.tuning.head_epochs,
                           head_warmup=space.tuning.head_warmup, measure_train="first")
     sizes = splits.sizes()
@@ -84,6 +85,7 @@ def run(
     multi_source: int = 0,
     seed: int = 0,
     batch_size: int = 16,
+    feature_batch_size: int | None = None,
     progress: bool = True,
 ) -> Result:
     """Select, fine-tune and export the best backbone of ``search_space`` for ``data``.
@@ -92,7 +94,8 @@ def run(
     DataFrame, arrays (``data=x, labels=y`` or ``(x, y)``). ``time_budget``: seconds or '20m' for the
     whole run. ``halving``: successive halving over growing subsamples before the full probe.
     ``multi_source``: also probe the concatenated features of the top N backbones. Results go to
-    ``out`` (default ``reports/<name>``).
+    ``out`` (default ``reports/<name>``). ``batch_size``: training batch size; ``feature_batch_size``:
+    the probe's featurization batch (None: chosen per input size, big for small images).
     """
     from autotransfer.data import image_dataset, load_data, make_splits
     from autotransfer.evaluate import evaluate_model, verdict
@@ -106,6 +109,7 @@ def run(
         search_space=str(search_space), out=None if out is None else str(out), name=name, tuner=tuner,
         time_budget_s=parse_duration(time_budget), max_trials=max_trials, top_k=top_k, scorer=scorer,
         halving=halving, multi_source=multi_source, seed=seed, batch_size=batch_size,
+        feature_batch_size=feature_batch_size,
     ).validate()
     deadline = None if config.time_budget_s is None else start + config.time_budget_s
     space = load_search_space(search_space)
@@ -124,7 +128,7 @@ def run(
         candidates = _plan(candidates, dataset, splits, space, config, run_dir, timings, start)
     with RichProgress(progress) as prog:
         t0 = time.monotonic()
-        probed = probe(candidates, dataset, splits, scorer=config.scorer, batch_size=config.batch_size,
+        probed = probe(candidates, dataset, splits, scorer=config.scorer, batch_size=config.feature_batch_size,
                        seed=seed, progress=prog, halving=config.halving, top_k=config.top_k,
                        multi_source=config.multi_source)
         candidates = candidates + list(probed.specs.values())  # multi-source rows are candidates too

@@ -37,14 +37,16 @@ def run_cmd(
     halving: bool = typer.Option(False, "--halving", help="Successive halving on growing subsamples before the full probe."),
     multi_source: int = typer.Option(0, "--multi-source", help="Also probe the concatenated features of the top N backbones (N >= 2)."),
     seed: int = typer.Option(0, "--seed"),
-    batch_size: int = typer.Option(16, "--batch-size"),
+    batch_size: int = typer.Option(16, "--batch-size", help="Training batch size."),
+    feature_batch_size: Optional[int] = typer.Option(None, "--feature-batch-size",
+                                                     help="Probe featurization batch size (default: by input size)."),
 ) -> None:
     """Probe every candidate, tune the best, export the winner and write the report."""
     from autotransfer.api import run
 
     result = run(data, search_space=search_space, out=out, name=name, tuner=tuner, time_budget=time_budget,
                  max_trials=max_trials, top_k=top_k, scorer=scorer, halving=halving, multi_source=multi_source,
-                 seed=seed, batch_size=batch_size)
+                 seed=seed, batch_size=batch_size, feature_batch_size=feature_batch_size)
     from rich.console import Console
     from rich.table import Table
 

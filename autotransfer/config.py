@@ -117,6 +117,7 @@ class RunConfig:
     multi_source: int = 0
     seed: int = 0
     batch_size: int = 16
+    feature_batch_size: int | None = None  # probe featurization; None = by input size (auto_batch_size)
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     extra: dict[str, Any] = field(default_factory=dict)
@@ -127,6 +128,9 @@ class RunConfig:
         for name in ("max_trials", "top_k", "batch_size"):
             v = getattr(self, name)
             check_param(name, v, owner, "an integer >= 1", isinstance(v, int) and not isinstance(v, bool) and v >= 1)
+        fb = self.feature_batch_size
+        check_param("feature_batch_size", fb, owner, "an integer >= 1, or None for automatic",
+                    fb is None or (isinstance(fb, int) and not isinstance(fb, bool) and fb >= 1))
         check_param("seed", self.seed, owner, "an integer", isinstance(self.seed, int) and not isinstance(self.seed, bool))
         for name in ("val_fraction", "test_fraction"):
             v = getattr(self, name)

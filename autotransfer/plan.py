@@ -42,15 +42,16 @@ class CandidateCost:
     input_size: int
     load_s: float                  # load the module + build the layer (every trial does it again)
     first_batch_s: float           # first forward batch (trace + warm-up), beyond the steady per-item cost
-    featurize_s_per_item: float    # steady frozen forward per item, decoding included
+    featurize_s_per_item: float    # steady frozen forward per item at the probe's batch, decoding included
     train_s_per_item: float        # one fine-tuning step per item (fwd + bwd + update) at ``unfreeze``
     train_setup_s: float           # compile + trace of the first training step
     unfreeze: int                  # blocks trainable while ``train_s_per_item`` was measured
-    backward_factor: float         # train_s_per_item / featurize_s_per_item
+    backward_factor: float         # train_s_per_item (training batch) / featurize_s_per_item (probe batch)
     train_measured: bool           # False: train costs derived from another candidate of the same backbone
     trial_overhead_s: float = 0.0  # per-trial fixed cost: head warm-up fit on features + Keras/tuner bookkeeping
-    batch_size: int = 16
+    batch_size: int = 16           # training batch
     batches_timed: int = 0
+    feature_batch_size: int = 16   # the probe's featurization batch for this input size
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +69,7 @@ def measure_costs(
     splits: Any,
     *,
     batch_size: int = 16,
+    feature_batch_size: int | None = None,
     probe_batches: int = 2,
     train_batches: int = 2,
     unfreeze: int = 3,
@@ -80,7 +82,8 @@ def measure_costs(
     Args:
         candidates: ``BackboneSpec`` list (``space.expanded()``).
         data, splits: the dataset and its splits; the timed items are the first train items.
-        batch_size: the probe's / trainer's batch size (costs are per item at this batch size).
+        batch_size: the trainer's batch size (training costs are per item at this batch size).
+        feature_batch_size: the probe's featurization batch (None: by input size, as the probe picks it).
         probe_batches: steady forward batches timed after one warm-up batch.
         train_batches: steady ``train_on_batch`` steps timed after one tracing step.
         unfreeze: trailing blocks trainable while timing training (use the search's upper bound:
@@ -97,14 +100,12 @@ def measure_costs(
 
     from autotransfer.backbones import HubBackbone
     from autotransfer.data import image_dataset
-    from autotransfer.probe.featurize import forward_fn
+    from autotransfer.probe.featurize import feature_batch, forward_fn
     from autotransfer.tune.task import build_task_model
 
     if measure_train not in ("per_backbone", "first", "all", "none"):
         raise ValueError(f"measure_train must be 'per_backbone', 'first', 'all' or 'none'. Got {measure_train!r}.")
-    n_fwd = batch_size * (probe_batches + 1)
-    idx = np.asarray(splits.train, dtype=np.int64)
-    idx = np.resize(idx, n_fwd) if len(idx) < n_fwd else idx[:n_fwd]  # repeat items of tiny train splits
+    train_idx = np.asarray(splits.train, dtype=np.int64)
     labels = np.asarray(data.labels, dtype=np.int64)
     factors: dict[str, tuple[float, float, int]] = {}  # base -> (factor, setup_s, unfreeze)
     costs: dict[str, CandidateCost] = {}
@@ -116,7 +117,11 @@ def measure_costs(
         except Exception:  # noqa: BLE001 - the probe reports broken candidates with their error
             continue
         fn = forward_fn(backbone)
-        ds = image_dataset(data, idx, image_size=spec.input_size, batch_size=batch_size, with_labels=False)
+        fbs = feature_batch(feature_batch_size, spec.input_size)
+        n_fwd = fbs * (probe_batches + 1)
+        # Repeat items of tiny train splits so every timed batch is full.
+        idx = np.resize(train_idx, n_fwd) if len(train_idx) < n_fwd else train_idx[:n_fwd]
+        ds = image_dataset(data, idx, image_size=spec.input_size, batch_size=fbs, with_labels=False)
         times, it = [], iter(ds)
         for _ in range(probe_batches + 1):
             # Time the pipeline's next() too: the probe pays for decoding/resizing.
@@ -124,8 +129,8 @@ def measure_costs(
             images = next(it)
             fn(tf.cast(images, tf.float32)).numpy()
             times.append(time.perf_counter() - t)
-        fwd = float(np.mean(times[1:]) / batch_size)
-        first = max(0.0, times[0] - fwd * batch_size)
+        fwd = float(np.mean(times[1:]) / fbs)
+        first = max(0.0, times[0] - fwd * fbs)
         costs_dim = backbone.output_dim
         del backbone, fn
         gc.collect()
@@ -137,9 +142,10 @@ def measure_costs(
             u = min(int(unfreeze), bb.num_blocks)
             bb.set_unfrozen_blocks(u)
             model.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
-            x = next(iter(image_dataset(data, idx[:batch_size], image_size=spec.input_size,
+            tidx = np.resize(train_idx, batch_size)
+            x = next(iter(image_dataset(data, tidx, image_size=spec.input_size,
                                         batch_size=batch_size, with_labels=False)))
-            y = labels[idx[:batch_size]]
+            y = labels[tidx]
             _, first_step = _timed(lambda: model.train_on_batch(x, y))
             steps = [_timed(lambda: model.train_on_batch(x, y))[1] for _ in range(max(1, train_batches))]
             train = float(np.mean(steps) / batch_size)
@@ -162,7 +168,7 @@ def measure_costs(
             name=spec.name, input_size=int(spec.input_size), load_s=load_s, first_batch_s=first,
             featurize_s_per_item=fwd, train_s_per_item=train, train_setup_s=setup, unfreeze=u,
             backward_factor=factor, train_measured=measure, trial_overhead_s=overhead, batch_size=batch_size,
-            batches_timed=probe_batches,
+            batches_timed=probe_batches, feature_batch_size=fbs,
         )
     return costs
 
@@ -298,7 +304,7 @@ def make_plan(
     tune_s = max_trials * t_max
     total = spent_s + probe_s + tune_s + finish
     lines = [
-        f"estimate from the first batches ({cs[0].batches_timed} timed batches of {cs[0].batch_size} per candidate"
+        f"estimate from the first batches ({cs[0].batches_timed} timed batches of {cs[0].feature_batch_size} per candidate"
         f"{f', {spent_s:.0f} s spent measuring' if spent_s else ''}"
         f"{f', x{margin:g} safety margin' if margin != 1 else ''}):",
         f"  probe: {len(cs)} candidates x {n_items} items = {probe_s:.0f} s "

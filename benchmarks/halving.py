@@ -69,7 +69,7 @@ def main() -> None:
                     help="digits only: every digit (1,797; ~180 per class) instead of --per-class")
     ap.add_argument("--scorer", default="linear_ll")
     ap.add_argument("--extras", default="", help="comma-separated extra scorers for both runs (default none)")
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, default=None, help="featurization batch (default: by input size, as the probe picks it)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--halving-first", action="store_true")
     args = ap.parse_args()

@@ -138,7 +138,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--scorer", default="linear_ll", help="the selector's default scorer")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, default=16, help="training batch size")
+    p.add_argument("--feature-batch-size", type=int, default=None,
+                   help="probe featurization batch (default: by input size, as `run` picks it)")
     p.add_argument("--out", default="reports/selection")
     p.add_argument("--plan", action="store_true",
                    help="also measure costs first (autotransfer.plan) and compare its estimates with the actual times")
@@ -192,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         t = time.monotonic()
         hi = tspace.unfreeze_blocks[1]
-        costs = measure_costs(cands, data, splits, batch_size=args.batch_size,
+        costs = measure_costs(cands, data, splits, batch_size=args.batch_size, feature_batch_size=args.feature_batch_size,
                               unfreeze=10**6 if hi == "all" else int(hi), head_epochs=tspace.head_epochs,
                               head_warmup=tspace.head_warmup)
         spent = time.monotonic() - t
@@ -213,7 +215,7 @@ def main(argv: list[str] | None = None) -> dict:
     cache_dir = work / "feature-cache"
     t0 = time.monotonic()
     probed = probe(cands, data, splits, scorer=args.scorer, extra_scorers=default_extras, cache_dir=cache_dir,
-                   batch_size=args.batch_size, seed=args.seed)
+                   batch_size=args.feature_batch_size, seed=args.seed)
     t_probe = time.monotonic() - t0
     top = probed.top(args.top_k)
     t1 = time.monotonic()
@@ -262,7 +264,7 @@ def main(argv: list[str] | None = None) -> dict:
     if later:
         t = time.monotonic()
         more = probe(cands, data, splits, scorer=args.scorer, extra_scorers=later, cache_dir=cache_dir,
-                     batch_size=args.batch_size, seed=args.seed).leaderboard.set_index("name")
+                     batch_size=args.feature_batch_size, seed=args.seed).leaderboard.set_index("name")
         for col in [c for c in more.columns if c.startswith("score_")]:
             lb[col] = more[col].reindex(lb.index)
         print(f"extra scorers {later}: {time.monotonic() - t:.1f} s (not in the autotransfer time)")

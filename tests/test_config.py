@@ -55,6 +55,9 @@ def test_run_config_validation_messages():
         RunConfig(top_k=0).validate()
     with pytest.raises(UserInputError, match="'scorer'"):
         RunConfig(scorer="magic").validate()
+    RunConfig(feature_batch_size=64).validate()
+    with pytest.raises(UserInputError, match="'feature_batch_size'.*None for automatic"):
+        RunConfig(feature_batch_size=0).validate()
 
 
 def test_layers_and_sizes_expand_into_candidates(tmp_path):

@@ -105,6 +105,8 @@ def test_measure_costs_on_tiny_modules(tiny_modules):
              BackboneSpec("bad", tiny_modules["bad"], 16, base="bad")]
     costs = measure_costs(specs, data, splits, batch_size=8, probe_batches=2, unfreeze=2)
     assert list(costs) == ["good", "good@24", "bad"]
+    # forward timed at the probe's own batch (by input size), training at the trainer's
+    assert [(c.feature_batch_size, c.batch_size) for c in costs.values()] == [(256, 8)] * 3
     for c in costs.values():
         for v in (c.load_s, c.featurize_s_per_item, c.train_s_per_item, c.backward_factor):
             assert math.isfinite(v) and v > 0
@@ -113,7 +115,8 @@ def test_measure_costs_on_tiny_modules(tiny_modules):
     assert costs["good"].train_measured and costs["bad"].train_measured and not costs["good@24"].train_measured
     g24 = costs["good@24"]
     assert g24.train_s_per_item == pytest.approx(g24.featurize_s_per_item * costs["good"].backward_factor)
-    first = measure_costs(specs, data, splits, batch_size=8, measure_train="first", unfreeze=2)
+    first = measure_costs(specs, data, splits, batch_size=8, feature_batch_size=4, measure_train="first", unfreeze=2)
+    assert {c.feature_batch_size for c in first.values()} == {4}
     assert [c.train_measured for c in first.values()] == [True, False, False]
     assert first["bad"].backward_factor == first["good"].backward_factor
     plan = make_plan(costs, n_items=len(data), n_train=len(splits.train), n_val=len(splits.val),

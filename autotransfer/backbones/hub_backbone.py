@@ -107,6 +107,11 @@ class HubBackbone(keras.layers.Layer):
             self._fn = fns[layer]
         meta_file = self.module_path / METADATA_FILE
         self.metadata: dict[str, Any] = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+        if layer is not None and bn_training and self.metadata.get("features_at_training") is False:
+            raise BackboneError(
+                f"Backbone {handle!r}: features_at[{layer!r}] is traced for inference only, so BatchNorm "
+                "can't train through it. Use bn_training=False, or the module's final features (no layer)."
+            )
         self.input_size = int(input_size or self.metadata.get("input_size") or 224)
 
         tf_vars = list(module.variables)

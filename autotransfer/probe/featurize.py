@@ -7,6 +7,7 @@ arrives, so only the features, never the decoded images, are held in memory.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -15,6 +16,28 @@ import tensorflow as tf
 from autotransfer.backbones import HubBackbone
 
 Progress = Callable[[int], None]
+
+#: Pixels per featurization batch that :func:`auto_batch_size` aims at (batch x size^2 ~ 1M).
+FEATURE_BATCH_PIXELS = 2**20
+
+
+def auto_batch_size(input_size: int) -> int:
+    """Featurization batch size for ``input_size`` px images: ~1M pixels per batch, a power of 2 in [8, 256].
+
+    Small images are dominated by per-op overhead, so they want big batches; large ones are
+    compute-bound, where big batches only cost memory. Measured on 2 CPU cores, EfficientNet-Lite0
+    ``all_features`` (images/s by batch size; ``benchmarks/featurize.py --batch-sizes auto,...``):
+    32 px: 16 -> 957, 64 -> 2312, 256 -> 3786; 64 px: 16 -> 620, 256 -> 1383;
+    128 px: 16 -> 288, 64 -> 344; 224 px: 8 -> 101, 16 -> 109, 32 -> 116.
+    This gives 256 / 256 / 64 / 16 for 32 / 64 / 128 / 224 px.
+    """
+    size = max(1, int(input_size))
+    return int(min(256, max(8, 2 ** round(math.log2(FEATURE_BATCH_PIXELS / size**2)))))
+
+
+def feature_batch(batch_size: int | None, input_size: int) -> int:
+    """``batch_size`` if given, else :func:`auto_batch_size` of ``input_size``."""
+    return int(batch_size) if batch_size else auto_batch_size(input_size)
 
 
 def forward_fn(backbone: HubBackbone) -> Callable[[tf.Tensor], tf.Tensor]:

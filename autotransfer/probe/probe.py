@@ -31,7 +31,7 @@ from autotransfer.backbones import BackboneSpec, HubBackbone, module_fingerprint
 from autotransfer.data import LabelledData, Splits, image_dataset
 from autotransfer.errors import BackboneError, UserInputError
 from autotransfer.probe.cache import FeatureCache, index_key
-from autotransfer.probe.featurize import extract_features, extract_source_logits, forward_fn
+from autotransfer.probe.featurize import extract_features, extract_source_logits, feature_batch, forward_fn
 from autotransfer.probe.combine import CombinedScore, apply_combined
 from autotransfer.probe.scorers import Scorer, ScoreResult, fit_linear_probe, get_scorer
 
@@ -107,7 +107,7 @@ def _features_for(
     idx: np.ndarray,
     ikey: str,
     cache: FeatureCache | None,
-    batch_size: int,
+    batch_size: int | None,
     on_batch: Callable[[int], None] | None,
     holder: "_Items | None" = None,
     final_features: np.ndarray | None = None,
@@ -128,7 +128,8 @@ def _features_for(
         if hit is not None:
             return hit["features"], cache.meta(key) or {}, True, key
     start = time.perf_counter()
-    ds = image_dataset(data, idx, image_size=spec.input_size, batch_size=batch_size, with_labels=False)
+    ds = image_dataset(data, idx, image_size=spec.input_size, batch_size=feature_batch(batch_size, spec.input_size),
+                       with_labels=False)
     meta: dict[str, Any] = {"handle": handle, "input_size": spec.input_size, "layer": layer, "num_items": len(idx)}
     if holder is not None and holder.keep_loaded:
         # Successive halving: keep the module (and its traced forward) for the next rung.
@@ -311,7 +312,7 @@ class _SharedModule:
             return False
         union = np.unique(np.concatenate([miss for _, miss in lacking]))
         size = lacking[0][0].spec.input_size
-        arrays = _all_features_pass(self.all_features, ctx.data, union, size, ctx.batch_size,
+        arrays = _all_features_pass(self.all_features, ctx.data, union, size, feature_batch(ctx.batch_size, size),
                                     {m.spec.layer or "head" for m, _ in lacking})
         if arrays is None:
             return False
@@ -332,7 +333,7 @@ class _Ctx:
     data: LabelledData
     data_fp: str
     store: FeatureCache | None
-    batch_size: int
+    batch_size: int | None
     full_idx: np.ndarray | None = None
     full_ikey: str | None = None
 
@@ -378,7 +379,7 @@ def probe(
     extra_scorers: Sequence[str | Scorer] = DEFAULT_EXTRA_SCORERS,
     cache: FeatureCache | str | os.PathLike | bool | None = None,
     cache_dir: str | os.PathLike | None = None,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     seed: int = 0,
     progress: ProgressFn | None = None,
     halving: bool = False,
@@ -403,7 +404,7 @@ def probe(
         cache: a FeatureCache, a cache directory, None/True for the default directory
             (``$AUTOTRANSFER_CACHE_DIR`` or the user cache dir), or False for no caching.
         cache_dir: shorthand for ``cache=FeatureCache(cache_dir)``.
-        batch_size: featurization batch size.
+        batch_size: featurization batch size; None picks one per input size (:func:`auto_batch_size`).
         seed: CV fold seed (and the halving subsamples' seed).
         progress: ``progress(stage, done, total, message)`` callback.
         halving: successive halving (:mod:`autotransfer.probe.halving`): rank on growing stratified

@@ -5,7 +5,9 @@ The saved object has ``__call__(images, training=False)`` traced for float32
 ``trainable_variables`` and ``regularization_losses``.  For transfer from earlier layers it also
 has ``features_at``: {layer: tf.function(images, training=False) -> [B, C_layer]}, the global
 average-pooled output of each stage-ending block and of ``head`` (the feature vector), each
-traced only up to its block; and ``all_features(images)`` -> {layer: [B, C_layer]} of every
+traced only up to its block and for inference only (BatchNorm on its moving statistics, as the
+trainer keeps it: a ``training=True`` trace per layer doubled the saved functions and the load
+time, 1.1 -> 2.2 s for lite0); and ``all_features(images)`` -> {layer: [B, C_layer]} of every
 such layer from one inference-mode forward pass.  The forward pass is written with
 ``tf.nn`` ops over plain ``tf.Variable``s named ``<block>/<part>/<weight>``: a Keras 3 model
 can't be saved inside a ``tf.Module`` with those names, so the Keras model only supplies the
@@ -107,8 +109,7 @@ def make_module(spec: LiteSpec, weights: Mapping[str, tuple[np.ndarray, bool]], 
         def features(images, training=False):
             return trunk(tf.convert_to_tensor(images, tf.float32), bool(training), stop)
 
-        for training in (False, True):
-            features.get_concrete_function(image_spec, training=training)
+        features.get_concrete_function(image_spec, training=False)
         return features
 
     # The feature vector module's head features are its __call__: share the traced graphs.

@@ -226,3 +226,18 @@ def test_source_logits_reach_scorers(pattern_data, tiny_modules, tiny_classifier
     assert seen["shape"] == (len(splits.train), 10)
     assert result.leaderboard.loc[0, "score_leepish"] == 0.0
     assert len(list(tmp_path.glob("*-source_logits"))) == 1
+
+
+def test_featurization_batch_follows_image_area_and_leaves_features_alone(pattern_data, specs):
+    from autotransfer.probe.featurize import auto_batch_size, feature_batch
+
+    # ~1M pixels per batch, a power of two in [8, 256]
+    assert [auto_batch_size(s) for s in (16, 32, 64, 128, 224, 260, 1024)] == [256, 256, 256, 64, 16, 16, 8]
+    assert feature_batch(None, 32) == 256 and feature_batch(5, 32) == 5
+    data, splits = pattern_data
+    auto = probe(specs[:1], data, splits, cache=False, extra_scorers=())
+    small = probe(specs[:1], data, splits, cache=False, extra_scorers=(), batch_size=3)
+    name = specs[0].name
+    for split in ("train", "val", "test"):
+        np.testing.assert_allclose(auto.features[name][split], small.features[name][split], atol=1e-5)
+    assert auto.leaderboard["score"].iloc[0] == pytest.approx(small.leaderboard["score"].iloc[0], abs=1e-6)
