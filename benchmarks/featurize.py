@@ -8,7 +8,10 @@
     (target >= 0.95), plus the probe path's throughput at several batch sizes;
 (b) peak RSS of probe() over 5k and 50k generated PNG files, one subprocess per size (target:
     50k within 10% of 5k: images stream, only the [N, D] features are held);
-(c) warm re-run probe() time / cold time with a fresh feature cache (target <= 0.05).
+(c) warm re-run probe() time / cold time with a fresh feature cache (target <= 0.05);
+(d) (``--only d``) the module's ``all_features`` pass (or its forward) in images/s by batch size
+    at several image sizes, the batch the probe picks (``auto_batch_size``) and its throughput
+    / the best batch's.
 """
 from __future__ import annotations
 
@@ -184,6 +187,36 @@ def warm_cold(modules: list[str], n: int, batch: int) -> None:
     print("    leaderboard:", ", ".join(f"{r.name}={r.score:.3f}" for r in cold.leaderboard.itertuples()))
 
 
+def batch_sweep(module: str, sizes: list[int], batch_sizes: list[int], repeats: int) -> None:
+    import tensorflow as tf
+
+    from autotransfer.probe.featurize import auto_batch_size
+
+    mod = tf.saved_model.load(module)
+    fn = getattr(mod, "all_features", None) or (lambda x: mod(x, training=False))
+    print(f"(d) images/s by featurization batch and image size ({'all_features' if hasattr(mod, 'all_features') else '__call__'} "
+          f"of {module}, best of {repeats})")
+    rng = np.random.default_rng(0)
+    for size in sizes:
+        n = max(max(batch_sizes), 2**17 // size**2 * 8)  # a few batches of the largest size
+        x = tf.constant(rng.random((n, size, size, 3), dtype=np.float32))
+        rates: dict[int, float] = {}
+        for b in batch_sizes + [auto_batch_size(size)]:
+            if b in rates:
+                continue
+            tf.nest.map_structure(lambda t: t.numpy(), fn(x[:b]))  # warm-up: first call per shape
+            best = float("inf")
+            for _ in range(repeats):
+                t = time.perf_counter()
+                for i in range(0, n - n % b, b):
+                    tf.nest.map_structure(lambda t: t.numpy(), fn(x[i : i + b]))
+                best = min(best, time.perf_counter() - t)
+            rates[b] = (n - n % b) / best
+        auto = auto_batch_size(size)
+        row = "  ".join(f"{b}: {r:.0f}" for b, r in sorted(rates.items()))
+        print(f"    {size:>4} px  {row}  | auto {auto}: {rates[auto] / max(rates.values()):.2f} of the best")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--module", help="TF-Hub-format module dir (default: a generated tiny grid-4 module)")
@@ -194,7 +227,9 @@ def main() -> None:
     ap.add_argument("--rss-sizes", default="5000,50000")
     ap.add_argument("--rss-module", help="module for (b) (default: the tiny module; 50k real-size images take long)")
     ap.add_argument("--root", help="where generated modules/PNGs live (default: a temp dir under /tmp)")
-    ap.add_argument("--only", default="abc", help="which parts to run, e.g. 'ac'")
+    ap.add_argument("--only", default="abc", help="which parts to run, e.g. 'ac' (d: batch sweep)")
+    ap.add_argument("--sweep-sizes", default="32,64,128,224", help="image sizes for (d)")
+    ap.add_argument("--sweep-batches", default="8,16,32,64,128,256", help="batch sizes for (d)")
     ap.add_argument("--_rss-child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
@@ -212,6 +247,9 @@ def main() -> None:
     if "c" in args.only:
         modules = [module] if args.module else [tiny, _tiny(root, 2, 1), _tiny(root, 1, 2)]
         warm_cold(modules, args.n, args.batch_size)
+    if "d" in args.only:
+        batch_sweep(module, [int(s) for s in args.sweep_sizes.split(",")],
+                    [int(b) for b in args.sweep_batches.split(",")], args.repeats)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ def auto_batch_size(input_size: int) -> int:
 
     Small images are dominated by per-op overhead, so they want big batches; large ones are
     compute-bound, where big batches only cost memory. Measured on 2 CPU cores, EfficientNet-Lite0
-    ``all_features`` (images/s by batch size; ``benchmarks/featurize.py --batch-sizes auto,...``):
+    ``all_features`` (images/s by batch size; ``benchmarks/featurize.py --only d``):
     32 px: 16 -> 957, 64 -> 2312, 256 -> 3786; 64 px: 16 -> 620, 256 -> 1383;
     128 px: 16 -> 288, 64 -> 344; 224 px: 8 -> 101, 16 -> 109, 32 -> 116.
     This gives 256 / 256 / 64 / 16 for 32 / 64 / 128 / 224 px.

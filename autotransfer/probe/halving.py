@@ -79,8 +79,10 @@ def _score_se(v: "float | tuple[float, float] | None") -> tuple[float, float]:
 
 def select_rung(scores: dict[str, "float | tuple[float, float]"], order: Sequence[str], keep_n: int,
                 keep_within: float = 2.0) -> tuple[list[str], float]:
-    """Who survives a rung: the ``keep_n`` best plus any within ``keep_within`` standard errors of
-    the cut-off (see the module docstring). Returns ``(kept best first, cut-off score)``; NaN scores
+    """Who survives a rung: the ``keep_n`` best plus those within ``keep_within`` standard errors of
+    the cut-off (see the module docstring), at most ``keep_n`` of them, nearest first: an
+    unbounded band kept 9 -> 8 -> 7 -> 7 resolution candidates at 100-900 items, which made
+    halving slower than no halving (196 s vs 187 s). Returns ``(kept best first, cut-off score)``; NaN scores
     (failed candidates) are dropped; ties keep ``order``."""
     pairs = {n: _score_se(scores.get(n)) for n in order}
     ok = [n for n in order if math.isfinite(pairs[n][0])]
@@ -88,9 +90,8 @@ def select_rung(scores: dict[str, "float | tuple[float, float]"], order: Sequenc
     if len(ranked) <= keep_n:
         return ranked, (pairs[ranked[-1]][0] if ranked else math.nan)
     cut, cut_se = pairs[ranked[keep_n - 1]]
-    kept = ranked[:keep_n] + [n for n in ranked[keep_n:]
-                              if pairs[n][0] >= cut - keep_within * math.hypot(pairs[n][1], cut_se)]
-    return kept, cut
+    near = [n for n in ranked[keep_n:] if pairs[n][0] >= cut - keep_within * math.hypot(pairs[n][1], cut_se)]
+    return ranked[:keep_n] + near[:keep_n], cut
 
 
 def plan_budgets(num_train_per_class: int, *, eta: int, min_per_class: int, rungs: int | None = None) -> list[int]:

@@ -186,6 +186,9 @@ def test_a_rung_keeps_candidates_within_noise_of_the_cut_off():
     kept, cut = select_rung(scores, order, keep_n=2, keep_within=2.0)
     assert kept == ["a", "b", "e", "c"] and cut == 0.80
     assert select_rung(scores, order, keep_n=2, keep_within=0.0)[0] == ["a", "b"]
+    # The band keeps at most keep_n more, nearest the cut-off first: e (0.79) before c (0.78).
+    assert select_rung(scores, order, keep_n=1, keep_within=100.0)[0] == ["a", "b"]
+    assert select_rung({**scores, "d": (0.70, 1.0)}, order, keep_n=2, keep_within=2.0)[0] == ["a", "b", "e", "c"]
     # Plain floats (no standard error) are the classic rule.
     assert select_rung({"a": 0.9, "b": 0.8, "c": 0.79}, ["a", "b", "c"], keep_n=2)[0] == ["a", "b"]
 
