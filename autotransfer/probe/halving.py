@@ -8,8 +8,8 @@ survivors then get the ordinary full-data probe (all splits). Eliminated candida
 rung scores only: no full-data score and no val/test accuracy (NaN in the leaderboard).
 
 Small subsamples rank near-tied candidates by chance, and a candidate dropped at rung 0 never comes
-back. So a rung also keeps every candidate whose score is within ``keep_within`` standard errors of
-the cut-off score (the kept-last candidate's): ``score_i >= cut - keep_within * sqrt(se_i**2 +
+back. So a rung also keeps candidates whose score is within ``keep_within`` standard errors of
+the cut-off score, at most as many as the rank keeps, nearest first (so each rung still shrinks) (the kept-last candidate's): ``score_i >= cut - keep_within * sqrt(se_i**2 +
 se_cut**2)``, with each score's standard error from its CV folds. ``keep_within=0`` is the classic
 rule. Candidates that are clearly worse are still dropped, which is where the time is saved.
 """

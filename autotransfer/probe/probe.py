@@ -416,7 +416,7 @@ def probe(
         eta, min_per_class, top_k: the halving schedule (see above).
         rungs: cap on the number of subsample rungs (implies ``halving=True``).
         keep_within: halving also keeps candidates within this many standard errors (CV folds)
-            of a rung's cut-off score; 0 = the classic keep-the-best-fraction rule.
+            of a rung's cut-off score (at most as many again as the rank keeps); 0 = the classic rule.
         multi_source: if >= 2, add a candidate ``concat(a+b...)`` whose features concatenate the
             top ``multi_source`` candidates' features, scored the same way (its spec, with
             ``extra={"sources": [names], "source_specs": [dicts]}``, is in ``ProbeResult.specs``).
