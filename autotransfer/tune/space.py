@@ -104,8 +104,8 @@ class TuneSpace:
     default). ``head_warmup: probe`` starts the head from the probe's converged logistic
     regression on the same train features instead (LP-FT, Kumar et al., ICLR 2022): every trial
     starts at the probe's accuracy, but where that head separates the train split perfectly
-    (small data, 1280-d features) the train loss is ~0 and fine-tuning gets almost no gradient. ``max_epochs`` caps fine-tuning epochs (early stopping with ``patience``
-    usually ends sooner).
+    (small data, 1280-d features) the train loss is ~0 and fine-tuning gets almost no gradient.
+    ``max_epochs`` caps fine-tuning epochs (early stopping with ``patience`` usually ends sooner).
     """
 
     unfreeze_blocks: tuple[int, int | str] = (0, 3)
