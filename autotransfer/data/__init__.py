@@ -16,11 +16,12 @@ if TYPE_CHECKING:
         check_images,
         decode_image_bytes,
         image_dataset,
+        unit_pixels,
         validate_images,
         write_image_folder,
     )
 
-_LAZY = {"image_dataset", "decode_image_bytes", "validate_images", "check_images", "write_image_folder"}
+_LAZY = {"image_dataset", "unit_pixels", "decode_image_bytes", "validate_images", "check_images", "write_image_folder"}
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -32,6 +33,7 @@ __all__ = [
     "load_data",
     "make_splits",
     "subsample",
+    "unit_pixels",
     "validate_images",
     "write_image_folder",
 ]

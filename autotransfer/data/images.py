@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -42,6 +43,18 @@ def _as_size(image_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:
         len(size) == 2 and min(size) > 0,
     )
     return size  # type: ignore[return-value]
+
+
+def unit_pixels(images: tf.Tensor) -> tf.Tensor:
+    """uint8 pixels (any shape) -> float32 in [0, 1]; float input is returned unchanged.
+
+    The same ops, in the same order, as the pipeline's own uint8 -> float step, so images that
+    :func:`image_dataset` passed as ``raw_uint8`` and are converted here (e.g. inside a traced
+    forward pass) are bit-identical to the float images it would have yielded.
+    """
+    if images.dtype != tf.uint8:
+        return images
+    return tf.clip_by_value(tf.cast(images, tf.float32) * (1.0 / 255.0), 0.0, 1.0)
 
 
 def _unit_and_resize(image: tf.Tensor, size: tuple[int, int], scale: float) -> tf.Tensor:
@@ -111,7 +124,8 @@ def _array_scale(x: np.ndarray) -> float:
     return 1.0 / 255.0 if x.size and float(np.max(x)) > 1.5 else 1.0
 
 
-def _array_image(image: tf.Tensor, size: tuple[int, int], scale: float) -> tf.Tensor:
+def _rgb(image: tf.Tensor) -> tf.Tensor:
+    """[h, w] / [h, w, 1] / [h, w, 3] / [h, w, 4] array pixels -> [h, w, 3], dtype kept."""
     if image.shape.rank == 2:
         image = image[..., tf.newaxis]
     channels = image.shape[-1]
@@ -119,7 +133,19 @@ def _array_image(image: tf.Tensor, size: tuple[int, int], scale: float) -> tf.Te
         image = tf.tile(image, [1, 1, 3])
     elif channels == 4:
         image = image[..., :3]
-    return _unit_and_resize(image, size, scale)
+    return image
+
+
+def _array_image(image: tf.Tensor, size: tuple[int, int], scale: float) -> tf.Tensor:
+    return _unit_and_resize(_rgb(image), size, scale)
+
+
+def yields_raw_uint8(data: LabelledData, image_size: int | tuple[int, int]) -> bool:
+    """Whether ``image_dataset(data, ..., image_size, raw_uint8=True)`` yields uint8 pixels:
+    uint8 arrays already at ``image_size`` (no resize, so deferring the scaling is exact)."""
+    items = data.items
+    return (not data.is_paths and items.dtype == np.uint8 and items.ndim >= 3
+            and tuple(items.shape[1:3]) == _as_size(image_size))
 
 
 def image_dataset(
@@ -133,6 +159,7 @@ def image_dataset(
     with_labels: bool = True,
     cache: bool = False,
     validate: bool = True,
+    raw_uint8: bool = False,
 ) -> tf.data.Dataset:
     """Batched ``tf.data.Dataset`` of the items at ``indices``.
 
@@ -143,32 +170,45 @@ def image_dataset(
     decoded images in memory (decode once, for multi-epoch training on small data).
     ``validate`` checks the files with Pillow once per dataset fingerprint in this process and
     raises :class:`UserInputError` naming corrupt files (see the module docstring).
+    ``raw_uint8``: where that is exact (:func:`yields_raw_uint8`: uint8 arrays already at
+    ``image_size``), yield the uint8 pixels as stored and leave the scaling to the consumer
+    (:func:`unit_pixels`, e.g. inside its traced forward pass): a quarter of the bytes through
+    the pipeline and no per-item map. Otherwise it yields float32 as usual; check the dtype.
     """
     size = _as_size(image_size)
     check_param("batch_size", batch_size, "image_dataset", "a positive int", int(batch_size) > 0)
     indices = np.asarray(indices, dtype=np.int64)
     labels = np.asarray(data.labels, dtype=np.int64)[indices]
+    item_fn: Callable[[tf.Tensor], tf.Tensor] | None
     if data.is_paths:
         if validate:
             _validate_once(data)
-        paths = tf.constant([data.items[i] for i in indices.tolist()], dtype=tf.string)
-        ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-        fn = lambda p, y: (_load_file(p, size), y)  # noqa: E731
+        source = tf.constant([data.items[i] for i in indices.tolist()], dtype=tf.string)
+        item_fn = lambda p: _load_file(p, size)  # noqa: E731
+    elif raw_uint8 and yields_raw_uint8(data, size):
+        source = data.items[indices]
+        item_fn = None if data.items.ndim == 4 and data.items.shape[-1] == 3 else _rgb
     else:
         scale = _array_scale(data.items)
-        ds = tf.data.Dataset.from_tensor_slices((data.items[indices], labels))
-        fn = lambda a, y: (_array_image(a, size, scale), y)  # noqa: E731
+        source = data.items[indices]
+        item_fn = lambda a: _array_image(a, size, scale)  # noqa: E731
+    # Without labels the source holds the items alone: no per-item map just to drop them.
+    if with_labels:
+        ds = tf.data.Dataset.from_tensor_slices((source, labels))
+        fn = None if item_fn is None else (lambda x, y: (item_fn(x), y))
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(source)
+        fn = item_fn
     buffer = max(1, len(indices))
     if shuffle and not cache:
         # Shuffling paths before decoding costs nothing and needs no image buffer.
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
+    if fn is not None:
+        ds = ds.map(fn, num_parallel_calls=tf.data.AUTOTUNE)
     if cache:
         ds = ds.cache()
         if shuffle:
             ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    if not with_labels:
-        ds = ds.map(lambda image, y: image)
     return ds.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
 
 

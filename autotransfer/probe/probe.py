@@ -28,10 +28,17 @@ import pandas as pd
 import tensorflow as tf
 
 from autotransfer.backbones import BackboneSpec, HubBackbone, module_fingerprint, resolve_handle
-from autotransfer.data import LabelledData, Splits, image_dataset
+from autotransfer.data import LabelledData, Splits, unit_pixels
 from autotransfer.errors import BackboneError, UserInputError
 from autotransfer.probe.cache import FeatureCache, index_key
-from autotransfer.probe.featurize import extract_features, extract_source_logits, feature_batch, forward_fn
+from autotransfer.probe.featurize import (
+    extract_features,
+    extract_source_logits,
+    feature_batch,
+    feature_dataset,
+    forward_fn,
+    images_dtype,
+)
 from autotransfer.probe.combine import CombinedScore, apply_combined
 from autotransfer.probe.scorers import Scorer, ScoreResult, fit_linear_probe, get_scorer
 
@@ -128,15 +135,14 @@ def _features_for(
         if hit is not None:
             return hit["features"], cache.meta(key) or {}, True, key
     start = time.perf_counter()
-    ds = image_dataset(data, idx, image_size=spec.input_size, batch_size=feature_batch(batch_size, spec.input_size),
-                       with_labels=False)
+    ds = feature_dataset(data, idx, spec.input_size, batch_size)
     meta: dict[str, Any] = {"handle": handle, "input_size": spec.input_size, "layer": layer, "num_items": len(idx)}
     if holder is not None and holder.keep_loaded:
         # Successive halving: keep the module (and its traced forward) for the next rung.
         if holder.backbone is None:
             holder.backbone = (HubBackbone(handle, input_size=spec.input_size, output_key=spec.output_key)
                                if layer == LOGITS_LAYER else HubBackbone.from_spec(spec))
-            holder.forward = forward_fn(holder.backbone)
+            holder.forward = forward_fn(holder.backbone, images_dtype(ds))
         feats = extract_features(holder.backbone, ds, num_items=len(idx), on_batch=on_batch, forward=holder.forward)
         meta.update(params=holder.backbone.num_params, feature_dim=holder.backbone.output_dim)
     elif layer == LOGITS_LAYER:
@@ -162,8 +168,12 @@ def _all_features_pass(all_features: Callable[..., dict[str, tf.Tensor]], data: 
     """One pass of a module's ``all_features`` over items ``idx``: ``{layer: [N, C]}`` for
     ``layers`` ("head" = the module's own output); None if the module lacks one of them."""
     chunks: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
-    for images in image_dataset(data, idx, image_size=size, batch_size=batch_size, with_labels=False):
-        out = all_features(images)
+    ds = feature_dataset(data, idx, size, batch_size)
+    # Traced so that uint8 pixels are scaled inside the graph, as in forward_fn.
+    spec = tf.TensorSpec([None, size, size, 3], images_dtype(ds))
+    run = tf.function(lambda images: all_features(unit_pixels(images)), input_signature=[spec])
+    for images in ds:
+        out = run(images)
         if not layers <= set(out):
             return None
         for layer in layers:

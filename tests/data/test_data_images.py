@@ -12,6 +12,7 @@ from autotransfer.data import (
     decode_image_bytes,
     image_dataset,
     load_data,
+    unit_pixels,
     validate_images,
     write_image_folder,
 )
@@ -95,6 +96,28 @@ def test_arrays_grey_rgba_float_uint8_agree() -> None:
     for grey in (rgb[..., 0], rgb[..., :1]):
         g, _ = _collect(image_dataset(load_data(grey, labels=y), np.arange(4), image_size=5))
         assert g.shape == (4, 5, 5, 3) and np.array_equal(g[..., 0], g[..., 2])
+
+
+def test_raw_uint8_only_where_exact_and_scales_bit_identically(image_folder: Path) -> None:
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, (5, 6, 6, 3), dtype=np.uint8)
+    y = [0, 1, 0, 1, 0]
+    for items in (rgb, rgb[..., 0], rgb[..., :1], np.concatenate([rgb, rgb[..., :1]], axis=-1)):
+        data = load_data(items, labels=y)
+        ref, ry = _collect(image_dataset(data, np.arange(5), image_size=6, batch_size=2))
+        raw, yr = _collect(image_dataset(data, np.arange(5), image_size=6, batch_size=2, raw_uint8=True))
+        assert raw.dtype == np.uint8 and raw.shape == (5, 6, 6, 3) and yr.tolist() == ry.tolist()
+        np.testing.assert_array_equal(unit_pixels(tf.constant(raw)).numpy(), ref)
+        alone = np.concatenate(list(image_dataset(data, np.arange(5), image_size=6, with_labels=False,
+                                                  raw_uint8=True).as_numpy_iterator()))
+        np.testing.assert_array_equal(alone, raw)
+    # Needs a resize, float items, or files: the scaling cannot be deferred exactly -> float32.
+    for data, size in ((load_data(rgb, labels=y), 4), (load_data(rgb / 255.0, labels=y), 6),
+                       (load_data(image_folder), 8)):
+        ds = image_dataset(data, np.arange(len(data)), image_size=size, raw_uint8=True)
+        assert ds.element_spec[0].dtype == tf.float32
+    floats = tf.constant([[0.25, 1.0]])
+    assert unit_pixels(floats) is floats
 
 
 def test_arrays_match_written_folder(tmp_path: Path) -> None:

@@ -6,12 +6,14 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+import tensorflow as tf
 
 from autotransfer.backbones import BackboneSpec, HubBackbone
 from autotransfer.data import image_dataset, load_data, make_splits
 from autotransfer.errors import BackboneError
 from autotransfer.probe import LEADERBOARD_COLUMNS, FeatureCache, extract_features, probe
 from autotransfer.probe import featurize as featurize_mod
+from autotransfer.probe.featurize import feature_dataset, images_dtype
 from autotransfer.testing import pattern_images
 
 # The package re-exports the function probe(), which shadows the submodule attribute.
@@ -189,8 +191,8 @@ def test_extract_features_traces_once_and_handles_partial_batches(tiny_modules, 
     traces = []
     orig = featurize_mod.forward_fn
 
-    def counting(backbone):
-        fn = orig(backbone)
+    def counting(backbone, dtype=tf.float32):
+        fn = orig(backbone, dtype)
         traces.append(fn)
         return fn
 
@@ -205,6 +207,19 @@ def test_extract_features_traces_once_and_handles_partial_batches(tiny_modules, 
     assert len(traces) == 2  # one concrete function per call, reused for every batch size
     with pytest.raises(ValueError, match="expects 16x16"):
         extract_features(bb, image_dataset(data, splits.train, image_size=8, batch_size=5))
+
+
+def test_uint8_featurization_equals_float(tiny_modules, pattern_data):
+    """The probe feeds uint8 pixels and scales them inside the traced forward: same features,
+    bit for bit, as the float pipeline; items needing a resize stay float."""
+    data, splits = pattern_data
+    bb = HubBackbone(tiny_modules["good"])
+    raw = feature_dataset(data, splits.train, 16, batch_size=8)
+    assert images_dtype(raw) == tf.uint8
+    floats = image_dataset(data, splits.train, image_size=16, batch_size=8, with_labels=False)
+    assert images_dtype(floats) == tf.float32
+    np.testing.assert_array_equal(extract_features(bb, raw), extract_features(bb, floats))
+    assert images_dtype(feature_dataset(data, splits.train, 8)) == tf.float32  # resized: float
 
 
 def test_source_logits_reach_scorers(pattern_data, tiny_modules, tiny_classifier_module, tmp_path):
