@@ -169,9 +169,10 @@ def _all_features_pass(all_features: Callable[..., dict[str, tf.Tensor]], data: 
     ``layers`` ("head" = the module's own output); None if the module lacks one of them."""
     chunks: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
     ds = feature_dataset(data, idx, size, batch_size)
-    # Traced so that uint8 pixels are scaled inside the graph, as in forward_fn.
-    spec = tf.TensorSpec([None, size, size, 3], images_dtype(ds))
-    run = tf.function(lambda images: all_features(unit_pixels(images)), input_signature=[spec])
+    run = all_features
+    if images_dtype(ds) == tf.uint8:  # scaled inside the graph, as in forward_fn
+        spec = tf.TensorSpec([None, size, size, 3], tf.uint8)
+        run = tf.function(lambda images: all_features(unit_pixels(images)), input_signature=[spec])
     for images in ds:
         out = run(images)
         if not layers <= set(out):
