@@ -161,6 +161,7 @@ def run(
             train_per_class=train_per_class,
             unfreeze_blocks=int(tuned.best_params.get("unfreeze_blocks", 0)),
             trials_ok=len(ok), budget_hit=deadline is not None and time.monotonic() >= deadline - _EXPORT_RESERVE_S,
+            val_accuracy=tuned.best_val_accuracy,
         )
         metrics.update(probe_test_accuracy=float(probe_row["test_accuracy"]), probe_backbone=str(probe_row["name"]),
                        finetune_beats_probe=beats, verdict=why)

@@ -8,6 +8,9 @@ import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from autotransfer.data import LabelledData, image_dataset
+from autotransfer.verdict import verdict
+
+__all__ = ["evaluate_model", "verdict"]
 
 
 def evaluate_model(
@@ -26,41 +29,3 @@ def evaluate_model(
         "class_names": list(data.class_names),
         "num_test": int(len(indices)),
     }
-
-
-def verdict(
-    accuracy: float,
-    probe_accuracy: float,
-    *,
-    num_test: int,
-    train_per_class: float,
-    unfreeze_blocks: int,
-    trials_ok: int,
-    budget_hit: bool,
-) -> tuple[bool, str]:
-    """Whether fine-tuning beat the best linear probe on the test split, and a one-paragraph why."""
-    diff_pp = 100 * (accuracy - probe_accuracy)
-    one_image_pp = 100 / max(num_test, 1)
-    beats = accuracy > probe_accuracy
-    if beats:
-        text = f"Fine-tuning beat the best linear probe by {diff_pp:.1f} pp on the test split"
-        if diff_pp <= one_image_pp * 2:
-            text += f" (within two test images, {2 * one_image_pp:.1f} pp: treat as a tie)"
-        return True, text + "."
-    reasons = []
-    if unfreeze_blocks == 0:
-        reasons.append("the best trial unfroze no backbone block, so it is itself a probe with a trained head")
-    if train_per_class < 50:
-        reasons.append(f"with ~{train_per_class:.0f} training images per class, frozen features are already near what this data can support and fine-tuning risks over-fitting")
-    if budget_hit:
-        reasons.append("the time budget stopped tuning early")
-    if trials_ok < 3:
-        reasons.append(f"only {trials_ok} trial(s) finished, too few to tune the learning rate and depth")
-    if abs(diff_pp) <= one_image_pp * 2:
-        reasons.append(f"the gap ({diff_pp:.1f} pp) is within two test images ({2 * one_image_pp:.1f} pp) and is noise")
-    if not reasons:
-        reasons.append("the selected configuration over-fitted the validation split; more data or a wider search would help")
-    return False, (
-        f"Fine-tuning did not beat the best linear probe ({100 * accuracy:.1f}% vs {100 * probe_accuracy:.1f}%): "
-        + "; ".join(reasons) + "."
-    )

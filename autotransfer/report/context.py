@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from autotransfer.report.savedmodel import read_signatures
+from autotransfer.verdict import loss_reasons
 
 # Leaderboard columns in display order; unknown columns keep their file order after these.
 LEADERBOARD_COLUMNS = [
@@ -180,7 +181,7 @@ def _verdict(tm: dict[str, Any] | None, ctx: dict[str, Any]) -> dict[str, Any] |
     composed = not text
     # Guess reasons only when composing: a run's own verdict already explains itself, and a second,
     # differently reasoned list beside it contradicted it.
-    reasons: list[str] = _likely_reasons(ctx) if composed and not beats else []
+    reasons: list[str] = _likely_reasons(ctx, diff_pp) if composed and not beats else []
     if not text and beats is not None:
         if beats and diff_pp is not None:
             text = f"fine-tuning beat the best linear probe by {diff_pp:.1f} pp"
@@ -203,33 +204,20 @@ def _verdict(tm: dict[str, Any] | None, ctx: dict[str, Any]) -> dict[str, Any] |
     }
 
 
-def _likely_reasons(ctx: dict[str, Any]) -> list[str]:
-    """Plausible causes when fine-tuning loses to a probe, from what the run directory shows."""
-    reasons: list[str] = []
-    data, best, trials = ctx.get("data") or {}, ctx.get("best") or {}, ctx.get("trials") or []
+def _likely_reasons(ctx: dict[str, Any], diff_pp: float | None) -> list[str]:
+    """Likely causes when fine-tuning lost, from what the run directory shows (the run's own rules)."""
+    data, best, trials = ctx.get("data") or {}, ctx.get("best") or {}, ctx.get("trials")
+    tm = ctx.get("test_metrics") or {}
     train = (data.get("split_sizes") or {}).get("train")
     n_classes = data.get("num_classes") or len(data.get("class_names") or []) or None
-    if train is not None and n_classes and train / n_classes < 30:
-        reasons.append(
-            f"the training split is small ({train} images, ~{train / n_classes:.0f} per class), so the extra "
-            "trainable weights overfit where a linear probe cannot"
-        )
-    unfreeze = (best.get("config") or {}).get("unfreeze_blocks")
-    if unfreeze == 0:
-        reasons.append("the best trial kept the backbone frozen, so fine-tuning reduced to a differently trained head")
-    done = [t for t in trials if (t.get("status") or "ok") in ("ok", "completed", "COMPLETED", "complete")]
-    if trials and len(done) < 5:
-        reasons.append(f"only {len(done)} tuning trial(s) completed, too few to find a good learning rate")
-    val, acc = best.get("val_accuracy"), (ctx.get("test_metrics") or {}).get("accuracy")
-    if val is not None and acc is not None and val - acc > 0.10:
-        reasons.append(
-            f"the best trial's validation accuracy ({val:.1%}) overstated its test accuracy ({acc:.1%}): "
-            "the small validation split favoured a lucky trial"
-        )
-    if not reasons:
-        reasons.append("the frozen features already separate these classes well, and fine-tuning added variance "
-                       "without new signal")
-    return reasons
+    done = None if trials is None else len(
+        [t for t in trials if (t.get("status") or "ok") in ("ok", "completed", "COMPLETED", "complete")])
+    return loss_reasons(
+        diff_pp=diff_pp, num_test=tm.get("num_test"),
+        train_per_class=train / n_classes if train is not None and n_classes else None,
+        unfreeze_blocks=(best.get("config") or {}).get("unfreeze_blocks"), trials_ok=done,
+        val_accuracy=best.get("val_accuracy"), test_accuracy=tm.get("accuracy"),
+    )
 
 
 def load_context(run_dir: str | Path) -> dict[str, Any]:

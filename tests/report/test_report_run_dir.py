@@ -1,6 +1,7 @@
 """report.html from the ``fake_run`` directory (tests/report/conftest.py): content, formats, partial runs."""
 from __future__ import annotations
 
+import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from autotransfer.errors import UserInputError
 from autotransfer.report import render_report
 from autotransfer.report.context import load_context
+from autotransfer.verdict import verdict
 from autotransfer.report.savedmodel import read_signatures
 
 CLASS_NAMES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]  # == conftest.CLASS_NAMES
@@ -132,6 +134,18 @@ def test_verdict_when_finetuning_loses(fake_run) -> None:
     ctx = load_context(run)
     assert ctx["verdict"]["beats"] is False and ctx["verdict"]["reasons"]
     assert ctx["verdict"]["diff_pp"] == pytest.approx(-2.59, abs=0.01)
+
+
+def test_report_of_a_run_without_verdict_uses_the_runs_rules(fake_run) -> None:
+    run = fake_run(finetune_beats_probe=False)
+    data = json.loads((run / "data.json").read_text())
+    data["split_sizes"]["train"] = 40 * data["num_classes"]  # 40/class: below the run's threshold (50)
+    (run / "data.json").write_text(json.dumps(data))
+    reasons = load_context(run)["verdict"]["reasons"]
+    _, text = verdict(0.8712, 0.8971, num_test=10_000, train_per_class=40, unfreeze_blocks=3, trials_ok=4,
+                      budget_hit=False, val_accuracy=0.938)
+    assert reasons and all(r in text for r in reasons)
+    assert any("~40 training images per class" in r for r in reasons)
 
 
 def test_unreadable_json_is_a_warning_not_a_crash(fake_run) -> None:

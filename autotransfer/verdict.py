@@ -1,0 +1,77 @@
+"""Whether fine-tuning beat the best linear probe, and why not: one set of reasons and thresholds
+for the run (``test_metrics.json``) and for the report of a run directory that lacks a verdict.
+
+Pure Python (no TensorFlow), so the report can use it without loading the training stack.
+"""
+from __future__ import annotations
+
+# Below this many training images per class, frozen features are usually near what the data supports.
+SMALL_TRAIN_PER_CLASS = 50
+# Fewer finished trials than this cannot tune both learning rate and unfreeze depth.
+MIN_TRIALS = 3
+# A best trial whose val accuracy exceeds its test accuracy by more than this was a lucky pick.
+VAL_OVERSTATES = 0.10
+
+
+def loss_reasons(
+    *,
+    diff_pp: float | None,
+    num_test: int | None,
+    train_per_class: float | None = None,
+    unfreeze_blocks: int | None = None,
+    trials_ok: int | None = None,
+    budget_hit: bool = False,
+    val_accuracy: float | None = None,
+    test_accuracy: float | None = None,
+) -> list[str]:
+    """Likely causes when fine-tuning did not beat the probe; facts that are unknown (``None``) are
+    skipped. Never empty: falls back to the generic cause."""
+    reasons: list[str] = []
+    if unfreeze_blocks == 0:
+        reasons.append("the best trial unfroze no backbone block, so it is itself a probe with a trained head")
+    if train_per_class is not None and train_per_class < SMALL_TRAIN_PER_CLASS:
+        reasons.append(f"with ~{train_per_class:.0f} training images per class, frozen features are already near "
+                       "what this data can support and fine-tuning risks over-fitting")
+    if budget_hit:
+        reasons.append("the time budget stopped tuning early")
+    if trials_ok is not None and trials_ok < MIN_TRIALS:
+        reasons.append(f"only {trials_ok} trial(s) finished, too few to tune the learning rate and depth")
+    if val_accuracy is not None and test_accuracy is not None and val_accuracy - test_accuracy > VAL_OVERSTATES:
+        reasons.append(f"the best trial's validation accuracy ({val_accuracy:.1%}) overstated its test accuracy "
+                       f"({test_accuracy:.1%}): the small validation split favoured a lucky trial")
+    if diff_pp is not None and num_test:
+        two_images = 200 / num_test
+        if abs(diff_pp) <= two_images:
+            reasons.append(f"the gap ({diff_pp:.1f} pp) is within two test images ({two_images:.1f} pp) and is noise")
+    if not reasons:
+        reasons.append("the selected configuration over-fitted the validation split; more data or a wider search "
+                       "would help")
+    return reasons
+
+
+def verdict(
+    accuracy: float,
+    probe_accuracy: float,
+    *,
+    num_test: int,
+    train_per_class: float,
+    unfreeze_blocks: int,
+    trials_ok: int,
+    budget_hit: bool,
+    val_accuracy: float | None = None,
+) -> tuple[bool, str]:
+    """Whether fine-tuning beat the best linear probe on the test split, and a one-paragraph why."""
+    diff_pp = 100 * (accuracy - probe_accuracy)
+    if accuracy > probe_accuracy:
+        text = f"Fine-tuning beat the best linear probe by {diff_pp:.1f} pp on the test split"
+        two_images = 200 / max(num_test, 1)
+        if diff_pp <= two_images:
+            text += f" (within two test images, {two_images:.1f} pp: treat as a tie)"
+        return True, text + "."
+    reasons = loss_reasons(diff_pp=diff_pp, num_test=num_test, train_per_class=train_per_class,
+                           unfreeze_blocks=unfreeze_blocks, trials_ok=trials_ok, budget_hit=budget_hit,
+                           val_accuracy=val_accuracy, test_accuracy=accuracy)
+    return False, (
+        f"Fine-tuning did not beat the best linear probe ({100 * accuracy:.1f}% vs {100 * probe_accuracy:.1f}%): "
+        + "; ".join(reasons) + "."
+    )
