@@ -2,9 +2,9 @@
 
 ``measure_costs`` times a few batches per candidate before anything else runs:
 
-* ``featurize_s_per_item``: steady-state frozen forward (the probe's traced ``tf.function`` over the
-  same ``image_dataset`` pipeline, so decoding is included); the first batch is the warm-up and is
-  timed separately (``first_batch_s``, tracing) together with the module load (``load_s``).
+* ``featurize_s_per_item``: steady-state frozen forward (the probe's traced ``tf.function`` over its
+  own input, ``probe.featurize.feature_dataset``, so decoding is included); the first batch is the
+  warm-up and is timed separately (``first_batch_s``, tracing) together with the module load (``load_s``).
 * ``train_s_per_item``: one fine-tuning step (``train_on_batch`` of the task model with the last
   ``unfreeze`` blocks trainable: forward + backward + Adam update) per item, after a first step that
   traces (``train_setup_s``). Tracing a training step costs seconds, so by default it is measured
@@ -96,11 +96,10 @@ def measure_costs(
     Candidates that fail to load get no entry (the probe will report them).
     """
     import keras
-    import tensorflow as tf
 
     from autotransfer.backbones import HubBackbone
     from autotransfer.data import image_dataset
-    from autotransfer.probe.featurize import feature_batch, forward_fn
+    from autotransfer.probe.featurize import feature_batch, feature_dataset, forward_fn, images_dtype
     from autotransfer.tune.task import build_task_model
 
     if measure_train not in ("per_backbone", "first", "all", "none"):
@@ -116,18 +115,19 @@ def measure_costs(
             backbone, load_s = _timed(lambda: HubBackbone.from_spec(spec))
         except Exception:  # noqa: BLE001 - the probe reports broken candidates with their error
             continue
-        fn = forward_fn(backbone)
         fbs = feature_batch(feature_batch_size, spec.input_size)
         n_fwd = fbs * (probe_batches + 1)
         # Repeat items of tiny train splits so every timed batch is full.
         idx = np.resize(train_idx, n_fwd) if len(train_idx) < n_fwd else train_idx[:n_fwd]
-        ds = image_dataset(data, idx, image_size=spec.input_size, batch_size=fbs, with_labels=False)
+        # The probe's own input and forward (uint8 where exact), so the estimate times what it will run.
+        ds = feature_dataset(data, idx, spec.input_size, fbs)
+        fn = forward_fn(backbone, images_dtype(ds))
         times, it = [], iter(ds)
         for _ in range(probe_batches + 1):
             # Time the pipeline's next() too: the probe pays for decoding/resizing.
             t = time.perf_counter()
             images = next(it)
-            fn(tf.cast(images, tf.float32)).numpy()
+            fn(images).numpy()
             times.append(time.perf_counter() - t)
         fwd = float(np.mean(times[1:]) / fbs)
         first = max(0.0, times[0] - fwd * fbs)
