@@ -13,6 +13,11 @@ MIN_TRIALS = 3
 VAL_OVERSTATES = 0.10
 
 
+def _two_images_pp(num_test: int) -> float:
+    """Two test images in percentage points: gaps within it are noise."""
+    return 200 / max(num_test, 1)
+
+
 def loss_reasons(
     *,
     diff_pp: float | None,
@@ -40,7 +45,7 @@ def loss_reasons(
         reasons.append(f"the best trial's validation accuracy ({val_accuracy:.1%}) overstated its test accuracy "
                        f"({test_accuracy:.1%}): the small validation split favoured a lucky trial")
     if diff_pp is not None and num_test:
-        two_images = 200 / num_test
+        two_images = _two_images_pp(num_test)
         if abs(diff_pp) <= two_images:
             reasons.append(f"the gap ({diff_pp:.1f} pp) is within two test images ({two_images:.1f} pp) and is noise")
     if not reasons:
@@ -64,7 +69,7 @@ def verdict(
     diff_pp = 100 * (accuracy - probe_accuracy)
     if accuracy > probe_accuracy:
         text = f"Fine-tuning beat the best linear probe by {diff_pp:.1f} pp on the test split"
-        two_images = 200 / max(num_test, 1)
+        two_images = _two_images_pp(num_test)
         if diff_pp <= two_images:
             text += f" (within two test images, {two_images:.1f} pp: treat as a tie)"
         return True, text + "."
