@@ -1,23 +1,27 @@
 """``run``: one call from a labelled dataset to an exported, reported model.
 
-data -> backbones -> probe -> tune -> evaluate -> export -> report; every stage leaves its results in
-the run directory as plain files before the next starts, so an interrupted run loses nothing.
+data -> backbones -> probe -> tune -> final model (ensemble, refit) -> evaluate -> export -> report;
+every stage leaves its results in the run directory as plain files before the next starts, so an
+interrupted run loses nothing.
 """
 from __future__ import annotations
 
 import json
 import re
 import time
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 
-from autotransfer.config import RunConfig, load_search_space, parse_duration
+from autotransfer.config import DEFAULT_MAX_TRIALS, RunConfig, load_search_space, parse_duration
 from autotransfer.progress import RichProgress, log
 from autotransfer.result import Result
 
-# Export and report need a few seconds after tuning; keep them out of the tuner's share of the budget.
+# Evaluate, export and report need some seconds after the final model is trained; keep them out
+# of the tuner's and the refit's share of the budget.
 _EXPORT_RESERVE_S = 30.0
 
 
@@ -37,36 +41,207 @@ def _run_dir(out: str | Path | None, name: str | None, data_source: str) -> Path
     return run_dir
 
 
-def _plan(candidates: list, dataset: Any, splits: Any, space: Any, config: RunConfig, run_dir: Path,
-          timings: dict[str, float], start: float) -> list:
+@dataclass
+class _Run:
+    """What the stages of one run share: inputs, the run directory, the clock."""
+
+    config: RunConfig
+    space: Any
+    data: Any
+    splits: Any
+    run_dir: Path
+    start: float
+    timings: dict[str, float]
+
+    @property
+    def deadline(self) -> float | None:
+        """``time.time()`` by which the final model must be trained (the export reserve after it)."""
+        if self.config.time_budget_s is None:
+            return None
+        return time.time() + (self.start + self.config.time_budget_s - time.monotonic()) - _EXPORT_RESERVE_S
+
+    def timed(self, stage: str, t0: float) -> None:
+        self.timings[stage] = time.monotonic() - t0
+        _write_json(self.run_dir / "timings.json", self.timings)
+
+
+def _with_data(space: Any, data: Any) -> Any:
+    """The search space with what depends on the data resolved (``input_size: auto``)."""
+    from autotransfer.data import typical_image_side
+
+    tuning = space.tuning
+    if "auto" in tuning.input_size:
+        tuning = tuning.with_data(typical_image_side(data))
+        log(f"tuning.input_size auto -> {', '.join(tuning.input_size)} (cap in px; the data's images are "
+            f"~{typical_image_side(data) or 0:.0f} px)")
+    return replace(space, tuning=tuning)
+
+
+def _plan(run: _Run, candidates: list) -> tuple[list, int | None]:
     """Measure first-batch costs and say up front what fits the budget (plan.json).
 
-    Measuring costs about one module load per candidate, so it only runs when a budget is set.
+    Returns the candidates to probe and how many trials the plan expects. Measuring costs about one
+    module load per candidate, so it only runs when a budget is set.
     """
     from autotransfer.plan import make_plan, measure_costs
 
     t0 = time.monotonic()
-    hi = space.tuning.unfreeze_blocks[1]
-    costs = measure_costs(candidates, dataset, splits, batch_size=config.batch_size,
-                          feature_batch_size=config.feature_batch_size,
-                          unfreeze=10**6 if hi == "all" else int(hi), head_epochs=space.tuning.head_epochs,
-                          head_warmup=space.tuning.head_warmup, measure_train="first")
-    sizes = splits.sizes()
+    tuning = run.space.tuning
+    hi = tuning.unfreeze_blocks[1]
+    costs = measure_costs(candidates, run.data, run.splits, batch_size=tuning.batch_size,
+                          feature_batch_size=run.config.feature_batch_size,
+                          unfreeze=10**6 if hi == "all" else int(hi), head_epochs=tuning.head_epochs,
+                          head_warmup=tuning.head_warmup, measure_train="first")
+    sizes = run.splits.sizes()
     # Estimates ran 15-20% low against measured runs (benchmarks/selection.py --plan): margin 1.25.
     plan = make_plan(costs, n_items=sum(sizes.values()), n_train=sizes["train"], n_val=sizes["val"],
-                     n_test=sizes["test"], budget_s=config.time_budget_s, top_k=config.top_k,
-                     max_trials=config.max_trials, max_epochs=space.tuning.max_epochs,
-                     spent_s=time.monotonic() - start, reserve_s=_EXPORT_RESERVE_S, margin=1.25)
-    _write_json(run_dir / "plan.json", plan.to_dict())
+                     n_test=sizes["test"], budget_s=run.config.time_budget_s, top_k=run.config.top_k,
+                     max_trials=run.config.max_trials, max_epochs=tuning.max_epochs,
+                     spent_s=time.monotonic() - run.start, reserve_s=_EXPORT_RESERVE_S, margin=1.25)
+    _write_json(run.run_dir / "plan.json", plan.to_dict())
     for line in plan.lines:
         log(f"plan: {line}")
-    timings["plan"] = time.monotonic() - t0
+    run.timed("plan", t0)
     # The trial estimate assumes every trial runs max_epochs; early stopping usually ends trials
-    # sooner (demo: 75-91 s measured vs 233 s estimated), and the deadline stops tuning anyway, so
-    # the trial count is left to the deadline. Only a probe that cannot fit at all narrows the field.
+    # sooner, and the deadline stops tuning anyway, so the trial count is left to the deadline.
+    # Only a probe that cannot fit at all narrows the field.
     if not plan.fits and plan.recommended_candidates:
         candidates = [c for c in candidates if c.name in plan.recommended_candidates]
-    return candidates
+    return candidates, plan.trials_fit
+
+
+def _max_trials(config: RunConfig) -> int | None:
+    """The trial cap: the user's; else none with a budget (tuning runs until the deadline), else the default."""
+    if config.max_trials is not None or config.time_budget_s is not None:
+        return config.max_trials
+    return DEFAULT_MAX_TRIALS
+
+
+def _probe_stage(run: _Run, candidates: list, prog: Any) -> tuple[Any, list]:
+    from autotransfer.probe import probe
+
+    t0 = time.monotonic()
+    c = run.config
+    probed = probe(candidates, run.data, run.splits, scorer=c.scorer, batch_size=c.feature_batch_size, seed=c.seed,
+                   progress=prog, halving=c.halving, top_k=c.top_k, multi_source=c.multi_source)
+    probed.save(run.run_dir)
+    run.timed("probe", t0)
+    return probed, candidates + list(probed.specs.values())  # multi-source rows are candidates too
+
+
+def _tune_stage(run: _Run, probed: Any, specs: dict, expected: int | None, prog: Any) -> Any:
+    from autotransfer.tune import tune
+
+    t0 = time.monotonic()
+    top = probed.top(run.config.top_k)  # probe rank order: the tuner tries them in this order
+    log(f"probe: top-{len(top)} {top} ({run.timings['probe']:.1f} s)")
+    deadline = run.deadline
+    remaining = None if deadline is None else max(deadline - time.time(), 1.0)
+    tuned = tune([specs[n] for n in top], run.data, run.splits, space=run.space.tuning, backend=run.config.tuner,
+                 max_trials=_max_trials(run.config),
+                 time_budget_s=remaining, features=probed.features, out_dir=run.run_dir, seed=run.config.seed,
+                 progress=prog, refit_members=min(run.config.ensemble, 2) if run.config.refit else 0,
+                 expected_trials=expected)
+    run.timed("tune", t0)
+    return tuned
+
+
+def _final_stage(run: _Run, probed: Any, tuned: Any, specs: dict) -> Any:
+    """Members and weights on val, flip averaging, refit on train+val (``final_model.json``)."""
+    from autotransfer.tune.budget import Deadline
+    from autotransfer.tune.final import choose_flip, choose_members, probe_heads, refit_members
+
+    t0 = time.monotonic()
+    data, splits, c = run.data, run.splits, run.config
+    y = np.asarray(data.labels, dtype=np.int64)
+    heads = probe_heads(probed.features, specs, y[splits.train], data.num_classes, seed=c.seed) if c.ensemble > 1 else {}
+    final = choose_members(tuned, heads, specs, y[splits.val], num_classes=data.num_classes, max_members=c.ensemble)
+    if c.tta:
+        choose_flip(final, _val_batches(run, final), y[splits.val])
+    if c.refit:
+        idx = np.concatenate([splits.train, splits.val])
+        refit_members(final, data, idx, features=_features_of(probed, ("train", "val")), space=run.space.tuning, deadline=Deadline(run.deadline),
+                      factor=len(idx) / max(1, len(splits.train)), seed=c.seed)
+    _write_json(run.run_dir / "final_model.json", final.to_dict())
+    run.timed("final", t0)
+    return final
+
+
+def _features_of(probed: Any, parts: tuple[str, ...]) -> dict[tuple[str, int], np.ndarray]:
+    """``{(candidate, probed input size): its features of the splits in parts, concatenated}``."""
+    sizes = dict(zip(probed.leaderboard["name"], probed.leaderboard["input_size"]))
+    return {(n, int(sizes[n])): np.concatenate([f[p] for p in parts]) for n, f in probed.features.items() if n in sizes}
+
+
+def _val_batches(run: _Run, final: Any) -> dict[int, list]:
+    from autotransfer.data import image_dataset
+
+    return {m.spec.input_size: [x for x, _ in image_dataset(run.data, run.splits.val, image_size=m.spec.input_size,
+                                                             batch_size=64)]
+            for m in final.members}
+
+
+def _evaluate_stage(run: _Run, probed: Any, tuned: Any, final: Any) -> dict[str, Any]:
+    """Test metrics of the refit model (what is exported) and of the tuned one, plus the verdict."""
+    from autotransfer.evaluate import evaluate_model, verdict
+
+    t0 = time.monotonic()
+    data, splits, c = run.data, run.splits, run.config
+    tuned_model, sizes = final.model(refit=False)
+    tuned_metrics = evaluate_model(tuned_model, data, splits.test, input_size=sizes)
+    metrics = tuned_metrics
+    if final.refit or any(m.refit_model is not None for m in final.members):
+        refit_model, sizes = final.model(refit=True)
+        metrics = evaluate_model(refit_model, data, splits.test, input_size=sizes)
+    lb = probed.leaderboard
+    probe_row = lb[lb["status"] == "ok"].iloc[0]
+    ok = tuned.trials[tuned.trials["status"] == "ok"] if "status" in tuned.trials else tuned.trials
+    beats, why = verdict(
+        metrics["accuracy"], float(probe_row["test_accuracy"]), num_test=metrics["num_test"],
+        train_per_class=len(splits.train) / len(data.class_names),
+        unfreeze_blocks=max(int(m.params.get("unfreeze_blocks", 0)) for m in final.members),
+        trials_ok=len(ok), budget_hit=run.deadline is not None and time.time() >= run.deadline,
+        val_accuracy=final.choice.val_accuracy,
+    )
+    metrics.update(
+        probe_test_accuracy=float(probe_row["test_accuracy"]), probe_backbone=str(probe_row["name"]),
+        finetune_beats_probe=beats, verdict=why, model="refit" if metrics is not tuned_metrics else "tuned",
+        tuned={k: tuned_metrics[k] for k in ("accuracy", "macro_f1")},
+        refit={k: metrics[k] for k in ("accuracy", "macro_f1")} if metrics is not tuned_metrics else None,
+        ensemble=[m.name for m in final.members],
+    )
+    _write_json(run.run_dir / "test_metrics.json", metrics)
+    run.timed("evaluate", t0)
+    return metrics
+
+
+def _export_stage(run: _Run, final: Any, probed: Any) -> Path:
+    from autotransfer.data import image_dataset
+    from autotransfer.export import export_model
+
+    t0 = time.monotonic()
+    data, splits = run.data, run.splits
+    if run.config.refit_with_test:
+        _refit_with_test(run, final, probed)
+    model, sizes = final.model(refit=True)
+    # TF Serving warm-up with real validation images rather than zeros: same decode path, real shapes.
+    warm = next(iter(image_dataset(data, splits.val[:8], image_size=sizes[-1], batch_size=8, with_labels=False))).numpy()
+    path = export_model(model, class_names=data.class_names, input_size=sizes, export_dir=run.run_dir / "export",
+                        model_name=re.sub(r"[^A-Za-z0-9_-]+", "_", run.run_dir.name), warmup_images=warm)
+    run.timed("export", t0)
+    return Path(path)
+
+
+def _refit_with_test(run: _Run, final: Any, probed: Any) -> None:
+    """Retrain the members once more on every labelled item, test included (its score is recorded)."""
+    from autotransfer.tune.budget import Deadline
+    from autotransfer.tune.final import refit_members
+
+    idx = np.concatenate([run.splits.train, run.splits.val, run.splits.test])
+    refit_members(final, run.data, idx, features=_features_of(probed, ("train", "val", "test")), space=run.space.tuning, deadline=Deadline(run.deadline),
+                  factor=len(idx) / max(1, len(run.splits.train)), seed=run.config.seed)
+    notes = [f"{m.name}: {m.refit_note} (train+val+test)" for m in final.members]
+    _write_json(run.run_dir / "final_model.json", {**final.to_dict(), "refit_with_test": notes})
 
 
 def run(
@@ -78,115 +253,82 @@ def run(
     name: str | None = None,
     tuner: str = "keras-tuner",
     time_budget: str | float | None = None,
-    max_trials: int = 6,
+    max_trials: int | None = None,
     top_k: int = 2,
     scorer: str = "linear_ll",
     halving: bool = False,
     multi_source: int = 0,
     seed: int = 0,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     feature_batch_size: int | None = None,
+    refit: bool = True,
+    refit_with_test: bool = False,
+    ensemble: int = 4,
+    tta: bool = True,
     progress: bool = True,
 ) -> Result:
-    """Select, fine-tune and export the best backbone of ``search_space`` for ``data``.
+    """Select, fine-tune and export the best backbone (or ensemble) of ``search_space`` for ``data``.
 
     ``data``: an image folder (one sub-folder per class), a CSV (``path,label[,split]``), a pandas
     DataFrame, arrays (``data=x, labels=y`` or ``(x, y)``). ``time_budget``: seconds or '20m' for the
-    whole run. ``halving``: successive halving over growing subsamples before the full probe.
-    ``multi_source``: also probe the concatenated features of the top N backbones. Results go to
-    ``out`` (default ``reports/<name>``). ``batch_size``: training batch size; ``feature_batch_size``:
-    the probe's featurization batch (None: chosen per input size, big for small images).
+    whole run; tuning then runs until it is spent (``max_trials`` caps it when given; without a
+    budget ``max_trials`` defaults to 6). ``halving``: successive halving over growing subsamples
+    before the full probe. ``multi_source``: also probe the concatenated features of the top N
+    backbones. ``ensemble``: most distinct models the export may average (greedy selection on val;
+    1 = the best trial alone). ``refit``: retrain the final model on train+val before export (the
+    test split stays untouched, so its score is honest); ``refit_with_test``: retrain once more on
+    all labelled data after the test score is recorded. ``tta``: flip-average members where it
+    helps on val. Results go to ``out`` (default ``reports/<name>``). ``batch_size``: training
+    batch size (default: the search space's); ``feature_batch_size``: the probe's featurization batch.
     """
-    from autotransfer.data import image_dataset, load_data, make_splits
-    from autotransfer.evaluate import evaluate_model, verdict
-    from autotransfer.export import export_model
-    from autotransfer.probe import probe
+    from autotransfer.data import load_data, make_splits
     from autotransfer.report import render_report
-    from autotransfer.tune import tune
 
     start = time.monotonic()
     config = RunConfig(
         search_space=str(search_space), out=None if out is None else str(out), name=name, tuner=tuner,
         time_budget_s=parse_duration(time_budget), max_trials=max_trials, top_k=top_k, scorer=scorer,
         halving=halving, multi_source=multi_source, seed=seed, batch_size=batch_size,
-        feature_batch_size=feature_batch_size,
+        feature_batch_size=feature_batch_size, refit=refit, refit_with_test=refit_with_test, ensemble=ensemble,
+        tta=tta,
     ).validate()
-    deadline = None if config.time_budget_s is None else start + config.time_budget_s
     space = load_search_space(search_space)
+    if batch_size is not None:
+        space = replace(space, tuning=replace(space.tuning, batch_size=batch_size))
     dataset = load_data(data, labels=labels)
+    space = _with_data(space, dataset)
     run_dir = _run_dir(out, name, dataset.source)
     splits = make_splits(dataset, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=seed)
     sizes = splits.sizes()
     _write_json(run_dir / "config.json", {**config.to_dict(), "run_dir": str(run_dir), "search_space_resolved": space.to_dict()})
     _write_json(run_dir / "data.json", {**dataset.summary(), "split_sizes": sizes})
     _write_json(run_dir / "splits.json", splits.to_dict())
-    timings: dict[str, float] = {}
+    r = _Run(config, space, dataset, splits, run_dir, start, {})
     candidates = space.expanded()
     log(f"[bold]autotransfer[/] {dataset.source}: {len(dataset)} items, {len(dataset.class_names)} classes, "
         f"splits {sizes}; {len(candidates)} candidates; run dir {run_dir}")
+    expected = None
     if config.time_budget_s is not None:
-        candidates = _plan(candidates, dataset, splits, space, config, run_dir, timings, start)
+        candidates, expected = _plan(r, candidates)
     with RichProgress(progress) as prog:
-        t0 = time.monotonic()
-        probed = probe(candidates, dataset, splits, scorer=config.scorer, batch_size=config.feature_batch_size,
-                       seed=seed, progress=prog, halving=config.halving, top_k=config.top_k,
-                       multi_source=config.multi_source)
-        candidates = candidates + list(probed.specs.values())  # multi-source rows are candidates too
-        probed.save(run_dir)
-        timings["probe"] = time.monotonic() - t0
-        _write_json(run_dir / "timings.json", timings)
-        top = probed.top(config.top_k)
-        log(f"probe: top-{len(top)} {top} ({timings['probe']:.1f} s)")
-
-        t0 = time.monotonic()
-        remaining = None if deadline is None else max(deadline - time.monotonic() - _EXPORT_RESERVE_S, 1.0)
-        tuned = tune(
-            [c for c in candidates if c.name in top], dataset, splits, space=space.tuning,
-            backend=config.tuner, max_trials=config.max_trials, time_budget_s=remaining,
-            features=probed.features, out_dir=run_dir, seed=seed, progress=prog,
-        )
-        timings["tune"] = time.monotonic() - t0
-        _write_json(run_dir / "timings.json", timings)
-
-        t0 = time.monotonic()
-        spec = next(c for c in candidates if c.name == tuned.best_backbone)
-        metrics = evaluate_model(tuned.best_model, dataset, splits.test, input_size=spec.input_size,
-                                 batch_size=config.batch_size)
-        lb = probed.leaderboard
-        probe_row = lb[lb["name"] == top[0]].iloc[0]
-        train_per_class = len(splits.train) / len(dataset.class_names)
-        ok = tuned.trials[tuned.trials["status"] == "ok"] if "status" in tuned.trials else tuned.trials
-        beats, why = verdict(
-            metrics["accuracy"], float(probe_row["test_accuracy"]), num_test=metrics["num_test"],
-            train_per_class=train_per_class,
-            unfreeze_blocks=int(tuned.best_params.get("unfreeze_blocks", 0)),
-            trials_ok=len(ok), budget_hit=deadline is not None and time.monotonic() >= deadline - _EXPORT_RESERVE_S,
-            val_accuracy=tuned.best_val_accuracy,
-        )
-        metrics.update(probe_test_accuracy=float(probe_row["test_accuracy"]), probe_backbone=str(probe_row["name"]),
-                       finetune_beats_probe=beats, verdict=why)
-        _write_json(run_dir / "test_metrics.json", metrics)
-        timings["evaluate"] = time.monotonic() - t0
-
-        t0 = time.monotonic()
-        # TF Serving warm-up with real validation images rather than zeros: same decode path, real shapes.
-        warm = next(iter(image_dataset(dataset, splits.val[:8], image_size=spec.input_size, batch_size=8,
-                                       with_labels=False))).numpy()
-        export_path = export_model(
-            tuned.best_model, class_names=dataset.class_names, input_size=spec.input_size,
-            export_dir=run_dir / "export", model_name=re.sub(r"[^A-Za-z0-9_-]+", "_", run_dir.name), warmup_images=warm,
-        )
-        timings["export"] = time.monotonic() - t0
-        timings["total"] = time.monotonic() - start
-        _write_json(run_dir / "timings.json", timings)
-        best = {"backbone": tuned.best_backbone, "input_size": spec.input_size, "params": tuned.best_params,
-                "val_accuracy": tuned.best_val_accuracy}
+        probed, candidates = _probe_stage(r, candidates, prog)
+        specs = {c.name: c for c in candidates}
+        tuned = _tune_stage(r, probed, specs, expected, prog)
+        final = _final_stage(r, probed, tuned, specs)
+        metrics = _evaluate_stage(r, probed, tuned, final)
+        export_path = _export_stage(r, final, probed)
+        r.timings["total"] = time.monotonic() - start
+        _write_json(run_dir / "timings.json", r.timings)
+        lead = max(final.members, key=lambda m: m.weight)  # the heaviest member speaks for an ensemble
+        best = {"backbone": lead.spec.name, "input_size": max(m.spec.input_size for m in final.members),
+                "params": {"backbone": lead.spec.name, **lead.params}, "val_accuracy": final.choice.val_accuracy,
+                "members": [m.to_dict() for m in final.members]}
         report_path = render_report(run_dir)
 
     log(f"test accuracy {metrics['accuracy']:.3f} (best linear probe {metrics['probe_test_accuracy']:.3f}); "
         f"export {export_path}; report {report_path}")
-    return Result(run_dir=run_dir, leaderboard=lb, best=best, test_metrics=metrics, export_path=Path(export_path),
-                  report_path=Path(report_path), trials=tuned.trials, timings=timings)
+    return Result(run_dir=run_dir, leaderboard=probed.leaderboard, best=best, test_metrics=metrics,
+                  export_path=export_path, report_path=Path(report_path), trials=tuned.trials, timings=r.timings)
 
 
 __all__ = ["run"]

@@ -31,22 +31,27 @@ def run_cmd(
     name: Optional[str] = typer.Option(None, "--name", help="Run name (default: data name + time)."),
     tuner: str = typer.Option("keras-tuner", "--tuner", help="keras-tuner (Hyperband) or optuna (TPE + pruner)."),
     time_budget: Optional[str] = typer.Option(None, "--time-budget", help="Whole-run budget, e.g. 20m, 1h, 900s."),
-    max_trials: int = typer.Option(6, "--max-trials", help="Most tuning trials."),
+    max_trials: Optional[int] = typer.Option(None, "--max-trials", help="Most tuning trials (default: until --time-budget is spent; 6 without a budget)."),
     top_k: int = typer.Option(2, "--top-k", help="Candidates that go from probing to tuning."),
     scorer: str = typer.Option("linear_ll", "--scorer", help="Probe scorer that ranks candidates: linear_ll (linear probe, CV log-likelihood), linear (its CV accuracy), knn, logme, leep, nleep, combined."),
     halving: bool = typer.Option(False, "--halving", help="Successive halving on growing subsamples before the full probe."),
     multi_source: int = typer.Option(0, "--multi-source", help="Also probe the concatenated features of the top N backbones (N >= 2)."),
     seed: int = typer.Option(0, "--seed"),
-    batch_size: int = typer.Option(16, "--batch-size", help="Training batch size."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Training batch size (default: the search space's tuning.batch_size)."),
     feature_batch_size: Optional[int] = typer.Option(None, "--feature-batch-size",
                                                      help="Probe featurization batch size (default: by input size)."),
+    refit: bool = typer.Option(True, "--refit/--no-refit", help="Retrain the final model on train+val before export (test stays untouched)."),
+    refit_with_test: bool = typer.Option(False, "--refit-with-test", help="After the test score is recorded, retrain once more on every labelled item (the export then has no untouched test score)."),
+    ensemble: int = typer.Option(4, "--ensemble", help="Most models the export may average (greedy selection on val); 1 = the best trial alone."),
+    tta: bool = typer.Option(True, "--tta/--no-tta", help="Average each model with its left-right flipped input where that helps on val."),
 ) -> None:
     """Probe every candidate, tune the best, export the winner and write the report."""
     from autotransfer.api import run
 
     result = run(data, search_space=search_space, out=out, name=name, tuner=tuner, time_budget=time_budget,
                  max_trials=max_trials, top_k=top_k, scorer=scorer, halving=halving, multi_source=multi_source,
-                 seed=seed, batch_size=batch_size, feature_batch_size=feature_batch_size)
+                 seed=seed, batch_size=batch_size, feature_batch_size=feature_batch_size, refit=refit,
+                 refit_with_test=refit_with_test, ensemble=ensemble, tta=tta)
     from rich.console import Console
     from rich.table import Table
 
@@ -60,7 +65,13 @@ def run_cmd(
     console.print(table)
     m = result.test_metrics
     console.print(f"best: {result.best['backbone']} {result.best['params']}")
-    console.print(f"test accuracy: {m['accuracy']:.4f}   best linear probe ({m['probe_backbone']}): {m['probe_test_accuracy']:.4f}")
+    members = result.best.get("members", [])
+    if len(members) > 1:
+        console.print("ensemble: " + ", ".join(f"{x['name']} ({x['backbone']}) x{x['weight']:.2f}" for x in members))
+    tuned = m.get("tuned") or {}
+    console.print(f"test accuracy: {m['accuracy']:.4f} ({m.get('model', 'tuned')} model; tuned on train only: "
+                  f"{tuned.get('accuracy', m['accuracy']):.4f})   best linear probe ({m['probe_backbone']}): "
+                  f"{m['probe_test_accuracy']:.4f}")
     console.print(m["verdict"])
     console.print(f"export: {result.export_path}")
     console.print(f"report: {result.report_path}")

@@ -13,6 +13,12 @@ from autotransfer.errors import UserInputError, check_param
 
 BUILTIN_SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 TUNERS = ("keras-tuner", "optuna")
+#: Tuning trials when neither max_trials nor a time budget is given.
+DEFAULT_MAX_TRIALS = 6
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass
@@ -110,14 +116,18 @@ class RunConfig:
     name: str | None = None
     tuner: str = "keras-tuner"
     time_budget_s: float | None = None
-    max_trials: int = 6
+    max_trials: int | None = None  # None: as many as the time budget allows (DEFAULT_MAX_TRIALS without one)
     top_k: int = 2
     scorer: str = "linear_ll"
     halving: bool = False
     multi_source: int = 0
     seed: int = 0
-    batch_size: int = 16
+    batch_size: int | None = None  # training batch; None = the search space's tuning.batch_size
     feature_batch_size: int | None = None  # probe featurization; None = by input size (auto_batch_size)
+    refit: bool = True              # retrain the final model on train+val before export
+    refit_with_test: bool = False   # ... and on test too, after the test score is recorded
+    ensemble: int = 4               # most distinct models averaged in the export (1 = single model)
+    tta: bool = True                # test-time flip averaging where it lowers the val log-loss
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     extra: dict[str, Any] = field(default_factory=dict)
@@ -125,13 +135,17 @@ class RunConfig:
     def validate(self) -> "RunConfig":
         owner = "autotransfer.run"
         check_param("tuner", self.tuner, owner, f"one of {', '.join(TUNERS)}", self.tuner in TUNERS)
-        for name in ("max_trials", "top_k", "batch_size"):
+        for name in ("top_k", "ensemble"):
             v = getattr(self, name)
-            check_param(name, v, owner, "an integer >= 1", isinstance(v, int) and not isinstance(v, bool) and v >= 1)
-        fb = self.feature_batch_size
-        check_param("feature_batch_size", fb, owner, "an integer >= 1, or None for automatic",
-                    fb is None or (isinstance(fb, int) and not isinstance(fb, bool) and fb >= 1))
-        check_param("seed", self.seed, owner, "an integer", isinstance(self.seed, int) and not isinstance(self.seed, bool))
+            check_param(name, v, owner, "an integer >= 1", _is_int(v) and v >= 1)
+        for name in ("max_trials", "batch_size", "feature_batch_size"):
+            v = getattr(self, name)
+            check_param(name, v, owner, "an integer >= 1, or None for automatic", v is None or (_is_int(v) and v >= 1))
+        for name in ("refit", "refit_with_test", "tta", "halving"):
+            check_param(name, getattr(self, name), owner, "True or False", isinstance(getattr(self, name), bool))
+        if self.refit_with_test and not self.refit:
+            raise UserInputError("refit_with_test needs refit: the test data joins the train+val refit.")
+        check_param("seed", self.seed, owner, "an integer", _is_int(self.seed))
         for name in ("val_fraction", "test_fraction"):
             v = getattr(self, name)
             check_param(name, v, owner, "a float in (0, 0.5)", isinstance(v, (int, float)) and 0 < v < 0.5)

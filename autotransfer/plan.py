@@ -272,7 +272,7 @@ def make_plan(
     n_test: int = 0,
     budget_s: float | None,
     top_k: int,
-    max_trials: int,
+    max_trials: int | None,
     max_epochs: int,
     features_cached: bool = True,
     spent_s: float = 0.0,
@@ -287,9 +287,13 @@ def make_plan(
     yet picked the top-k, at the slowest candidate for the conservative count (the mean is printed
     as the typical trial). Recommendations when it does not fit: fewer trials first; if not even one
     trial fits after the probe, the cheapest candidates whose probe leaves room for one trial.
+    ``max_trials=None`` (a budget is then required): tuning runs until the deadline; the plan says
+    how many trials it expects at the typical trial's cost (``trials_fit``).
     """
     if not costs:
         raise ValueError("make_plan: no candidate costs (every candidate failed to load?).")
+    if max_trials is None and budget_s is None:
+        raise ValueError("make_plan: max_trials=None (until the deadline) needs a budget.")
     cs = list(costs.values())
     if not margin > 0:
         raise ValueError(f"make_plan: margin must be > 0. Got {margin!r}.")
@@ -301,7 +305,12 @@ def make_plan(
     t_max = max(trial_each.values())
     slowest = max(trial_each, key=trial_each.get)
     finish = reserve_s + n_test * max(c.featurize_s_per_item for c in cs)
-    tune_s = max_trials * t_max
+    until_deadline = max_trials is None
+    if until_deadline:
+        tune_s = max(0.0, budget_s - spent_s - probe_s - finish)
+        max_trials = max(1, int(tune_s // t_mean)) if tune_s > 0 else 1
+    else:
+        tune_s = max_trials * t_max
     total = spent_s + probe_s + tune_s + finish
     lines = [
         f"estimate from the first batches ({cs[0].batches_timed} timed batches of {cs[0].feature_batch_size} per candidate"
@@ -315,11 +324,16 @@ def make_plan(
         f"{costs[slowest].train_s_per_item * 1e3:.1f} ms/item = {costs[slowest].backward_factor:.1f} x its forward, "
         f"{'measured' if costs[slowest].train_measured else 'from its backbone'}; "
         f"fixed per-trial overhead {costs[slowest].trial_overhead_s:.1f} s)",
-        f"  tune: {max_trials} trials x {t_max:.0f} s = {tune_s:.0f} s; evaluate+export+report ~{finish:.0f} s",
+        (f"  tune: until the deadline, {tune_s:.0f} s: about {max_trials} trial(s) expected at ~{t_mean:.0f} s "
+         f"(early stopping makes trials shorter); evaluate+export+report ~{finish:.0f} s" if until_deadline else
+         f"  tune: {max_trials} trials x {t_max:.0f} s = {tune_s:.0f} s; evaluate+export+report ~{finish:.0f} s"),
         f"  total ~{total:.0f} s" + ("" if budget_s is None else f" of a {budget_s:.0f} s budget"),
     ]
     rec_trials, rec_k, rec_cands, trials_fit, fits = max_trials, top_k, None, None, True
-    if budget_s is not None:
+    if until_deadline and tune_s >= t_mean:
+        trials_fit = max_trials
+        lines.append(f"fits: the probe and about {trials_fit} trial(s) before the deadline.")
+    elif budget_s is not None:
         left = budget_s - spent_s - probe_s - finish
         trials_fit = max(0, int(left // t_max)) if left > 0 else 0
         fits = total <= budget_s

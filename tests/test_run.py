@@ -88,3 +88,27 @@ def test_keras_tuner_run_with_halving_and_multi_source(tiny_space, pattern_folde
     assert (res.export_path / "saved_model.pb").is_file()
     trials = __import__("pandas").read_csv(res.run_dir / "trials.csv")
     assert len(trials) == 2
+
+
+@pytest.mark.parametrize("tuner", ["keras-tuner", "optuna"])
+def test_one_trial_goes_to_the_probes_best(tiny_space, pattern_folder, tmp_path, tuner):
+    # The space lists the worst candidate first: the only trial must still be the probe's top-1.
+    import autotransfer
+
+    res = autotransfer.run(pattern_folder, search_space=tiny_space, out=tmp_path / "one", max_trials=1, top_k=3,
+                           tuner=tuner, seed=0, progress=False, ensemble=1)
+    trials = __import__("pandas").read_csv(res.run_dir / "trials.csv")
+    assert list(res.leaderboard["name"])[0] == "good"
+    assert list(trials["backbone"]) == ["good"]
+
+
+def test_final_model_is_refit_on_train_and_val_and_reported(result):
+    final = json.loads((result.run_dir / "final_model.json").read_text())
+    splits = json.loads((result.run_dir / "splits.json").read_text())
+    n_fit = len(splits["train"]) + len(splits["val"])
+    assert final["refit"] and all(m["refit_note"].startswith(f"refit on {n_fit} items") for m in final["members"])
+    metrics = result.test_metrics
+    assert metrics["model"] == "refit" and {"accuracy", "macro_f1"} <= set(metrics["tuned"])
+    assert metrics["refit"]["accuracy"] == metrics["accuracy"]
+    html = result.report_path.read_text()
+    assert "Final model" in html and "after the refit on train+val" in html

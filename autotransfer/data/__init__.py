@@ -15,13 +15,17 @@ if TYPE_CHECKING:
     from autotransfer.data.images import (
         check_images,
         decode_image_bytes,
+        decode_image_sizes,
         image_dataset,
+        resize_images,
+        typical_image_side,
         unit_pixels,
         validate_images,
         write_image_folder,
     )
 
-_LAZY = {"image_dataset", "unit_pixels", "decode_image_bytes", "validate_images", "check_images", "write_image_folder"}
+_LAZY = {"image_dataset", "unit_pixels", "decode_image_bytes", "decode_image_sizes", "resize_images", "typical_image_side", "validate_images",
+         "check_images", "write_image_folder"}
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -29,10 +33,13 @@ __all__ = [
     "Splits",
     "check_images",
     "decode_image_bytes",
+    "decode_image_sizes",
     "image_dataset",
     "load_data",
     "make_splits",
+    "resize_images",
     "subsample",
+    "typical_image_side",
     "unit_pixels",
     "validate_images",
     "write_image_folder",

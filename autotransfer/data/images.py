@@ -91,6 +91,24 @@ def decode_image_bytes(contents: tf.Tensor, image_size: int | tuple[int, int]) -
     return _unit_and_resize(image, size, 1.0 / 255.0)
 
 
+def decode_image_sizes(contents: tf.Tensor, sizes: list[int] | tuple[int, ...]) -> tuple[tf.Tensor, ...]:
+    """Encoded image bytes -> one float32 [S, S, 3] image per size in ``sizes``, decoded once.
+
+    Each is exactly ``decode_image_bytes(contents, S)`` (same ops on the same decoded pixels), for
+    models whose members take different input sizes.
+    """
+    image = tf.io.decode_image(contents, channels=3, dtype=tf.uint8, expand_animations=False)
+    return tuple(_unit_and_resize(image, _as_size(s), 1.0 / 255.0) for s in sizes)
+
+
+def resize_images(images: tf.Tensor, size: int) -> tf.Tensor:
+    """float32 ``[N, H, W, 3]`` in [0, 1] -> ``[N, size, size, 3]`` with the pipeline's resize
+    (antialiased bilinear, clipped); the identity when the size matches."""
+    if images.shape[1] == size and images.shape[2] == size:
+        return images
+    return tf.clip_by_value(tf.image.resize(images, [size, size], method="bilinear", antialias=True), 0.0, 1.0)
+
+
 def _check_magic(contents: tf.Tensor, path: tf.Tensor) -> tf.Tensor:
     """Fail with the file name when the bytes are no supported image (decode errors omit it)."""
     head = tf.strings.substr(contents, 0, 12) + b"\0" * 12  # padded: substr past the end errors
@@ -210,6 +228,28 @@ def image_dataset(
         if shuffle:
             ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
     return ds.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
+
+
+def typical_image_side(data: LabelledData, *, sample: int = 100, seed: int = 0) -> float | None:
+    """The median ``sqrt(height * width)`` of up to ``sample`` items, in pixels (None if unknown).
+
+    Files are measured from their headers (Pillow opens lazily: no decoding).
+    """
+    if not data.is_paths:
+        items = np.asarray(data.items)
+        return float(np.sqrt(items.shape[1] * items.shape[2])) if items.ndim >= 3 else None
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(data), size=min(sample, len(data)), replace=False)
+    sides = []
+    for i in idx:
+        try:
+            with Image.open(data.items[int(i)]) as im:
+                sides.append(float(np.sqrt(im.size[0] * im.size[1])))
+        except Exception:  # noqa: BLE001 - unreadable files are reported by validation, not here
+            continue
+    return float(np.median(sides)) if sides else None
 
 
 # ------------------------------------------------------------------------------------ validation

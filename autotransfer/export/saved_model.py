@@ -56,11 +56,9 @@ def existing_versions(model_dir: str | Path) -> list[int]:
     return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
 
 
-def _decode_fn():
-    # The training pipeline's own decoder, so training and serving preprocess identically.
-    from autotransfer.data import decode_image_bytes
-
-    return decode_image_bytes
+def _sizes(input_size: int | list[int] | tuple[int, ...]) -> list[int]:
+    """Input sizes ascending; the largest is what ``serving_default`` takes."""
+    return sorted({int(input_size)}) if isinstance(input_size, (int, np.integer)) else sorted({int(s) for s in input_size})
 
 
 def _signature_specs(input_size: int) -> dict[str, tf.TensorSpec]:
@@ -70,34 +68,51 @@ def _signature_specs(input_size: int) -> dict[str, tf.TensorSpec]:
     }
 
 
-def _build_archive(model: keras.Model, class_names: list[str], input_size: int) -> Any:
+def model_call(model: keras.Model, sizes: list[int]) -> Any:
+    """``fn(images at max(sizes)) -> probabilities``: a model with one input per size (an ensemble
+    whose members take different sizes) gets the other sizes resized from the largest."""
+    from autotransfer.data import resize_images
+
+    def call(images: tf.Tensor) -> tf.Tensor:
+        if len(sizes) == 1:
+            return model(images, training=False)
+        return model([resize_images(images, s) for s in sizes], training=False)
+
+    return call
+
+
+def _build_archive(model: keras.Model, class_names: list[str], sizes: list[int]) -> Any:
     """An ExportArchive with both serving signatures.
 
     ExportArchive (not a hand-made tf.Module) because it collects every variable the endpoint
     graphs capture -- including the HubBackbone's module variables behind their keras.Variable
     wrappers. The model is deliberately not ``track()``ed: in Keras 3.15 that also saves the
     keras.Variable wrappers as separate checkpoint entries, doubling the variables file, and
-    serving needs no ``loaded.variables``.
+    serving needs no ``loaded.variables``. ``serving_bytes`` decodes every image once per input
+    size with the training pipeline's own ops, so each member sees exactly its training input.
     """
-    labels = tf.constant(list(class_names), dtype=tf.string)
-    decode = _decode_fn()
-    image_spec = tf.TensorSpec([input_size, input_size, 3], tf.float32)
+    from autotransfer.data import decode_image_sizes
 
-    def outputs(images: tf.Tensor) -> dict[str, tf.Tensor]:
+    labels = tf.constant(list(class_names), dtype=tf.string)
+    largest = sizes[-1]
+    call = model_call(model, sizes)
+
+    def outputs(probs: tf.Tensor) -> dict[str, tf.Tensor]:
         # Cast: a mixed-precision model may emit float16; the contract is float32.
-        probs = tf.cast(model(images, training=False), tf.float32)
+        probs = tf.cast(probs, tf.float32)
         index = tf.argmax(probs, axis=-1, output_type=tf.int64)
         return {"probabilities": probs, "class_index": index, "label": tf.gather(labels, index)}
 
     def serve_images(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return outputs(images)
+        return outputs(call(images))
 
     def serve_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         # Per image: encoded sizes differ, so decoding cannot be batched.
-        images = tf.map_fn(lambda b: decode(b, input_size), image_bytes, fn_output_signature=image_spec)
-        return outputs(images)
+        specs = tuple(tf.TensorSpec([s, s, 3], tf.float32) for s in sizes)
+        decoded = tf.map_fn(lambda b: decode_image_sizes(b, sizes), image_bytes, fn_output_signature=specs)
+        return outputs(model(decoded[0] if len(sizes) == 1 else list(decoded), training=False))
 
-    specs = _signature_specs(input_size)
+    specs = _signature_specs(largest)
     archive = keras.export.ExportArchive()
     archive.add_endpoint(IMAGES_SIGNATURE, serve_images, input_signature=[specs[IMAGES_SIGNATURE]])
     archive.add_endpoint(BYTES_SIGNATURE, serve_bytes, input_signature=[specs[BYTES_SIGNATURE]])
@@ -174,7 +189,8 @@ def _package_version() -> str | None:
         return None
 
 
-def _metadata(class_names: list[str], input_size: int, model_name: str, version: int) -> dict[str, Any]:
+def _metadata(class_names: list[str], sizes: list[int], model_name: str, version: int) -> dict[str, Any]:
+    input_size = sizes[-1]
     num_classes = len(class_names)
     outputs = {
         "probabilities": {"dtype": "float32", "shape": [None, num_classes]},
@@ -187,6 +203,7 @@ def _metadata(class_names: list[str], input_size: int, model_name: str, version:
         "class_names": list(class_names),
         "num_classes": num_classes,
         "input_size": input_size,
+        "member_input_sizes": list(sizes),
         "signatures": {
             IMAGES_SIGNATURE: {
                 "inputs": {IMAGES_KEY: {"dtype": "float32", "shape": [None, input_size, input_size, 3],
@@ -206,7 +223,7 @@ def _metadata(class_names: list[str], input_size: int, model_name: str, version:
     }
 
 
-def _check_args(model: Any, class_names: list[str], input_size: int, model_name: str,
+def _check_args(model: Any, class_names: list[str], input_size: Any, model_name: str,
                 version: int | None) -> None:
     if not isinstance(model, keras.Model):
         raise UserInputError(f"export_model: model must be a keras.Model. Got {type(model).__name__}.")
@@ -214,8 +231,9 @@ def _check_args(model: Any, class_names: list[str], input_size: int, model_name:
         raise UserInputError("export_model: class_names must be a non-empty list of non-empty strings.")
     if any("\n" in c or "\r" in c for c in class_names):
         raise UserInputError("export_model: class names cannot contain line breaks (labels.txt is one per line).")
-    if isinstance(input_size, bool) or not isinstance(input_size, (int, np.integer)) or input_size <= 0:
-        raise UserInputError(f"export_model: input_size must be a positive int. Got {input_size!r}.")
+    sizes = [input_size] if isinstance(input_size, (int, np.integer, bool)) else list(input_size)
+    if not sizes or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s <= 0 for s in sizes):
+        raise UserInputError(f"export_model: input_size must be a positive int (or a list of them). Got {input_size!r}.")
     if not model_name or model_name.startswith(".") or "/" in model_name or os.sep in model_name:
         raise UserInputError(
             f"export_model: model_name {model_name!r} must be a plain folder name (not hidden, no '/')."
@@ -231,7 +249,7 @@ def _check_args(model: Any, class_names: list[str], input_size: int, model_name:
         )
 
 
-def _verify(version_dir: Path, model: keras.Model, images: np.ndarray, num_classes: int) -> None:
+def _verify(version_dir: Path, model: keras.Model, images: np.ndarray, num_classes: int, sizes: list[int]) -> None:
     """Reload the written SavedModel, run every warmup request, compare with the Keras model."""
     from autotransfer.export.serving import run_predict_request
 
@@ -243,7 +261,7 @@ def _verify(version_dir: Path, model: keras.Model, images: np.ndarray, num_class
     served = run_predict_request(
         loaded, _make_request(images, IMAGES_SIGNATURE)
     )["probabilities"]
-    expected = np.asarray(keras.ops.convert_to_numpy(model(images, training=False)), np.float32)
+    expected = np.asarray(keras.ops.convert_to_numpy(model_call(model, sizes)(tf.constant(images))), np.float32)
     diff = float(np.max(np.abs(served - expected)))
     if not diff <= 1e-4:
         raise AutotransferError(
@@ -261,7 +279,7 @@ def export_model(
     model: keras.Model,
     *,
     class_names: list[str],
-    input_size: int,
+    input_size: int | list[int],
     export_dir: str | Path,
     model_name: str,
     version: int | None = None,
@@ -269,6 +287,10 @@ def export_model(
     verify: bool = True,
 ) -> Path:
     """Export ``model`` (float32 ``[None, S, S, 3]`` in [0, 1] -> probabilities ``[None, K]``).
+
+    ``input_size``: S, or a list of sizes for a model with one input per size (ascending, as
+    :func:`autotransfer.tune.task.build_ensemble` makes them); ``serving_default`` then takes the
+    largest and resizes for the others, ``serving_bytes`` decodes once per size.
 
     Writes ``<export_dir>/<model_name>/<version>/`` (see the module docstring) and returns it.
     ``version=None`` takes the next integer after the existing numeric versions; an explicit
@@ -278,7 +300,8 @@ def export_model(
     version becomes visible.
     """
     _check_args(model, class_names, input_size, model_name, version)
-    input_size = int(input_size)
+    sizes = _sizes(input_size)
+    input_size = sizes[-1]
     model_dir = Path(export_dir) / model_name
     model_dir.mkdir(parents=True, exist_ok=True)
     if version is None:
@@ -293,17 +316,17 @@ def export_model(
     # Hidden and non-numeric: TF Serving ignores it while it is being written.
     tmp = model_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
     try:
-        _build_archive(model, class_names, input_size).write_out(str(tmp), verbose=False)
+        _build_archive(model, class_names, sizes).write_out(str(tmp), verbose=False)
         (tmp / "assets").mkdir(exist_ok=True)
         (tmp / "assets" / LABELS_FILE).write_text("".join(f"{c}\n" for c in class_names), encoding="utf-8")
         images, pngs = _warmup_arrays(warmup_images, input_size)
         write_warmup_requests(tmp / "assets.extra" / WARMUP_FILE, model_name=model_name,
                               images=images, image_bytes=pngs)
         (tmp / METADATA_FILE).write_text(
-            json.dumps(_metadata(class_names, input_size, model_name, version), indent=2), encoding="utf-8"
+            json.dumps(_metadata(class_names, sizes, model_name, version), indent=2), encoding="utf-8"
         )
         if verify:
-            _verify(tmp, model, images, len(class_names))
+            _verify(tmp, model, images, len(class_names), sizes)
         if final.exists():  # another export took this version meanwhile
             raise VersionExistsError(f"export_model: {final} appeared during the export; not overwriting it.")
         os.rename(tmp, final)

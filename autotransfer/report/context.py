@@ -230,7 +230,7 @@ def load_context(run_dir: str | Path) -> dict[str, Any]:
         "generated_at": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "warnings": warnings,
     }
-    for key in ("config", "data", "best", "test_metrics", "timings"):
+    for key in ("config", "data", "best", "test_metrics", "timings", "final_model"):
         ctx[key] = _read_json(run_dir / f"{key}.json", warnings)
 
     lb = _read_csv(run_dir / "leaderboard.csv", warnings)

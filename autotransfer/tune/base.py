@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any, Callable, Protocol
 
 from autotransfer.errors import UserInputError
+from autotransfer.tune.budget import Deadline
 from autotransfer.tune.space import ParamSpec
 
 STATUSES = ("ok", "pruned", "timeout")  # plus "failed: <message>"
@@ -97,13 +98,14 @@ class TunerBackend(ABC):
         objective: Objective,
         params: list[ParamSpec],
         *,
-        max_trials: int,
-        deadline: float | None,
+        max_trials: int | None,
+        deadline: "Deadline | float | None",
         seed: int,
         work_dir: Path,
         first: Sequence[dict[str, Any]] = (),
     ) -> list[TrialRecord]:
-        """Run up to ``max_trials`` trials, starting none after ``deadline`` but always the first.
+        """Run up to ``max_trials`` trials (None: no cap, until the deadline), starting none after
+        ``deadline`` (a ``time.time()`` value or a :class:`Deadline`) but always the first.
 
         ``first``: partial parameter values for the first trials, in order (the rest of each is
         sampled as usual), e.g. ``[{"backbone": b} for b in top_k]`` so that every candidate is

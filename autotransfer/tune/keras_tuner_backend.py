@@ -2,18 +2,18 @@
 
 Hyperband has no ``max_trials`` and stops only when its brackets are done, so the oracle here
 runs endless Hyperband iterations and uses the base ``Oracle``'s own trial cap (``create_trial``
-returns STOPPED once ``max_trials`` trials exist; Hyperband's constructor just doesn't expose it)
-and returns STOPPED from ``populate_space`` past the deadline (after the first trial), which
-ends ``tuner.search``.
+returns STOPPED once ``max_trials`` trials exist; Hyperband's constructor just doesn't expose it;
+None = no cap) and returns STOPPED from ``populate_space`` past the deadline (after the first
+trial), which ends ``tuner.search``.
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
 from autotransfer.tune.base import Objective, Reporter, TrialRecord, TunerBackend, register_backend, run_objective
+from autotransfer.tune.budget import Deadline, as_deadline
 from autotransfer.tune.space import ParamSpec, render_keras_tuner
 
 HYPERBAND_KEYS = ("tuner/epochs", "tuner/initial_epoch", "tuner/bracket", "tuner/round", "tuner/trial_id")
@@ -25,16 +25,17 @@ def _oracle_class() -> type:
     class CappedHyperbandOracle(kt.oracles.HyperbandOracle):
         """Hyperband that stops after ``max_trials`` trials or at ``deadline``."""
 
-        def __init__(self, *, max_trials: int, deadline: float | None, first: Sequence[dict[str, Any]] = (),
-                     **kwargs: Any) -> None:
+        def __init__(self, *, max_trials: int | None, deadline: Deadline | float | None,
+                     first: Sequence[dict[str, Any]] = (), expected_trials: int = 10, **kwargs: Any) -> None:
             super().__init__(hyperband_iterations=None, **kwargs)  # None = iterate until capped
             self.max_trials = max_trials
-            self.deadline = deadline
+            self.deadline = as_deadline(deadline)
             self.first = [dict(f) for f in first]
             # Hyperband starts with its most aggressive bracket (many configs, fewest epochs). Under a
             # small trial cap that bracket never reaches its promotions, so every trial would get the
             # minimum budget; start instead with the most aggressive bracket that fits whole.
-            self._current_bracket = self.first_bracket(max_trials)
+            # Without a cap, the trials the budget is expected to allow choose it.
+            self._current_bracket = self.first_bracket(max_trials or expected_trials)
             self._brackets = []  # the parent already opened its default bracket: reopen ours
             self._start_new_bracket()
 
@@ -54,7 +55,7 @@ def _oracle_class() -> type:
             return values
 
         def populate_space(self, trial_id: str) -> dict:
-            if self.deadline is not None and time.time() >= self.deadline and self.trials:
+            if self.deadline.passed() and self.trials:
                 return {"status": "STOPPED"}
             return super().populate_space(trial_id)
 
@@ -99,17 +100,18 @@ class KerasTunerBackend(TunerBackend):
 
     name = "keras-tuner"
 
-    def __init__(self, *, max_epochs: int = 12, factor: int = 3) -> None:
+    def __init__(self, *, max_epochs: int = 12, factor: int = 3, expected_trials: int = 10) -> None:
         self.max_epochs = max_epochs
         self.factor = factor
+        self.expected_trials = expected_trials
 
     def search(
         self,
         objective: Objective,
         params: list[ParamSpec],
         *,
-        max_trials: int,
-        deadline: float | None,
+        max_trials: int | None,
+        deadline: Deadline | float | None,
         seed: int,
         work_dir: Path,
         first: Sequence[dict[str, Any]] = (),
@@ -127,8 +129,9 @@ class KerasTunerBackend(TunerBackend):
             max_trials=max_trials,
             deadline=deadline,
             first=first,
+            expected_trials=self.expected_trials,
             # A failing trial must not end the search (the default stops after 3 in a row).
-            max_consecutive_failed_trials=max_trials + 1,
+            max_consecutive_failed_trials=(max_trials or 10**6) + 1,
         )
         work_dir = Path(work_dir)
         work_dir.mkdir(parents=True, exist_ok=True)

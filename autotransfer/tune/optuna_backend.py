@@ -7,12 +7,12 @@ median rule only needs a couple of finished trials to start cutting clearly bad 
 """
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from collections.abc import Sequence
 from typing import Any
 
 from autotransfer.tune.base import Objective, Reporter, TrialRecord, TunerBackend, register_backend, run_objective
+from autotransfer.tune.budget import Deadline, as_deadline
 from autotransfer.tune.space import ParamSpec, render_optuna
 
 
@@ -28,12 +28,16 @@ class OptunaBackend(TunerBackend):
         pruner: an ``optuna.pruners.BasePruner`` (default: ``MedianPruner``).
         n_warmup_steps: epochs reported before the default pruner may prune (tune() passes
             ``head_epochs - 1`` so that the earliest cut is after the head warm-up).
+        expected_trials: trials the budget is expected to allow when there is no ``max_trials``
+            cap (sizes TPE's random start-up).
     """
 
     name = "optuna"
 
-    def __init__(self, *, sampler: Any = None, pruner: Any = None, n_warmup_steps: int = 0) -> None:
+    def __init__(self, *, sampler: Any = None, pruner: Any = None, n_warmup_steps: int = 0,
+                 expected_trials: int = 10) -> None:
         self.sampler = sampler
+        self.expected_trials = expected_trials
         self.pruner = pruner
         self.n_warmup_steps = n_warmup_steps
         self.study: Any = None  # the last study, for inspection
@@ -43,8 +47,8 @@ class OptunaBackend(TunerBackend):
         objective: Objective,
         params: list[ParamSpec],
         *,
-        max_trials: int,
-        deadline: float | None,
+        max_trials: int | None,
+        deadline: Deadline | float | None,
         seed: int,
         work_dir: Path,
         first: Sequence[dict[str, Any]] = (),
@@ -53,7 +57,8 @@ class OptunaBackend(TunerBackend):
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # our progress bar shows trials
         # TPE's default 10 random start-up trials would be the whole of a small budget.
-        sampler = self.sampler or optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(2, max_trials // 2)))
+        startup = min(10, max(2, (max_trials or self.expected_trials) // 2))
+        sampler = self.sampler or optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
         pruner = self.pruner or optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=self.n_warmup_steps)
         study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
         self.study = study
@@ -76,11 +81,14 @@ class OptunaBackend(TunerBackend):
                 raise optuna.TrialPruned()
             return record.val_accuracy
 
-        timeout = None if deadline is None else deadline - time.time()
-        if timeout is not None and timeout <= 0:
-            # The first trial always starts (it stops itself at the deadline); Optuna would run none.
-            max_trials, timeout = 1, None
-        study.optimize(optuna_objective, n_trials=max_trials, timeout=timeout, catch=(_TrialFailed,))
+        deadline = as_deadline(deadline)
+
+        def stop_at_deadline(study: Any, trial: Any) -> None:
+            # The first trial always runs (it stops itself at the deadline); none starts after it.
+            if deadline.passed():
+                study.stop()
+
+        study.optimize(optuna_objective, n_trials=max_trials, callbacks=[stop_at_deadline], catch=(_TrialFailed,))
         return records
 
 

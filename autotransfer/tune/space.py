@@ -8,12 +8,21 @@ calls. New hyperparameters (label smoothing, augmentation, ...) are added in ``p
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
 from autotransfer.errors import UserInputError
 
 ALL = "all"
+#: Training-time augmentations, weakest first (implemented in :mod:`autotransfer.tune.augment`).
+AUGMENTATIONS = ("none", "crop", "flip", "flip+crop", "mixup")
+#: ``input_size`` value meaning the candidate's own (probed) input size.
+NATIVE = "native"
+#: ``input_size`` value resolved from the data before tuning (:func:`auto_input_size`).
+AUTO = "auto"
+#: ``auto``: fine-tune at most at this many times the data's typical image side, and at least at AUTO_MIN px.
+AUTO_UPSAMPLE = 4
+AUTO_MIN = 128
 ParamKind = Literal["int", "float", "choice"]
 
 
@@ -78,6 +87,21 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def trial_input_size(value: Any, native: int) -> int:
+    """A trial's ``input_size`` parameter (``native``, or a cap in pixels, or their string form) in
+    pixels: a cap never exceeds the candidate's own size."""
+    return int(native) if value in (None, NATIVE, AUTO) else min(int(native), int(value))
+
+
+def auto_input_size(image_side: float) -> int:
+    """The ``auto`` cap for data whose images are ``image_side`` px: upsampling small images to a
+    backbone's 224-260 px adds pixels, not information, while a fine-tuning epoch costs about the
+    square of the size; ``AUTO_UPSAMPLE`` x the side (at least ``AUTO_MIN``) keeps most of what
+    the upsampling gives frozen features (measured on Fashion-MNIST, 28 px: a lite0 probe at
+    112-160 px within 1.5 pp of 224 px) at a third of the cost."""
+    return max(AUTO_MIN, int(AUTO_UPSAMPLE * image_side))
+
+
 def _as_float(v: Any) -> float | None:
     # PyYAML reads "1e-5" (no dot) as a string, so accept numeric strings.
     if isinstance(v, bool):
@@ -101,11 +125,15 @@ class TuneSpace:
     the head only; ``"all"`` as max = every block of the chosen backbone). ``learning_rate`` is the
     fine-tuning LR range (log scale), typically 10-100x below ``head_learning_rate``, which trains
     the new head on the frozen backbone for ``head_epochs`` first (``head_warmup: adam``, the
-    default). ``head_warmup: probe`` starts the head from the probe's converged logistic
-    regression on the same train features instead (LP-FT, Kumar et al., ICLR 2022): every trial
-    starts at the probe's accuracy, but where that head separates the train split perfectly
-    (small data, 1280-d features) the train loss is ~0 and fine-tuning gets almost no gradient.
-    ``max_epochs`` caps fine-tuning epochs (early stopping with ``patience`` usually ends sooner).
+    default). ``head_warmup: probe`` starts the head as a logistic regression on the same train
+    features, C chosen by cross-validation (LP-FT, Kumar et al., ICLR 2022). ``max_epochs`` caps
+    fine-tuning epochs (early stopping with ``patience`` usually ends sooner).
+    ``augment`` (choices of :data:`AUGMENTATIONS`) and ``lr_schedule`` (``constant``/``cosine``) are
+    one value or a list to choose from; ``layer_decay`` (LR factor per block from the top, 1 = off)
+    and ``label_smoothing`` are one number or a ``[low, high]`` range. ``input_size``: the image
+    size trials fine-tune at, ``native`` (the candidate's own), a cap in pixels, or ``auto`` (a cap
+    from the data's image size, :func:`auto_input_size`, resolved before tuning); one or a list: a
+    smaller size makes every epoch cheaper, which pays when the data's own images are small.
     """
 
     unfreeze_blocks: tuple[int, int | str] = (0, 3)
@@ -117,12 +145,22 @@ class TuneSpace:
     max_epochs: int = 12
     batch_size: int = 16
     head_warmup: str = "adam"
+    augment: tuple[str, ...] = ("none",)
+    lr_schedule: tuple[str, ...] = ("constant",)
+    layer_decay: tuple[float, float] = (1.0, 1.0)
+    label_smoothing: tuple[float, float] = (0.0, 0.0)
+    input_size: tuple[str, ...] = (NATIVE,)
 
     FIELDS = (
         "unfreeze_blocks", "learning_rate", "head_learning_rate", "patience", "dropout",
-        "head_epochs", "max_epochs", "batch_size", "head_warmup",
+        "head_epochs", "max_epochs", "batch_size", "head_warmup", "augment", "lr_schedule", "layer_decay",
+        "label_smoothing", "input_size",
     )
     HEAD_WARMUPS = ("probe", "adam")
+    LR_SCHEDULES = ("constant", "cosine")
+    #: Float fields given as one number or a [low, high] range: (field, check per value, constraint text).
+    _RANGES = (("layer_decay", lambda v: 0 < v <= 1, "0 < low <= high <= 1"),
+               ("label_smoothing", lambda v: 0 <= v < 1, "0 <= low <= high < 1"))
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> "TuneSpace":
@@ -191,11 +229,34 @@ class TuneSpace:
             if d["head_warmup"] not in cls.HEAD_WARMUPS:
                 raise fail("head_warmup", " or ".join(repr(w) for w in cls.HEAD_WARMUPS), d["head_warmup"])
             kw["head_warmup"] = d["head_warmup"]
+        for field, allowed in (("augment", AUGMENTATIONS), ("lr_schedule", cls.LR_SCHEDULES)):
+            if field in d:
+                v = d[field]
+                values = tuple(v) if isinstance(v, (list, tuple)) else (v,)
+                if not values or any(x not in allowed for x in values) or len(set(values)) != len(values):
+                    raise fail(field, f"one of {', '.join(allowed)} or a list of them", v)
+                kw[field] = values
+        if "input_size" in d:
+            v = d["input_size"]
+            values = tuple(v) if isinstance(v, (list, tuple)) else (v,)
+            if not values or any(not (x in (NATIVE, AUTO) or (_is_int(x) and x >= 8)) for x in values) \
+                    or len(set(values)) != len(values):
+                raise fail("input_size", f"{NATIVE!r}, {AUTO!r}, an integer >= 8, or a list of them", v)
+            kw["input_size"] = tuple(str(x) for x in values)  # one type: KerasTuner choices need it
+        for field, ok, constraint in cls._RANGES:
+            if field in d:
+                p = pair(field)
+                f = tuple(_as_float(x) for x in p) if p else (_as_float(d[field]),) * 2
+                if None in f or f[0] > f[1] or not (ok(f[0]) and ok(f[1])):
+                    raise fail(field, f"a number or [low, high] with {constraint}", d[field])
+                kw[field] = f
         return cls(**kw)
 
     def to_dict(self) -> dict[str, Any]:
         """YAML/JSON-able form (inverse of :meth:`from_dict`)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        d["input_size"] = [v if v in (NATIVE, AUTO) else int(v) for v in self.input_size]
+        return d
 
     def max_unfreeze(self, num_blocks: int) -> int:
         """Upper bound of ``unfreeze_blocks`` for a backbone with ``num_blocks`` blocks."""
@@ -216,4 +277,30 @@ class TuneSpace:
             ParamSpec("learning_rate", "float", *self.learning_rate, log=True),
             ParamSpec("patience", "int", *self.patience),
             ParamSpec("dropout", "float", *self.dropout),
+            ParamSpec("augment", "choice", choices=self.augment),
+            ParamSpec("lr_schedule", "choice", choices=self.lr_schedule),
+            ParamSpec("layer_decay", "float", *self.layer_decay),
+            ParamSpec("label_smoothing", "float", *self.label_smoothing),
+            ParamSpec("input_size", "choice", choices=self.input_size),
         ]
+
+    def with_data(self, image_side: float | None) -> "TuneSpace":
+        """This space with ``auto`` input sizes resolved for images of ``image_side`` px (None:
+        unknown, ``auto`` becomes ``native``)."""
+        if AUTO not in self.input_size:
+            return self
+        auto = NATIVE if image_side is None else str(auto_input_size(image_side))
+        resolved = tuple(dict.fromkeys(auto if v == AUTO else v for v in self.input_size))
+        return replace(self, input_size=resolved)
+
+    def fixed_defaults(self) -> dict[str, Any]:
+        """Values for the optional training parameters a caller may leave out of a trial's params:
+        the space's value where it fixes one, else the neutral one (no augmentation, constant LR,
+        no layer decay, no label smoothing)."""
+        return {
+            "augment": self.augment[0] if len(self.augment) == 1 else "none",
+            "lr_schedule": self.lr_schedule[0] if len(self.lr_schedule) == 1 else "constant",
+            "layer_decay": self.layer_decay[0] if self.layer_decay[0] == self.layer_decay[1] else 1.0,
+            "label_smoothing": self.label_smoothing[0] if self.label_smoothing[0] == self.label_smoothing[1] else 0.0,
+            "input_size": self.input_size[0] if len(self.input_size) == 1 else NATIVE,
+        }

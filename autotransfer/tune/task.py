@@ -105,3 +105,42 @@ def build_task_model(
 
 def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "_-." else "_" for c in name)
+
+
+class EnsembleMember(keras.layers.Layer):
+    """``weight`` x one trained task model's probabilities, optionally averaged with those of the
+    left-right flipped images (test-time flip averaging). Wrapping keeps member models, which may
+    share a name (two trials of one backbone), out of the ensemble's own layer namespace."""
+
+    def __init__(self, model: keras.Model, weight: float, *, flip: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.member = model
+        self.weight = float(weight)
+        self.flip = bool(flip)
+        self.num_classes = int(model.outputs[0].shape[-1])
+
+    def call(self, images):
+        probs = self.member(images, training=False)
+        if self.flip:
+            probs = 0.5 * (probs + self.member(keras.ops.flip(images, axis=2), training=False))
+        return self.weight * probs
+
+    def compute_output_shape(self, input_shape: tuple) -> tuple:
+        return (input_shape[0], self.num_classes)
+
+
+def build_ensemble(members: list[tuple[keras.Model, int, float, bool]]) -> tuple[keras.Model, list[int]]:
+    """One model averaging ``(model, input_size, weight, flip)`` members; returns it and its input
+    sizes (ascending; one input per size, in that order). A single unflipped member of weight 1
+    is returned as it is."""
+    if not members:
+        raise ValueError("build_ensemble: no members.")
+    if len(members) == 1 and not members[0][3] and abs(members[0][2] - 1.0) < 1e-12:
+        return members[0][0], [int(members[0][1])]
+    sizes = sorted({int(m[1]) for m in members})
+    inputs = {s: keras.Input((s, s, 3), dtype="float32", name=f"image_{s}") for s in sizes}
+    outs = [EnsembleMember(model, weight, flip=flip, name=f"member_{i}")(inputs[int(size)])
+            for i, (model, size, weight, flip) in enumerate(members)]
+    out = outs[0] if len(outs) == 1 else keras.layers.Add(name="average")(outs)
+    ins = [inputs[s] for s in sizes]
+    return keras.Model(ins if len(ins) > 1 else ins[0], out, name="autotransfer_ensemble"), sizes

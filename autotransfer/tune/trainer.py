@@ -3,19 +3,24 @@
 Phase 1 fits the head on backbone *features* (cached by the probe, or extracted here in one
 pass): with the backbone frozen and BatchNorm in inference mode the features do not change
 between epochs, so this is the same optimisation as training the full model, at the cost of one
-forward pass. By default (``head_warmup: adam``) the head trains for ``head_epochs`` at
-``head_learning_rate``; ``head_warmup: probe`` makes it the probe's converged logistic regression
-instead (standardisation folded into the Dense weights): linear probing then fine-tuning (LP-FT,
-Kumar et al., ICLR 2022), so every trial starts where the probe ended. Phase 2 unfreezes the last
-``unfreeze_blocks`` blocks, recompiles with the (small) fine-tuning learning rate and trains with
-early stopping; it is kept only if it beats the phase-1 head on val.
+forward pass. ``head_warmup: adam`` trains the head for ``head_epochs`` at ``head_learning_rate``;
+``head_warmup: probe`` makes it a logistic regression on the same features, with its inverse
+regularisation C chosen by cross-validation (standardisation folded into the Dense weights):
+linear probing then fine-tuning (LP-FT, Kumar et al., ICLR 2022). Phase 2 unfreezes the last
+``unfreeze_blocks`` blocks and trains with the fine-tuning optimizer (Adam, optional cosine
+schedule and layer-wise decay, :mod:`autotransfer.tune.optimizer`), augmented batches
+(:mod:`autotransfer.tune.augment`), label smoothing and early stopping; it is kept only if it
+beats the phase-1 head on val.
+
+:func:`refit_trial` replays a finished trial's recipe on more data (train+val) for exactly the
+fine-tuning epochs that trial kept, without validation.
 """
 from __future__ import annotations
 
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import keras
@@ -23,14 +28,17 @@ import numpy as np
 
 from autotransfer.backbones import BackboneSpec
 from autotransfer.probe.featurize import extract_features
-from autotransfer.probe.scorers import fit_linear_probe
-from autotransfer.tune.space import TuneSpace
+from autotransfer.tune.augment import augment_dataset
+from autotransfer.tune.optimizer import fine_tune_optimizer
+from autotransfer.tune.space import TuneSpace, trial_input_size
 from autotransfer.tune.task import HEAD_LAYER, build_head, build_task_model
 
 log = logging.getLogger(__name__)
 
 ReportFn = Callable[[int, float], bool]
-LOSS = "sparse_categorical_crossentropy"
+SPARSE_LOSS = "sparse_categorical_crossentropy"
+#: Inverse regularisation strengths the LP-FT head chooses from by cross-validation (log grid).
+HEAD_CS = tuple(float(c) for c in np.logspace(-3, 1, 9))
 
 
 @dataclass
@@ -46,6 +54,9 @@ class TrialOutcome:
     timed_out: bool = False
     pruned: bool = False
     head_val_accuracy: float = float("nan")  # after phase 1, on the full task model
+    val_loss: float = float("nan")
+    val_probs: np.ndarray | None = None      # [n_val, K] of the kept weights (ensemble selection)
+    finetune_epochs: int = 0                 # fine-tuning epochs behind the kept weights (0: the head alone)
 
 
 class _Flags:
@@ -67,37 +78,50 @@ class _Report(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class _Deadline(keras.callbacks.Callback):
-    """Stops training at the first batch that ends past ``deadline`` (a ``time.time()`` value)."""
+def _deadline_passed(deadline: Any) -> bool:
+    if deadline is None:
+        return False
+    passed = getattr(deadline, "passed", None)
+    return passed() if callable(passed) else time.time() >= float(deadline)
 
-    def __init__(self, deadline: float, flags: _Flags) -> None:
+
+class _Deadline(keras.callbacks.Callback):
+    """Stops training at the first batch that ends past ``deadline`` (a ``time.time()`` value or an
+    object with ``passed()``, e.g. :class:`autotransfer.tune.budget.Deadline`)."""
+
+    def __init__(self, deadline: Any, flags: _Flags) -> None:
         super().__init__()
         self.deadline, self.flags = deadline, flags
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        if time.time() >= self.deadline:
+        if _deadline_passed(self.deadline):
             self.flags.timed_out = True
             self.model.stop_training = True
 
 
-def _evaluate(model: keras.Model, batches: Any) -> tuple[float, float]:
-    """(accuracy, cross-entropy) of ``model`` in inference mode over ``(x, y)`` batches.
+def predict_probs(model: keras.Model, batches: Any) -> np.ndarray:
+    """Class probabilities of ``model`` in inference mode over ``x`` or ``(x, y)`` batches.
 
-    Direct calls instead of ``model.evaluate``: no per-model tracing, which dominates on small data.
+    Direct calls instead of ``model.predict``: no per-model tracing, which dominates on small data.
     """
-    hits = total = 0
-    nll = 0.0
-    for x, y in batches:
-        p = np.asarray(model(x, training=False), dtype="float64")
-        y = np.asarray(y)
-        hits += int(np.sum(np.argmax(p, axis=-1) == y))
-        nll -= float(np.sum(np.log(np.clip(p[np.arange(len(y)), y], 1e-12, None))))
-        total += len(y)
-    return hits / max(1, total), nll / max(1, total)
+    out = [np.asarray(model(b[0] if isinstance(b, (tuple, list)) else b, training=False), dtype="float64")
+           for b in batches]
+    return np.concatenate(out) if out else np.zeros((0, 0))
 
 
-def _accuracy(model: keras.Model, batches: Any) -> float:
-    return _evaluate(model, batches)[0]
+def _scores(probs: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(accuracy, cross-entropy) of ``probs`` against integer labels ``y``."""
+    if not len(y):
+        return 0.0, 0.0
+    nll = -np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None)))
+    return float(np.mean(np.argmax(probs, axis=-1) == y)), float(nll)
+
+
+def _evaluate(model: keras.Model, batches: Any) -> tuple[float, float]:
+    """(accuracy, cross-entropy) of ``model`` over ``(x, y)`` batches."""
+    batches = list(batches) if not isinstance(batches, list) else batches
+    y = np.concatenate([np.asarray(b[1]) for b in batches]) if batches else np.zeros(0, np.int64)
+    return _scores(predict_probs(model, batches), y)
 
 
 class _Validate(keras.callbacks.Callback):
@@ -112,41 +136,144 @@ class _Validate(keras.callbacks.Callback):
             logs["val_accuracy"], logs["val_loss"] = _evaluate(self.model, self.batches)
 
 
-def _usable_features(features: dict | None, name: str, splits: Any, dim: int) -> dict[str, np.ndarray] | None:
+def _usable_features(features: dict | None, name: str, sizes: dict[str, int], dim: int) -> dict[str, np.ndarray] | None:
+    """The cached ``{split: [n, dim]}`` arrays of ``name`` for the splits in ``sizes``, if they fit."""
     f = (features or {}).get(name)
-    if not f or "train" not in f or "val" not in f:
+    if not f or any(s not in f for s in sizes):
         return None
-    tr, va = np.asarray(f["train"]), np.asarray(f["val"])
-    if tr.shape != (len(splits.train), dim) or va.shape != (len(splits.val), dim):
-        log.warning("Cached features of %s do not match the splits/backbone (%s, %s); extracting them again.",
-                    name, tr.shape, va.shape)
+    arrays = {s: np.asarray(f[s]) for s in sizes}
+    if any(a.shape != (sizes[s], dim) for s, a in arrays.items()):
+        log.warning("Cached features of %s do not match the splits/backbone (%s); extracting them again.",
+                    name, {s: a.shape for s, a in arrays.items()})
         return None
-    return {"train": tr.astype("float32"), "val": va.astype("float32")}
+    return {s: a.astype("float32") for s, a in arrays.items()}
 
 
-def probe_head_weights(features: np.ndarray, labels: np.ndarray, num_classes: int, *,
-                       seed: int = 0) -> list[np.ndarray]:
-    """Dense-softmax ``[kernel [D, K], bias [K]]`` equal to the probe's logistic regression.
+def probe_head_weights(features: np.ndarray, labels: np.ndarray, num_classes: int, *, seed: int = 0,
+                       C: float | str = "cv") -> list[np.ndarray]:
+    """Dense-softmax ``[kernel [D, K], bias [K]]`` equal to a standardised logistic regression.
 
-    The probe standardises features then fits a multinomial logistic regression; folding the
-    scaler in gives ``softmax(x @ kernel + bias)`` = the probe's ``predict_proba(x)``. Classes
-    absent from ``labels`` get a very negative bias (never predicted until fine-tuning moves them).
+    ``C="cv"`` chooses the inverse regularisation from :data:`HEAD_CS` by cross-validated
+    log-likelihood (a weakly regularised head separates a small train split perfectly, leaving
+    fine-tuning no gradient and an ensemble over-confident members); a number fixes it (the
+    probe's scorers use 1.0). Folding the scaler in gives ``softmax(x @ kernel + bias)`` =
+    ``predict_proba(x)``. Classes absent from ``labels`` get a very negative bias.
     """
-    model = fit_linear_probe(features, labels, seed=seed)
-    scaler, clf = model[0], model[-1]
+    scaler, clf = fit_head(features, labels, seed=seed, C=C)
     coef, intercept = np.asarray(clf.coef_, np.float64), np.asarray(clf.intercept_, np.float64)
     if coef.shape[0] == 1 and len(clf.classes_) == 2:  # binary: sklearn keeps one row (class 1 vs 0)
         coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
-    mean = np.asarray(getattr(scaler, "mean_", 0.0), np.float64)
-    scale = np.asarray(getattr(scaler, "scale_", 1.0), np.float64)
-    w = coef / scale
-    b = intercept - w @ (mean * np.ones(features.shape[1]))
+    w = coef / scaler.scale_
+    b = intercept - w @ scaler.mean_
     kernel = np.zeros((features.shape[1], num_classes), np.float32)
     bias = np.full(num_classes, -30.0, np.float32)
     for row, cls in enumerate(clf.classes_):
         kernel[:, int(cls)] = w[row]
         bias[int(cls)] = b[row]
     return [kernel, bias]
+
+
+def fit_head(features: np.ndarray, labels: np.ndarray, *, seed: int = 0, C: float | str = "cv") -> tuple[Any, Any]:
+    """``(StandardScaler, LogisticRegression[CV])`` fitted on ``features``; see :func:`probe_head_weights`."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.preprocessing import StandardScaler
+
+    from autotransfer.probe.scorers import blas_threads
+
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(labels)
+    scaler = StandardScaler().fit(x)
+    z = scaler.transform(x)
+    folds = min(3, int(np.min(np.bincount(y)[np.unique(y)])))
+    with blas_threads(z), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if C == "cv" and folds >= 2:
+            # The C path with warm starts: about the cost of two plain fits.
+            clf = LogisticRegressionCV(Cs=list(HEAD_CS), l1_ratios=(0.0,), use_legacy_attributes=False,
+                                       cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
+                                       scoring="neg_log_loss", max_iter=1000, random_state=seed).fit(z, y)
+        else:
+            clf = LogisticRegression(C=1.0 if C == "cv" else float(C), max_iter=1000, random_state=seed).fit(z, y)
+    return scaler, clf
+
+
+def _head_features(features: dict | None, spec: BackboneSpec, backbone: Any, data: Any,
+                   indices: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Backbone features of each index set in ``indices`` (cached by the probe when they fit)."""
+    from autotransfer.data import image_dataset  # lazy: imports TensorFlow's image ops
+
+    feats = _usable_features(features, spec.name, {k: len(v) for k, v in indices.items()}, backbone.output_dim)
+    if feats is not None:
+        return feats
+    bs = 64
+    return {k: extract_features(backbone, image_dataset(data, idx, image_size=spec.input_size, batch_size=bs))
+            for k, idx in indices.items()}
+
+
+def warm_up_head(model: keras.Model, feats: np.ndarray, labels: np.ndarray, *, num_classes: int, space: TuneSpace,
+                 dropout: float, seed: int, val: tuple[np.ndarray, np.ndarray] | None = None,
+                 callbacks: Sequence[keras.callbacks.Callback] = (), head: list[np.ndarray] | None = None) -> dict:
+    """Phase 1: set ``model``'s head from features; returns the history dict.
+
+    ``head``: precomputed LP-FT head weights (the same for every trial of one backbone and split).
+    """
+    head_in = keras.Input((feats.shape[1],), dtype="float32")
+    head_model = keras.Model(head_in, build_head(head_in, num_classes, dropout=dropout))
+    if space.head_warmup == "probe":
+        weights = head if head is not None else probe_head_weights(feats, labels, num_classes, seed=seed)
+        head_model.get_layer(HEAD_LAYER).set_weights(weights)
+        history = {"loss": [math.nan]}
+        if val is not None:
+            acc, loss = _evaluate(head_model, [val])
+            history.update(val_loss=[loss], val_accuracy=[acc])
+    else:
+        bs = space.batch_size
+        # One tf.function call per epoch: per-step dispatch dominates for a linear head.
+        head_model.compile(keras.optimizers.Adam(space.head_learning_rate), SPARSE_LOSS, metrics=["accuracy"],
+                           steps_per_execution=max(1, -(-len(labels) // bs)))
+        cbs = [_Validate([val])] if val is not None else []
+        hist = head_model.fit(feats, labels, epochs=space.head_epochs, batch_size=bs, shuffle=True, verbose=0,
+                              callbacks=[*cbs, *callbacks])
+        history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
+    model.get_layer(HEAD_LAYER).set_weights(head_model.get_layer(HEAD_LAYER).get_weights())
+    return history
+
+
+def _train_stream(data: Any, indices: np.ndarray, *, size: int, batch_size: int, num_classes: int, augment: str,
+                  seed: int) -> tuple[Any, int]:
+    """(endless augmented one-hot batches of ``indices``, steps per epoch)."""
+    from autotransfer.data import image_dataset
+
+    ds = image_dataset(data, indices, image_size=size, batch_size=batch_size, shuffle=True, seed=seed, cache=True)
+    return augment_dataset(ds, augment, num_classes=num_classes, seed=seed), max(1, -(-len(indices) // batch_size))
+
+
+def _compile_fine_tune(model: keras.Model, backbone: Any, params: dict[str, Any], *, steps: int,
+                       max_epochs: int) -> None:
+    optimizer = fine_tune_optimizer(float(params["learning_rate"]), schedule=str(params.get("lr_schedule", "constant")),
+                                    decay_steps=steps * max_epochs, backbone=backbone,
+                                    layer_decay=float(params.get("layer_decay", 1.0)))
+    loss = keras.losses.CategoricalCrossentropy(label_smoothing=float(params.get("label_smoothing", 0.0)))
+    model.compile(optimizer, loss)
+
+
+def at_trial_size(spec: BackboneSpec, params: dict[str, Any]) -> BackboneSpec:
+    """``spec`` at the trial's ``input_size`` (its own size for ``native`` or no such parameter)."""
+    size = trial_input_size(params.get("input_size"), spec.input_size)
+    return spec if size == spec.input_size else replace(spec, input_size=size)
+
+
+def _effective(spec: BackboneSpec, params: dict[str, Any], space: TuneSpace, num_blocks: int) -> dict[str, Any]:
+    """The trial's parameters with defaults filled in, ``unfreeze_blocks`` clipped to the backbone
+    and ``input_size`` in pixels."""
+    merged = {**space.fixed_defaults(), **params}
+    return {**merged, "backbone": spec.name, "input_size": trial_input_size(merged.get("input_size"), spec.input_size),
+            "unfreeze_blocks": min(int(params.get("unfreeze_blocks", 0)), num_blocks),
+            "max_epochs": int(params.get("max_epochs", space.max_epochs))}
 
 
 def train_trial(
@@ -158,38 +285,43 @@ def train_trial(
     space: TuneSpace,
     num_classes: int,
     features: dict | None = None,
-    deadline: float | None = None,
+    deadline: Any = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     report: ReportFn | None = None,
     seed: int = 0,
+    head: list[np.ndarray] | None = None,
 ) -> TrialOutcome:
     """Train one configuration on a fresh backbone and return its best validation accuracy.
 
     Args:
         spec: the backbone (``params["backbone"]`` is ignored here; the caller resolves it).
         params: ``unfreeze_blocks``, ``learning_rate``, ``patience``, ``dropout`` and optionally
-            ``max_epochs`` (a tuner's epoch budget; default ``space.max_epochs``).
+            ``augment``, ``lr_schedule``, ``layer_decay``, ``label_smoothing``, ``max_epochs`` (a
+            tuner's epoch budget; default ``space.max_epochs``); missing ones take the space's defaults.
         data, splits: a ``LabelledData`` and its ``Splits``.
         features: ``{backbone name: {"train": [n, D], "val": [n, D], ...}}`` cached by the probe,
             aligned with ``splits``; used for the head warm-up when they fit.
-        deadline: ``time.time()`` value after which training stops (the outcome says ``timed_out``).
+        deadline: ``time.time()`` value (or ``Deadline``) after which training stops (``timed_out``).
         callbacks: extra Keras callbacks for the fine-tuning fit.
         report: pruning hook ``report(epoch, val_accuracy) -> stop?``, called after every epoch of
             both phases (epochs numbered 0.. across phases).
+        head: precomputed LP-FT head weights for this backbone and train split (``head_warmup: probe``).
     """
     from autotransfer.data import image_dataset  # lazy: imports TensorFlow's image ops
 
     t0 = time.time()
     keras.utils.set_random_seed(seed)
     flags = _Flags()
+    sized = at_trial_size(spec, params)
+    if sized is not spec:
+        features = None  # the probe's features are of the candidate's own size
+    spec = sized
     model, backbone = build_task_model(spec, num_classes, dropout=float(params["dropout"]))
-    n_unfreeze = min(int(params.get("unfreeze_blocks", 0)), backbone.num_blocks)
-    max_epochs = int(params.get("max_epochs", space.max_epochs))
-    effective = {**params, "backbone": spec.name, "unfreeze_blocks": n_unfreeze, "max_epochs": max_epochs}
-    size, bs = spec.input_size, space.batch_size
+    effective = _effective(spec, params, space, backbone.num_blocks)
+    n_unfreeze, max_epochs = effective["unfreeze_blocks"], effective["max_epochs"]
     y_train = np.asarray(data.labels, dtype="int64")[splits.train]
     y_val = np.asarray(data.labels, dtype="int64")[splits.val]
-    val_ds = image_dataset(data, splits.val, image_size=size, batch_size=bs, cache=True)
+    val_ds = image_dataset(data, splits.val, image_size=spec.input_size, batch_size=64, cache=True)
 
     def timing_callbacks(offset: int) -> list[keras.callbacks.Callback]:
         cbs: list[keras.callbacks.Callback] = []
@@ -200,75 +332,107 @@ def train_trial(
         return cbs
 
     # -- phase 1: head warm-up on features ------------------------------------------------------
-    feats = _usable_features(features, spec.name, splits, backbone.output_dim)
-    from_cache = feats is not None
-    if feats is None:
-        train_plain = image_dataset(data, splits.train, image_size=size, batch_size=bs)
-        feats = {"train": extract_features(backbone, train_plain), "val": extract_features(backbone, val_ds)}
-    head_in = keras.Input((backbone.output_dim,), dtype="float32")
-    head_model = keras.Model(head_in, build_head(head_in, num_classes, dropout=float(params["dropout"])))
+    feats = _head_features(features, spec, backbone, data, {"train": splits.train, "val": splits.val})
+    head_hist = warm_up_head(model, feats["train"], y_train, num_classes=num_classes, space=space,
+                             dropout=float(params["dropout"]), seed=seed, val=(feats["val"], y_val),
+                             callbacks=timing_callbacks(0), head=head)
     if space.head_warmup == "probe":
-        head_model.get_layer(HEAD_LAYER).set_weights(probe_head_weights(feats["train"], y_train, num_classes, seed=seed))
         # No training: one validation step, so the pruning hook sees the head's accuracy at epoch 0.
-        acc, loss = _evaluate(head_model, [(feats["val"], y_val)])
-        head_hist = keras.callbacks.History()
-        head_hist.history = {"val_loss": [loss], "val_accuracy": [acc], "loss": [math.nan]}
-        if report is not None and report(0, acc):
+        if report is not None and report(0, head_hist["val_accuracy"][0]):
             flags.pruned = True
-        if deadline is not None and time.time() > deadline:
-            flags.timed_out = True
-    else:
-        # One tf.function call per epoch: per-step dispatch dominates for a linear head.
-        head_model.compile(keras.optimizers.Adam(space.head_learning_rate), LOSS, metrics=["accuracy"],
-                           steps_per_execution=max(1, -(-len(y_train) // bs)))
-        head_hist = head_model.fit(
-            feats["train"], y_train, epochs=space.head_epochs, batch_size=bs, shuffle=True, verbose=0,
-            callbacks=[_Validate([(feats["val"], y_val)]), *timing_callbacks(0)],
-        )
-    head_epochs = len(head_hist.history.get("loss", []))
-    model.get_layer(HEAD_LAYER).set_weights(head_model.get_layer(HEAD_LAYER).get_weights())
-    head_val = _accuracy(model, val_ds)
-    feat_val = float(head_hist.history["val_accuracy"][-1])  # computed with the final head weights
+        flags.timed_out = flags.timed_out or _deadline_passed(deadline)
+    head_epochs = len(head_hist.get("loss", []))
+    val_batches = list(val_ds)
+    val_probs = predict_probs(model, val_batches)
+    head_val, head_loss = _scores(val_probs, y_val)
+    feat_val = float(head_hist["val_accuracy"][-1])  # computed with the final head weights
     # Same weights on the same inputs: a gap means the cache was computed differently.
-    if from_cache and abs(head_val - feat_val) > 1.0 / max(1, len(y_val)) + 1e-6:
+    if abs(head_val - feat_val) > 1.0 / max(1, len(y_val)) + 1e-6:
         log.warning("Head on cached features of %s scores %.4f on val but %.4f on the backbone; "
                     "the feature cache may be stale.", spec.name, feat_val, head_val)
-    del head_model, feats
+    del feats
 
     # -- phase 2: fine-tune the last blocks -----------------------------------------------------
     ft_history: dict[str, list[float]] = {}
-    final = head_val
+    final, final_loss, kept_epochs = head_val, head_loss, 0
     if n_unfreeze > 0 and max_epochs > 0 and not (flags.pruned or flags.timed_out):
         head_weights = model.get_weights()
         backbone.set_unfrozen_blocks(n_unfreeze)
-        model.compile(keras.optimizers.Adam(float(params["learning_rate"])), LOSS, metrics=["accuracy"])
-        train_ds = image_dataset(data, splits.train, image_size=size, batch_size=bs, shuffle=True, seed=seed, cache=True)
-        stop = keras.callbacks.EarlyStopping(
-            monitor="val_accuracy", mode="max", patience=int(params["patience"]), restore_best_weights=True
-        )
-        hist = model.fit(
-            train_ds, epochs=max_epochs, verbose=0, shuffle=False,  # train_ds shuffles itself
-            callbacks=[_Validate(val_ds), stop, *timing_callbacks(head_epochs), *callbacks],
-        )
+        train_ds, steps = _train_stream(data, splits.train, size=spec.input_size, batch_size=space.batch_size,
+                                        num_classes=num_classes, augment=str(effective["augment"]), seed=seed)
+        _compile_fine_tune(model, backbone, effective, steps=steps, max_epochs=max_epochs)
+        stop = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=int(params["patience"]),
+                                             restore_best_weights=True)
+        hist = model.fit(train_ds, epochs=max_epochs, steps_per_epoch=steps, verbose=0, shuffle=False,  # shuffled by tf.data
+                         callbacks=[_Validate(val_batches), stop, *timing_callbacks(head_epochs), *callbacks])
         ft_history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
-        best_ft = max(ft_history.get("val_accuracy", [float("-inf")]))
-        if best_ft > head_val:
-            final = _accuracy(model, val_ds)  # EarlyStopping restored the best epoch's weights
+        accs = ft_history.get("val_accuracy", [])
+        if accs and max(accs) > head_val:
+            # EarlyStopping restored the best epoch's weights (or the last epoch is the best).
+            kept_epochs = int(np.argmax(accs)) + 1
+            val_probs = predict_probs(model, val_batches)
+            final, final_loss = _scores(val_probs, y_val)
         else:
             # Fine-tuning never beat the warmed-up head: keep the head-only weights.
             model.set_weights(head_weights)
         del head_weights
-    if not ft_history:
-        # Hand back a compiled model so callers can evaluate() it directly.
-        model.compile(keras.optimizers.Adam(space.head_learning_rate), LOSS, metrics=["accuracy"])
+    _compile_for_evaluation(model, space)
     return TrialOutcome(
-        val_accuracy=final,
-        epochs=head_epochs + len(ft_history.get("loss", [])),
-        seconds=time.time() - t0,
-        history={"head": {k: [float(v) for v in vs] for k, vs in head_hist.history.items()}, "finetune": ft_history},
-        model=model,
-        params=effective,
-        timed_out=flags.timed_out,
-        pruned=flags.pruned,
-        head_val_accuracy=head_val,
+        val_accuracy=final, epochs=head_epochs + len(ft_history.get("loss", [])), seconds=time.time() - t0,
+        history={"head": head_hist, "finetune": ft_history}, model=model, params=effective,
+        timed_out=flags.timed_out, pruned=flags.pruned, head_val_accuracy=head_val, val_loss=final_loss,
+        val_probs=val_probs.astype("float32"), finetune_epochs=kept_epochs,
     )
+
+
+def _compile_for_evaluation(model: keras.Model, space: TuneSpace) -> None:
+    # Hand back a model compiled for integer labels so callers can evaluate() it directly.
+    model.compile(keras.optimizers.Adam(space.head_learning_rate), SPARSE_LOSS, metrics=["accuracy"])
+
+
+def refit_trial(
+    spec: BackboneSpec,
+    params: dict[str, Any],
+    data: Any,
+    indices: np.ndarray,
+    *,
+    space: TuneSpace,
+    num_classes: int,
+    finetune_epochs: int,
+    features: np.ndarray | None = None,
+    deadline: Any = None,
+    seed: int = 0,
+) -> tuple[keras.Model, bool]:
+    """Train ``params`` (a finished trial's effective parameters) from scratch on ``indices``.
+
+    The head warm-up as in the trial, then exactly ``finetune_epochs`` fine-tuning epochs (the
+    epochs the trial's early stopping kept; 0 = head only) on the same learning-rate schedule.
+    ``features``: backbone features of ``indices`` in that order (the probe's), else extracted.
+    Returns ``(model, timed_out)``; a timed-out refit must not replace the tuned model.
+    """
+    keras.utils.set_random_seed(seed)
+    flags = _Flags()
+    sized = at_trial_size(spec, params)
+    if sized is not spec:
+        features = None  # the probe's features are of the candidate's own size
+    spec = sized
+    model, backbone = build_task_model(spec, num_classes, dropout=float(params["dropout"]))
+    effective = _effective(spec, params, space, backbone.num_blocks)
+    indices = np.asarray(indices, dtype=np.int64)
+    labels = np.asarray(data.labels, dtype="int64")[indices]
+    given = None if features is None else {spec.name: {"all": features}}
+    feats = _head_features(given, spec, backbone, data, {"all": indices})["all"]
+    cbs = [_Deadline(deadline, flags)] if deadline is not None else []
+    warm_up_head(model, feats, labels, num_classes=num_classes, space=space, dropout=float(params["dropout"]),
+                 seed=seed, callbacks=cbs)
+    del feats
+    n_unfreeze = effective["unfreeze_blocks"]
+    if n_unfreeze > 0 and finetune_epochs > 0 and not flags.timed_out:
+        backbone.set_unfrozen_blocks(n_unfreeze)
+        train_ds, steps = _train_stream(data, indices, size=spec.input_size, batch_size=space.batch_size,
+                                        num_classes=num_classes, augment=str(effective["augment"]), seed=seed)
+        _compile_fine_tune(model, backbone, effective, steps=steps, max_epochs=effective["max_epochs"])
+        model.fit(train_ds, epochs=int(finetune_epochs), steps_per_epoch=steps, verbose=0, shuffle=False, callbacks=cbs)
+    backbone.set_unfrozen_blocks(0)
+    _compile_for_evaluation(model, space)
+    return model, flags.timed_out

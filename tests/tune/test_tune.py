@@ -71,7 +71,8 @@ def test_params_render_to_both_backends():
     assert by_name["unfreeze_blocks"].high == 4 and by_name["learning_rate"].log
     hp = kt.HyperParameters()
     values = render_keras_tuner(params, hp)
-    assert set(values) == {"backbone", "unfreeze_blocks", "learning_rate", "patience", "dropout"}
+    assert set(values) == {"backbone", "unfreeze_blocks", "learning_rate", "patience", "dropout", "augment",
+                           "lr_schedule", "layer_decay", "label_smoothing", "input_size"}
     assert hp._hps["learning_rate"][0].sampling == "log" and values["patience"] == 2
     assert hp._hps["backbone"][0].values == ["a", "b"]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -99,9 +100,8 @@ def test_finetune_last_block_only_and_beats_chance(data_splits, specs):
         assert same != (name in ("head/kernel", "head/bias")), name
 
 
-def test_probe_warmup_head_is_the_probes_logistic_regression(data_splits, specs):
-    from autotransfer.probe import fit_linear_probe
-    from autotransfer.tune.trainer import probe_head_weights
+def test_probe_warmup_head_is_a_cross_validated_logistic_regression(data_splits, specs):
+    from autotransfer.tune.trainer import HEAD_CS, fit_head, probe_head_weights
 
     data, splits = data_splits
     params = {"unfreeze_blocks": 0, "learning_rate": 1e-3, "patience": 1, "dropout": 0.3}
@@ -109,14 +109,17 @@ def test_probe_warmup_head_is_the_probes_logistic_regression(data_splits, specs)
     backbone = HubBackbone(specs[1].handle, input_size=16)
     feats = {s: extract(backbone, data, getattr(splits, s)) for s in ("train", "val")}
     y = {s: np.asarray(data.labels)[getattr(splits, s)] for s in ("train", "val")}
-    probe_model = fit_linear_probe(feats["train"], y["train"], seed=0)
-    # Head-only trial (dropout is off at inference) = the probe: same val accuracy, same probabilities.
-    assert out.head_val_accuracy == pytest.approx(float(np.mean(probe_model.predict(feats["val"]) == y["val"])))
+    scaler, clf = fit_head(feats["train"], y["train"], seed=0)
+    assert float(np.ravel(clf.C_)[0]) in HEAD_CS  # C chosen from the grid by cross-validation
+    proba = clf.predict_proba(scaler.transform(feats["val"]))
+    # Head-only trial (dropout is off at inference) = that regression: same val accuracy, same probabilities.
+    assert out.head_val_accuracy == pytest.approx(float(np.mean(proba.argmax(1) == y["val"])))
     kernel, bias = probe_head_weights(feats["train"], y["train"], 4, seed=0)
     np.testing.assert_allclose(out.model.get_layer(HEAD_LAYER).get_weights()[0], kernel, rtol=1e-5, atol=1e-6)
     z = feats["val"] @ kernel + bias
     p = np.exp(z - z.max(1, keepdims=True))
-    np.testing.assert_allclose(p / p.sum(1, keepdims=True), probe_model.predict_proba(feats["val"]), atol=1e-5)
+    np.testing.assert_allclose(p / p.sum(1, keepdims=True), proba, atol=1e-5)
+    np.testing.assert_allclose(out.val_probs, proba, atol=1e-5)
 
 
 def extract(backbone, data, idx):
@@ -222,7 +225,7 @@ def test_tune_keras_tuner_writes_files_and_keeps_best_model(data_splits, specs, 
     assert (trials["status"] == "ok").all() and seen[-1][:3] == ("tune", 3, 3)
     assert list(np.loadtxt(tmp_path / "trials.csv", delimiter=",", dtype=str, max_rows=1)[: len(TRIAL_COLUMNS)]) == TRIAL_COLUMNS
     best = json.loads((tmp_path / "best.json").read_text())
-    assert set(best) == {"backbone", "config", "val_accuracy", "trial_id"}
+    assert set(best) == {"backbone", "config", "val_accuracy", "val_loss", "trial_id"}
     assert best["val_accuracy"] == result.best_val_accuracy == trials["val_accuracy"].max()
     assert best["backbone"] == result.best_backbone and best["config"]["learning_rate"] == result.best_params["learning_rate"]
     # the kept model is the best trial's, still usable after later trials cleared the session

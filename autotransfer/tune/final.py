@@ -1,0 +1,177 @@
+"""The final model: the best trial or an ensemble of trained models, then refit on train+val.
+
+After tuning, every kept trial and every probed candidate's linear head (a frozen backbone with a
+logistic regression on its cached features: cheap, and a different backbone, layer or size from
+the tuned ones) is a candidate member. :func:`choose_members` picks members and weights by greedy
+ensemble selection on validation (:mod:`autotransfer.ensemble`); a single model wins unless
+averaging beats it on val. :func:`refit_members` then retrains each member on train+val with its
+own recipe (a trial: its parameters and the fine-tuning epochs its early stopping kept; a linear
+head: the logistic regression on train+val features), so the exported model sees every labelled
+item but the untouched test split. A member whose refit does not fit the time left keeps its tuned
+weights (said in its ``refit_note``).
+"""
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+
+from autotransfer.backbones import BackboneSpec
+from autotransfer.ensemble import EnsembleChoice, greedy_ensemble, log_loss
+from autotransfer.tune.budget import Deadline
+from autotransfer.tune.space import TuneSpace
+from autotransfer.tune.task import HEAD_LAYER, build_ensemble, build_task_model
+from autotransfer.tune.trainer import at_trial_size, predict_probs, probe_head_weights, refit_trial
+
+PROBE_PREFIX = "probe:"
+#: A linear head's "trial" parameters: the frozen backbone, no dropout at inference.
+_HEAD_PARAMS = {"unfreeze_blocks": 0, "dropout": 0.0}
+
+
+@dataclass
+class Member:
+    """One model of the final ensemble (or the single final model)."""
+
+    name: str                      # "trial 3" or "probe:<candidate>"
+    spec: BackboneSpec
+    weight: float
+    model: keras.Model             # trained on train only (what validation chose)
+    params: dict[str, Any]
+    finetune_epochs: int = 0
+    trial_seconds: float = 0.0
+    trial_id: int | None = None
+    head: list[np.ndarray] | None = None  # linear-head members: the Dense weights
+    flip: bool = False             # test-time flip averaging
+    refit_model: keras.Model | None = None
+    refit_note: str = "not refit"
+
+    @property
+    def kind(self) -> str:
+        return "probe" if self.name.startswith(PROBE_PREFIX) else "trial"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "backbone": self.spec.name, "input_size": self.spec.input_size,
+                "weight": self.weight, "kind": self.kind, "trial_id": self.trial_id, "params": self.params,
+                "finetune_epochs": self.finetune_epochs, "flip_tta": self.flip, "refit": self.refit_model is not None,
+                "refit_note": self.refit_note}
+
+
+@dataclass
+class FinalModel:
+    """The chosen members, the selection behind them, and the Keras model(s) they make."""
+
+    members: list[Member]
+    choice: EnsembleChoice
+    notes: list[str] = field(default_factory=list)
+
+    def model(self, refit: bool = True) -> tuple[keras.Model, list[int]]:
+        """The averaged model and its input sizes; ``refit`` uses the refit weights where a
+        member has them."""
+        parts = [((m.refit_model if refit and m.refit_model is not None else m.model), m.spec.input_size,
+                  m.weight, m.flip) for m in self.members]
+        return build_ensemble(parts)
+
+    @property
+    def refit(self) -> bool:
+        """True when every member was refit."""
+        return all(m.refit_model is not None for m in self.members)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"members": [m.to_dict() for m in self.members], "selection": self.choice.to_dict(),
+                "ensemble": len(self.members) > 1, "refit": self.refit, "notes": list(self.notes)}
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def probe_heads(features: dict[str, dict[str, np.ndarray]], specs: dict[str, BackboneSpec], y_train: np.ndarray,
+                num_classes: int, *, seed: int = 0) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
+    """``{probe:<name>: (head weights, val probabilities)}`` for every candidate with cached features."""
+    out = {}
+    for name, f in features.items():
+        if name not in specs or "train" not in f or "val" not in f:
+            continue
+        head = probe_head_weights(np.asarray(f["train"], np.float32), y_train, num_classes, seed=seed)
+        out[PROBE_PREFIX + name] = (head, _softmax(np.asarray(f["val"], np.float64) @ head[0] + head[1]))
+    return out
+
+
+def choose_members(tuned: Any, heads: dict[str, tuple[list[np.ndarray], np.ndarray]], specs: dict[str, BackboneSpec],
+                   y_val: np.ndarray, *, num_classes: int, max_members: int) -> FinalModel:
+    """Greedy ensemble selection over the kept trials (best first) and the linear heads."""
+    kept = sorted((tuned.summaries[t] for t in tuned.models), key=lambda s: s.key, reverse=True)
+    probs = {f"trial {s.trial_id}": s.val_probs for s in kept}
+    probs.update({name: p for name, (_, p) in heads.items()})
+    choice = greedy_ensemble(probs, y_val, max_members=max(1, max_members))
+    members = []
+    for name, weight in choice.weights.items():
+        if name.startswith(PROBE_PREFIX):
+            spec = specs[name[len(PROBE_PREFIX):]]
+            model = _head_model(spec, heads[name][0], num_classes)
+            members.append(Member(name, spec, weight, model, dict(_HEAD_PARAMS), head=heads[name][0]))
+        else:
+            s = tuned.summaries[int(name.split()[1])]
+            members.append(Member(name, at_trial_size(specs[s.backbone], s.params), weight, tuned.models[s.trial_id],
+                                  dict(s.params), s.finetune_epochs, s.seconds, s.trial_id))
+    return FinalModel(members, choice)
+
+
+def _head_model(spec: BackboneSpec, head: list[np.ndarray], num_classes: int) -> keras.Model:
+    model, _ = build_task_model(spec, num_classes, dropout=0.0)
+    model.get_layer(HEAD_LAYER).set_weights(head)
+    return model
+
+
+def choose_flip(final: FinalModel, val_images: dict[int, Any], y_val: np.ndarray) -> None:
+    """Turn on test-time flip averaging for members whose validation log-loss it lowers.
+
+    ``val_images``: ``{input size: batches of val images}`` (what the members were validated on).
+    """
+    for m in final.members:
+        batches = val_images[m.spec.input_size]
+        plain = predict_probs(m.model, batches)
+        flipped = predict_probs(m.model, [np.asarray(b)[:, :, ::-1] for b in batches])
+        m.flip = log_loss(0.5 * (plain + flipped), y_val) < log_loss(plain, y_val)
+
+
+def refit_members(final: FinalModel, data: Any, indices: np.ndarray, *,
+                  features: dict[tuple[str, int], np.ndarray], space: TuneSpace, deadline: Deadline, factor: float,
+                  seed: int = 0) -> None:
+    """Retrain every member on ``indices`` (train+val), heaviest weight first, while time allows.
+
+    ``features``: ``{(candidate name, input size): features of indices}`` (the probe's, in
+    ``indices`` order); members at another size extract their own.
+    ``factor``: refit items over trial train items, to estimate a refit from its trial's time.
+    """
+    y = np.asarray(data.labels, dtype=np.int64)[indices]
+    for m in sorted(final.members, key=lambda m: -m.weight):
+        est = factor * m.trial_seconds
+        if m.kind == "trial" and deadline.remaining() < est:
+            m.refit_note = f"kept the tuned weights: refit needs ~{est:.0f} s, {max(0.0, deadline.remaining()):.0f} s left"
+            continue
+        t0 = time.monotonic()
+        feats = features.get((m.spec.name, m.spec.input_size))
+        if m.kind == "probe":
+            head = probe_head_weights(feats, y, data.num_classes, seed=seed)
+            m.refit_model = _head_model(m.spec, head, data.num_classes)
+        else:
+            model, timed_out = refit_trial(m.spec, m.params, data, indices, space=space, num_classes=data.num_classes,
+                                           finetune_epochs=m.finetune_epochs, features=feats, deadline=deadline,
+                                           seed=seed + (m.trial_id or 0))
+            if timed_out:
+                m.refit_note = "kept the tuned weights: the refit ran out of time"
+                del model
+                gc.collect()
+                continue
+            m.refit_model = model
+        m.refit_note = f"refit on {len(indices)} items in {time.monotonic() - t0:.0f} s"
+
+
+__all__ = ["FinalModel", "Member", "choose_flip", "choose_members", "probe_heads", "refit_members"]

@@ -1,0 +1,107 @@
+"""The final model: ensemble export, refit on train+val, budget use and probe order (tiny modules)."""
+from __future__ import annotations
+
+import importlib
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from autotransfer.backbones import BackboneSpec
+from autotransfer.data import decode_image_bytes
+from autotransfer.tune import HEAD_LAYER, TuneSpace, build_task_model, tune
+from autotransfer.tune.task import build_ensemble
+from autotransfer.tune.trainer import probe_head_weights, refit_trial
+
+FAST = TuneSpace(unfreeze_blocks=(0, "all"), learning_rate=(1e-3, 1e-2), head_learning_rate=5e-2,
+                 patience=(1, 2), dropout=(0.0, 0.2), head_epochs=4, max_epochs=2, batch_size=16)
+
+
+def _pngs(n: int, size: int, seed: int = 0) -> list[bytes]:
+    rng = np.random.default_rng(seed)
+    return [tf.io.encode_png(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).numpy() for _ in range(n)]
+
+
+def test_ensemble_export_serves_the_weighted_mean_of_its_members(tiny_modules, tmp_path):
+    from autotransfer.export import export_model, load_exported, make_predict_request, run_predict_request
+
+    rng = np.random.default_rng(1)
+    members = []
+    for name, size, weight, flip in (("good", 16, 0.5, False), ("medium", 24, 0.3, True), ("good", 24, 0.2, False)):
+        model, bb = build_task_model(BackboneSpec(name, tiny_modules[name], size), 4, dropout=0.0)
+        kernel = rng.normal(size=(bb.output_dim, 4)).astype("float32")
+        model.get_layer(HEAD_LAYER).set_weights([kernel, np.zeros(4, "float32")])
+        members.append((model, size, weight, flip))
+    ensemble, sizes = build_ensemble(members)
+    assert sizes == [16, 24]
+    path = export_model(ensemble, class_names=list("abcd"), input_size=sizes, export_dir=tmp_path, model_name="ens")
+    blobs = _pngs(5, 20)
+    served = run_predict_request(load_exported(path), make_predict_request(blobs, model_name="ens",
+                                                                           signature_name="serving_bytes"))
+    expected = 0
+    for model, size, weight, flip in members:
+        x = np.stack([decode_image_bytes(tf.constant(b), size).numpy() for b in blobs])  # the training decode
+        p = model(x, training=False).numpy()
+        if flip:
+            p = 0.5 * (p + model(x[:, :, ::-1], training=False).numpy())
+        expected = expected + weight * p
+    np.testing.assert_allclose(served["probabilities"], expected, atol=1e-5)
+    assert list(served["label"].astype(str)) == [list("abcd")[i] for i in expected.argmax(1)]
+    one = run_predict_request(load_exported(path), make_predict_request(blobs[:1], model_name="ens",
+                                                                        signature_name="serving_bytes"))
+    np.testing.assert_allclose(one["probabilities"], expected[:1], atol=1e-5)  # batch-1, as TF Serving may send
+
+
+def test_single_member_is_the_model_itself(tiny_modules):
+    model, _ = build_task_model(BackboneSpec("good", tiny_modules["good"], 16), 4, dropout=0.0)
+    assert build_ensemble([(model, 16, 1.0, False)]) == (model, [16])
+
+
+def test_refit_trains_on_the_indices_it_is_given(tiny_modules, monkeypatch):
+    from autotransfer.data import load_data, make_splits
+    from autotransfer.probe import extract_features
+    from autotransfer.backbones import HubBackbone
+    from autotransfer.data import image_dataset
+    from autotransfer.testing import pattern_images
+
+    trainer = importlib.import_module("autotransfer.tune.trainer")
+    x, y = pattern_images(16, seed=1)
+    data = load_data(x, labels=y)
+    splits = make_splits(data, seed=0)
+    idx = np.concatenate([splits.train, splits.val])
+    spec = BackboneSpec("good", tiny_modules["good"], 16)
+    seen = {}
+    real = trainer._train_stream
+
+    def spy(data_, indices, **kw):
+        seen["indices"], seen["augment"] = np.asarray(indices), kw["augment"]
+        return real(data_, indices, **kw)
+
+    monkeypatch.setattr(trainer, "_train_stream", spy)
+    space = FAST.__class__(**{**FAST.__dict__, "head_warmup": "probe"})
+    params = {"unfreeze_blocks": 1, "learning_rate": 1e-2, "patience": 1, "dropout": 0.0, "augment": "crop"}
+    model, timed_out = refit_trial(spec, params, data, idx, space=space, num_classes=4, finetune_epochs=2)
+    assert not timed_out
+    np.testing.assert_array_equal(seen["indices"], idx)  # train+val rows, nothing else
+    assert seen["augment"] == "crop"
+    # head-only refit: the head is the logistic regression on the train+val features
+    head_only, _ = refit_trial(spec, {**params, "unfreeze_blocks": 0}, data, idx, space=space, num_classes=4,
+                               finetune_epochs=0)
+    feats = extract_features(HubBackbone(spec.handle), image_dataset(data, idx, image_size=16, with_labels=False))
+    kernel, _ = probe_head_weights(feats, np.asarray(data.labels)[idx], 4)
+    np.testing.assert_allclose(head_only.get_layer(HEAD_LAYER).get_weights()[0], kernel, rtol=1e-4, atol=1e-5)
+
+
+def test_time_budget_without_a_trial_cap_runs_until_the_deadline(data_splits, tiny_modules, tmp_path):
+    data, splits = data_splits
+    specs = [BackboneSpec(n, tiny_modules[n], 16) for n in ("good", "medium")]
+    space = FAST.__class__(**{**FAST.__dict__, "unfreeze_blocks": (0, 0), "head_epochs": 1})
+    t0 = time.time()
+    result = tune(specs, data, splits, space=space, backend="optuna", max_trials=None, time_budget_s=12,
+                  out_dir=tmp_path, seed=0)
+    took = time.time() - t0
+    assert len(result.trials) > 6  # more than the old fixed default of 6 trials
+    assert took < 12 + 10  # the last trial starts before the deadline and is short
+    with pytest.raises(Exception, match="max_trials, a time budget, or both"):
+        tune(specs, data, splits, space=space, backend="optuna", max_trials=None, out_dir=tmp_path)
