@@ -20,9 +20,13 @@ from autotransfer.config import DEFAULT_MAX_TRIALS, RunConfig, load_search_space
 from autotransfer.progress import RichProgress, log
 from autotransfer.result import Result
 
-# Evaluate, export and report need some seconds after the final model is trained; keep them out
-# of the tuner's and the refit's share of the budget.
-_EXPORT_RESERVE_S = 30.0
+# Evaluate, export and report need some seconds after the final model is trained, more with every
+# ensemble member (each is traced, verified and evaluated: ~15 s a member for the zoo at 224-260 px,
+# measured on 2- and 4-member exports); keep them out of the tuner's and the refit's share.
+_EXPORT_RESERVE_S = 20.0
+_EXPORT_RESERVE_PER_MEMBER_S = 15.0
+#: Trials whose refit the tuner keeps time for: the ensemble's fine-tuned members are usually 1-3.
+_REFIT_MEMBERS = 3
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -53,12 +57,13 @@ class _Run:
     start: float
     timings: dict[str, float]
 
-    @property
-    def deadline(self) -> float | None:
-        """``time.time()`` by which the final model must be trained (the export reserve after it)."""
+    def deadline(self, members: int | None = None) -> float | None:
+        """``time.time()`` by which the final model of ``members`` models (default: the most the
+        ensemble may have) must be trained, leaving the export reserve after it."""
         if self.config.time_budget_s is None:
             return None
-        return time.time() + (self.start + self.config.time_budget_s - time.monotonic()) - _EXPORT_RESERVE_S
+        reserve = _EXPORT_RESERVE_S + _EXPORT_RESERVE_PER_MEMBER_S * (members or self.config.ensemble)
+        return time.time() + (self.start + self.config.time_budget_s - time.monotonic()) - reserve
 
     def timed(self, stage: str, t0: float) -> None:
         self.timings[stage] = time.monotonic() - t0
@@ -129,18 +134,33 @@ def _probe_stage(run: _Run, candidates: list, prog: Any) -> tuple[Any, list]:
     return probed, candidates + list(probed.specs.values())  # multi-source rows are candidates too
 
 
+def _tuning_candidates(probed: Any, specs: dict, k: int) -> list[str]:
+    """The probe's best ``k`` in rank order, at most one per network while others are left.
+
+    Layer and size variants of one network make correlated trials, and the final ensemble gains
+    most from different networks; with fewer networks than ``k`` the next best variants fill up.
+    """
+    ranked = probed.top(len(probed.leaderboard))
+    out: list[str] = []
+    for name in ranked:
+        if (specs[name].base or name) not in {specs[n].base or n for n in out}:
+            out.append(name)
+    out += [n for n in ranked if n not in out]
+    return out[:k]
+
+
 def _tune_stage(run: _Run, probed: Any, specs: dict, expected: int | None, prog: Any) -> Any:
     from autotransfer.tune import tune
 
     t0 = time.monotonic()
-    top = probed.top(run.config.top_k)  # probe rank order: the tuner tries them in this order
+    top = _tuning_candidates(probed, specs, run.config.top_k)  # the tuner tries them in this order
     log(f"probe: top-{len(top)} {top} ({run.timings['probe']:.1f} s)")
-    deadline = run.deadline
+    deadline = run.deadline()
     remaining = None if deadline is None else max(deadline - time.time(), 1.0)
     tuned = tune([specs[n] for n in top], run.data, run.splits, space=run.space.tuning, backend=run.config.tuner,
                  max_trials=_max_trials(run.config),
                  time_budget_s=remaining, features=probed.features, out_dir=run.run_dir, seed=run.config.seed,
-                 progress=prog, refit_members=min(run.config.ensemble, 2) if run.config.refit else 0,
+                 progress=prog, refit_members=min(run.config.ensemble, _REFIT_MEMBERS) if run.config.refit else 0,
                  expected_trials=expected)
     run.timed("tune", t0)
     return tuned
@@ -160,8 +180,10 @@ def _final_stage(run: _Run, probed: Any, tuned: Any, specs: dict) -> Any:
         choose_flip(final, _val_batches(run, final), y[splits.val])
     if c.refit:
         idx = np.concatenate([splits.train, splits.val])
-        refit_members(final, data, idx, features=_features_of(probed, ("train", "val")), space=run.space.tuning, deadline=Deadline(run.deadline),
+        refit_members(final, data, idx, features=_features_of(probed, ("train", "val")), space=run.space.tuning,
+                      deadline=Deadline(run.deadline(len(final.members))),
                       factor=len(idx) / max(1, len(splits.train)), seed=c.seed)
+    final.save_members(run.run_dir)
     _write_json(run.run_dir / "final_model.json", final.to_dict())
     run.timed("final", t0)
     return final
@@ -200,7 +222,7 @@ def _evaluate_stage(run: _Run, probed: Any, tuned: Any, final: Any) -> dict[str,
         metrics["accuracy"], float(probe_row["test_accuracy"]), num_test=metrics["num_test"],
         train_per_class=len(splits.train) / len(data.class_names),
         unfreeze_blocks=max(int(m.params.get("unfreeze_blocks", 0)) for m in final.members),
-        trials_ok=len(ok), budget_hit=run.deadline is not None and time.time() >= run.deadline,
+        trials_ok=len(ok), budget_hit=run.deadline() is not None and time.time() >= run.deadline(),
         val_accuracy=final.choice.val_accuracy,
     )
     metrics.update(
@@ -238,9 +260,11 @@ def _refit_with_test(run: _Run, final: Any, probed: Any) -> None:
     from autotransfer.tune.final import refit_members
 
     idx = np.concatenate([run.splits.train, run.splits.val, run.splits.test])
-    refit_members(final, run.data, idx, features=_features_of(probed, ("train", "val", "test")), space=run.space.tuning, deadline=Deadline(run.deadline),
+    refit_members(final, run.data, idx, features=_features_of(probed, ("train", "val", "test")), space=run.space.tuning,
+                  deadline=Deadline(run.deadline(len(final.members))),
                   factor=len(idx) / max(1, len(run.splits.train)), seed=run.config.seed)
     notes = [f"{m.name}: {m.refit_note} (train+val+test)" for m in final.members]
+    final.save_members(run.run_dir)
     _write_json(run.run_dir / "final_model.json", {**final.to_dict(), "refit_with_test": notes})
 
 

@@ -3,8 +3,11 @@
     python benchmarks/selection.py digits --search-space search_spaces/offline.yaml \
         --input-sizes 96,128,160 --per-class 40 --max-trials 2 --max-epochs 4 --out reports/selection
 
-DATA is an image folder (one sub-folder per class) or the word ``digits`` (scikit-learn's 8x8
-digits written as an image folder, ``--per-class`` images per class, ``--image-size`` px).
+DATA is an image folder (one sub-folder per class), the word ``digits`` (scikit-learn's 8x8
+digits written as an image folder, ``--per-class`` images per class, ``--image-size`` px), or the
+word ``fashion-mnist`` (``--per-class`` training images per class from the official train file,
+drawn with ``--seed``, train+val; the official test file's ``--test-per-class`` per class as the
+test split: a CSV with a split column, written by ``benchmarks/accuracy.py``'s writer).
 ``--test-rest`` (digits only): train and val come from ``--per-class`` images per class and ALL the
 other digits (about 1,400) are the test split, so that the reference accuracies are not dominated
 by test-set noise (one test image = 0.07 pp instead of 0.8 pp).
@@ -55,6 +58,20 @@ def write_digits(dest: Path, per_class: int, size: int, seed: int) -> Path:
     keep = np.concatenate([rng.permutation(np.flatnonzero(digits.target == c))[:per_class] for c in range(10)])
     x = 1.0 - digits.images[keep] / 16.0
     return write_image_folder(x, digits.target[keep], [str(c) for c in range(10)], dest, image_size=size)
+
+
+def write_fashion_mnist_csv(dest: Path, per_class: int, test_per_class: int, seed: int) -> Path:
+    """Fashion-MNIST PNGs (benchmarks/accuracy.py's writer) listed in ``dest/data.csv`` with a split
+    column: the training subset as ``train`` (val is carved from it), the official test images as ``test``."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from accuracy import write_fashion_mnist
+
+    train, test = write_fashion_mnist(dest, per_class, test_per_class, seed)
+    rows = ["path,label,split"] + [f"{p.relative_to(dest)},{p.parent.name},{split}"
+                                   for split, root in (("train", train), ("test", test))
+                                   for p in sorted(root.glob("*/*.png"))]
+    (dest / "data.csv").write_text("\n".join(rows) + "\n")
+    return dest / "data.csv"
 
 
 def rest_as_test_splits(data, per_class: int, val_fraction: float, seed: int):
@@ -120,11 +137,12 @@ def _fmt(v, spec=".3f"):
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("data", help="image folder, or 'digits'")
+    p.add_argument("data", help="image folder, 'digits' or 'fashion-mnist'")
     p.add_argument("--search-space", required=True)
     p.add_argument("--input-sizes", default=None, help="comma list: re-expand every entry at these sizes")
     p.add_argument("--per-class", type=int, default=40, help="digits only: images per class")
     p.add_argument("--image-size", type=int, default=32, help="digits only: written image size (px)")
+    p.add_argument("--test-per-class", type=int, default=200, help="fashion-mnist only: test images per class")
     p.add_argument("--max-trials", type=int, default=2)
     p.add_argument("--max-epochs", type=int, default=4)
     p.add_argument("--head-epochs", type=int, default=None)
@@ -162,6 +180,8 @@ def main(argv: list[str] | None = None) -> dict:
         p.error("--test-rest needs DATA=digits")
     if args.data == "digits":
         folder = write_digits(work / "digits", 10**6 if args.test_rest else args.per_class, args.image_size, args.seed)
+    elif args.data == "fashion-mnist":
+        folder = write_fashion_mnist_csv(work / "fashion-mnist", args.per_class, args.test_per_class, args.seed)
     else:
         folder = Path(args.data)
     data = load_data(str(folder))

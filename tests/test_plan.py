@@ -122,3 +122,15 @@ def test_measure_costs_on_tiny_modules(tiny_modules):
     plan = make_plan(costs, n_items=len(data), n_train=len(splits.train), n_val=len(splits.val),
                      n_test=len(splits.test), budget_s=600, top_k=2, max_trials=2, max_epochs=2)
     assert isinstance(plan, Plan) and plan.probe_s > 0 and plan.trial_s_max >= plan.trial_s_mean > 0
+
+
+def test_until_the_deadline_the_plan_says_how_many_trials_it_expects():
+    costs = {"a": cost("a"), "b": cost("b", fwd=0.02, train=0.06)}
+    full = make_plan(costs, **SIZES, budget_s=None, top_k=2, max_trials=1, max_epochs=4)
+    budget = full.probe_s + full.finish_s + 5.5 * full.trial_s_mean
+    plan = make_plan(costs, **SIZES, budget_s=budget, top_k=2, max_trials=None, max_epochs=4)
+    assert plan.fits and plan.trials_fit == 5 and plan.max_trials == 5
+    assert plan.tune_s == pytest.approx(budget - full.probe_s - full.finish_s)
+    assert "until the deadline" in str(plan) and "about 5 trial(s) expected" in str(plan)
+    with pytest.raises(ValueError, match="needs a budget"):
+        make_plan(costs, **SIZES, budget_s=None, top_k=2, max_trials=None, max_epochs=4)

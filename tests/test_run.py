@@ -112,3 +112,21 @@ def test_final_model_is_refit_on_train_and_val_and_reported(result):
     assert metrics["refit"]["accuracy"] == metrics["accuracy"]
     html = result.report_path.read_text()
     assert "Final model" in html and "after the refit on train+val" in html
+
+
+def test_member_weights_rebuild_what_the_export_serves(result):
+    from autotransfer.tune.final import member_model
+
+    final = json.loads((result.run_dir / "final_model.json").read_text())
+    x, _ = pattern_images(2, num_classes=4, size=16, seed=3)
+    images = x.astype("float32") / 255.0
+    expected = 0
+    for m in final["members"]:
+        model = member_model(result.run_dir, m, 4)
+        p = model(images, training=False).numpy()
+        if m["flip_tta"]:
+            p = 0.5 * (p + model(images[:, :, ::-1], training=False).numpy())
+        expected = expected + m["weight"] * p
+    loaded = tf.saved_model.load(str(result.export_path))
+    served = loaded.signatures["serving_default"](images=tf.constant(images))["probabilities"].numpy()
+    np.testing.assert_allclose(served, expected, atol=1e-5)

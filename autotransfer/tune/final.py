@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -53,11 +54,13 @@ class Member:
     def kind(self) -> str:
         return "probe" if self.name.startswith(PROBE_PREFIX) else "trial"
 
+    weights_file: str | None = None  # the exported weights, relative to the run directory
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "backbone": self.spec.name, "input_size": self.spec.input_size,
-                "weight": self.weight, "kind": self.kind, "trial_id": self.trial_id, "params": self.params,
-                "finetune_epochs": self.finetune_epochs, "flip_tta": self.flip, "refit": self.refit_model is not None,
-                "refit_note": self.refit_note}
+                "spec": self.spec.to_dict(), "weight": self.weight, "kind": self.kind, "trial_id": self.trial_id,
+                "params": self.params, "finetune_epochs": self.finetune_epochs, "flip_tta": self.flip,
+                "refit": self.refit_model is not None, "refit_note": self.refit_note, "weights_file": self.weights_file}
 
 
 @dataclass
@@ -80,9 +83,25 @@ class FinalModel:
         """True when every member was refit."""
         return all(m.refit_model is not None for m in self.members)
 
+    def save_members(self, run_dir: Path) -> None:
+        """Each member's exported weights as ``final/member_<i>.weights.h5`` (what a member alone
+        would serve; :func:`member_model` rebuilds it)."""
+        (run_dir / "final").mkdir(parents=True, exist_ok=True)
+        for i, m in enumerate(self.members):
+            m.weights_file = f"final/member_{i}.weights.h5"
+            (m.refit_model or m.model).save_weights(str(run_dir / m.weights_file))
+
     def to_dict(self) -> dict[str, Any]:
         return {"members": [m.to_dict() for m in self.members], "selection": self.choice.to_dict(),
                 "ensemble": len(self.members) > 1, "refit": self.refit, "notes": list(self.notes)}
+
+
+def member_model(run_dir: Path, member: dict[str, Any], num_classes: int) -> keras.Model:
+    """One member of ``final_model.json`` rebuilt from its spec and weights file."""
+    spec = BackboneSpec.from_dict(member["spec"], f"{run_dir / 'final_model.json'}: {member['name']}")
+    model, _ = build_task_model(spec, num_classes, dropout=float(member["params"].get("dropout", 0.0)))
+    model.load_weights(str(run_dir / member["weights_file"]))
+    return model
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
@@ -174,4 +193,4 @@ def refit_members(final: FinalModel, data: Any, indices: np.ndarray, *,
         m.refit_note = f"refit on {len(indices)} items in {time.monotonic() - t0:.0f} s"
 
 
-__all__ = ["FinalModel", "Member", "choose_flip", "choose_members", "probe_heads", "refit_members"]
+__all__ = ["FinalModel", "Member", "choose_flip", "choose_members", "member_model", "probe_heads", "refit_members"]

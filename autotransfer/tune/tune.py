@@ -163,9 +163,10 @@ def tune(
     if isinstance(backend, str):
         expect = {"expected_trials": expected_trials or 10}
         hints = {"keras-tuner": {"max_epochs": space.max_epochs, **expect},
-                 # The earliest cut is after the head warm-up (one step when it is the probe's fit).
-                 "optuna": {"n_warmup_steps": 0 if space.head_warmup == "probe" else max(0, space.head_epochs - 1),
-                            **expect}}
+                 # The earliest cut is a third into fine-tuning: its first epochs often dip below the
+                 # warmed-up head before they pass it (a cut at the dip kills the good trials).
+                 "optuna": {"n_warmup_steps": (1 if space.head_warmup == "probe" else space.head_epochs)
+                            + max(1, space.max_epochs // 3) - 1, **expect}}
         backend = get_backend(backend, **hints.get(backend, {}))
 
     total = max_trials or expected_trials or 0
