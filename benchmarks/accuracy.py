@@ -16,8 +16,12 @@
    images, ``StandardScaler + LogisticRegressionCV`` (scikit-learn defaults: 10 Cs, 5 folds), on
    the same TEST images; and the same recipe on every zoo backbone at its native size.
 
+5. Post hoc, from the run's saved member weights (``final/``): the same TEST images through the
+   final model without the refit (tuned, train-only weights), without flip averaging, and the best
+   single model alone (refit): what the refit, the flip averaging and the ensemble each added.
+
 Prints the export's accuracy minus the recipe's (pp), against the best zoo recipe too, the run's
-own test_metrics (its internal test split) and wall time; writes ``accuracy.json`` under ``--out``.
+own test_metrics (its internal test split) and wall time; appends to ``accuracy.jsonl`` under ``--out``.
 """
 from __future__ import annotations
 
@@ -63,6 +67,22 @@ def write_fashion_mnist(dest: Path, per_class: int, test_per_class: int, seed: i
             for i in rng.choice(np.flatnonzero(y == c), n, replace=False):
                 Image.fromarray(x[i]).save(dest / split / name / f"{i:05d}.png")
     return dest / "train", dest / "test"
+
+
+def ablation_space(settings: list[str], dest: Path) -> Path:
+    """``search_spaces/offline.yaml`` with ``tuning.FIELD=YAML`` settings applied, written to ``dest``."""
+    import yaml
+
+    space = yaml.safe_load((Path(__file__).resolve().parent.parent / "search_spaces" / "offline.yaml").read_text())
+    for item in settings:
+        key, _, value = item.partition("=")
+        section, _, field = key.partition(".")
+        if section != "tuning" or not field:
+            sys.exit(f"error: --set {item!r}: expected tuning.FIELD=VALUE")
+        space.setdefault("tuning", {})[field] = yaml.safe_load(value)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(yaml.safe_dump(space, sort_keys=False))
+    return dest
 
 
 def run_autotransfer(train: Path, out: Path, budget: str, seed: int, extra: list[str]) -> tuple[float, int]:
@@ -123,6 +143,43 @@ def recipe_accuracy(train: Path, test: Path, name: str, size: int, cache: Path) 
     return float(np.mean(model.predict(xte) == te.labels))
 
 
+def posthoc(run_dir: Path, test: Path) -> dict[str, float]:
+    """Test accuracy of the final model's variants, rebuilt from ``final/member_<i>*.weights.h5``."""
+    from autotransfer.data import image_dataset, load_data
+    from autotransfer.tune.final import member_model
+
+    final = json.loads((run_dir / "final_model.json").read_text())
+    te = load_data(str(test))
+    y = np.asarray(te.labels)
+    probs: dict[tuple[int, bool, bool], np.ndarray] = {}  # (member, tuned, flipped) -> [n, K]
+    for i, m in enumerate(final["members"]):
+        ds = image_dataset(te, np.arange(len(te)), image_size=m["input_size"], batch_size=64, with_labels=False)
+        for tuned in ((False, True) if m.get("refit") else (False,)):
+            model = member_model(run_dir, m, te.num_classes, tuned=tuned)
+            plain, flipped = [], []
+            for x in ds:
+                plain.append(model(x, training=False).numpy())
+                flipped.append(model(x[:, :, ::-1], training=False).numpy())
+            probs[(i, tuned, False)], probs[(i, tuned, True)] = np.concatenate(plain), np.concatenate(flipped)
+            del model
+
+    def acc(tuned: bool = False, tta: bool = True, only: int | None = None) -> float:
+        total = 0
+        for i, m in enumerate(final["members"]):
+            if only is not None and i != only:
+                continue
+            t = tuned and m.get("refit")
+            p = probs[(i, t, False)]
+            if tta and m["flip_tta"]:
+                p = 0.5 * (p + probs[(i, t, True)])
+            total = total + (1.0 if only is not None else m["weight"]) * p
+        return float(np.mean(np.argmax(total, axis=1) == y))
+
+    single = next(i for i, m in enumerate(final["members"]) if m["name"] == final["selection"]["single"])
+    return {"final": acc(), "no_refit": acc(tuned=True), "no_tta": acc(tta=False), "single": acc(only=single),
+            "single_name": final["members"][single]["name"], "members": len(final["members"])}
+
+
 def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -138,6 +195,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", type=Path, default=Path("reports/accuracy"))
     p.add_argument("--tag", default="", help="name of this configuration in the output (e.g. an ablation)")
     p.add_argument("--no-run", action="store_true", help="only the recipes (and score an existing run dir)")
+    p.add_argument("--set", action="append", default=[], metavar="tuning.FIELD=YAML",
+                   help="ablation: run on the offline search space with this tuning field replaced "
+                        "(e.g. tuning.augment=none); repeatable")
     args = p.parse_args(argv)
     subset = args.seed if args.subset_seed is None else args.subset_seed
     tag = args.tag or "default"
@@ -151,6 +211,8 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         p.error("give --fashion-mnist N, or --train DIR and --test DIR")
     run_dir = args.out / f"run-{tag}-s{subset}-seed{args.seed}"
+    if args.set:
+        extra = ["--search-space", str(ablation_space(args.set, args.out / f"space-{tag}.yaml")), *extra]
     seconds, rc = (0.0, 0) if args.no_run else run_autotransfer(train, run_dir, args.time_budget, args.seed, extra)
     if rc != 0:
         sys.exit(f"error: autotransfer run exited {rc}")
@@ -158,11 +220,13 @@ def main(argv: list[str] | None = None) -> dict:
     recipes = {name: recipe_accuracy(train, test, name, size, args.out / "recipe-cache") for name, size in ZOO.items()}
     metrics = json.loads((run_dir / "test_metrics.json").read_text())
     best_name = max(recipes, key=recipes.get)
+    parts = posthoc(run_dir, test) if (run_dir / "final_model.json").is_file() else None
     result = {"tag": tag, "extra_args": extra, "subset_seed": subset, "seed": args.seed, "train": str(train),
               "test": str(test), "test_images": n, "time_budget": args.time_budget, "run_seconds": seconds,
               "export_accuracy": acc, "recipes": recipes, "recipe": RECIPE, "gain_pp": 100 * (acc - recipes[RECIPE]),
               "gain_vs_best_recipe_pp": 100 * (acc - recipes[best_name]), "best_recipe": best_name,
-              "run_test_metrics": {k: metrics.get(k) for k in ("accuracy", "tuned", "refit", "ensemble", "num_test")}}
+              "run_test_metrics": {k: metrics.get(k) for k in ("accuracy", "tuned", "refit", "ensemble", "num_test")},
+              "posthoc": parts}
     print(f"\n{tag} (subset {subset}, seed {args.seed}): export through serving_bytes on {n} test images: {acc:.4f}")
     for name, a in recipes.items():
         print(f"  recipe {name} frozen + LogisticRegressionCV on all {len(list(train.glob('*/*.png')))} train images: {a:.4f}")
@@ -170,6 +234,12 @@ def main(argv: list[str] | None = None) -> dict:
           f"{result['gain_vs_best_recipe_pp']:+.2f} pp; run wall time {seconds / 60:.1f} min")
     print(f"  run's own test split ({metrics.get('num_test')} images): {metrics.get('accuracy'):.4f} "
           f"(tuned {(metrics.get('tuned') or {}).get('accuracy')}), members {metrics.get('ensemble')}")
+    if parts:
+        fin = parts["final"]
+        print(f"  post hoc from the member weights ({parts['members']} member(s)): final {fin:.4f} "
+              f"(serving_bytes {acc:.4f}); refit adds {100 * (fin - parts['no_refit']):+.2f} pp, flip averaging "
+              f"{100 * (fin - parts['no_tta']):+.2f} pp, the ensemble {100 * (fin - parts['single']):+.2f} pp over its best "
+              f"single model ({parts['single_name']}: {parts['single']:.4f})")
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "accuracy.jsonl", "a") as f:
         f.write(json.dumps(result) + "\n")

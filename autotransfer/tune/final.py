@@ -84,23 +84,30 @@ class FinalModel:
         return all(m.refit_model is not None for m in self.members)
 
     def save_members(self, run_dir: Path) -> None:
-        """Each member's exported weights as ``final/member_<i>.weights.h5`` (what a member alone
-        would serve; :func:`member_model` rebuilds it)."""
+        """Each member's exported weights as ``final/member_<i>.weights.h5`` and, when it was
+        refit, its tuned (train-only) weights as ``final/member_<i>.tuned.weights.h5``: what a
+        member alone would serve, and what the refit changed (:func:`member_model` rebuilds either)."""
         (run_dir / "final").mkdir(parents=True, exist_ok=True)
         for i, m in enumerate(self.members):
             m.weights_file = f"final/member_{i}.weights.h5"
             (m.refit_model or m.model).save_weights(str(run_dir / m.weights_file))
+            if m.refit_model is not None:
+                m.model.save_weights(str(run_dir / f"final/member_{i}.tuned.weights.h5"))
 
     def to_dict(self) -> dict[str, Any]:
         return {"members": [m.to_dict() for m in self.members], "selection": self.choice.to_dict(),
                 "ensemble": len(self.members) > 1, "refit": self.refit, "notes": list(self.notes)}
 
 
-def member_model(run_dir: Path, member: dict[str, Any], num_classes: int) -> keras.Model:
-    """One member of ``final_model.json`` rebuilt from its spec and weights file."""
+def member_model(run_dir: Path, member: dict[str, Any], num_classes: int, *, tuned: bool = False) -> keras.Model:
+    """One member of ``final_model.json`` rebuilt from its spec and weights file (``tuned``: the
+    train-only weights of a refit member)."""
     spec = BackboneSpec.from_dict(member["spec"], f"{run_dir / 'final_model.json'}: {member['name']}")
     model, _ = build_task_model(spec, num_classes, dropout=float(member["params"].get("dropout", 0.0)))
-    model.load_weights(str(run_dir / member["weights_file"]))
+    path = run_dir / member["weights_file"]
+    if tuned and member.get("refit"):
+        path = path.with_name(path.name.replace(".weights.h5", ".tuned.weights.h5"))
+    model.load_weights(str(path))
     return model
 
 
