@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from autotransfer.config import DEFAULT_MAX_TRIALS, RunConfig, load_search_space, parse_duration
+from autotransfer.defaults import DEFAULT_SCORER
 from autotransfer.progress import RichProgress, log
 from autotransfer.result import Result
 
@@ -25,8 +26,8 @@ from autotransfer.result import Result
 # measured on 2- and 4-member exports); keep them out of the tuner's and the refit's share.
 _EXPORT_RESERVE_S = 20.0
 _EXPORT_RESERVE_PER_MEMBER_S = 15.0
-#: Trials whose refit the tuner keeps time for: the ensemble's fine-tuned members are usually 1-3.
-_REFIT_MEMBERS = 3
+#: Trials whose refit the tuner keeps time for: the ensembles measured had 1-3 fine-tuned members, most weight on 1-2.
+_REFIT_MEMBERS = 2
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -279,7 +280,7 @@ def run(
     time_budget: str | float | None = None,
     max_trials: int | None = None,
     top_k: int = 2,
-    scorer: str = "linear_ll",
+    scorer: str = DEFAULT_SCORER,
     halving: bool = False,
     multi_source: int = 0,
     seed: int = 0,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import gc
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -111,6 +111,13 @@ def measure_costs(
     overhead: float | None = None
     for spec in candidates:
         base = getattr(spec, "base", None) or spec.handle
+        twin = next((costs[c.name] for c in candidates if c.name in costs and c.handle == spec.handle
+                     and c.input_size == spec.input_size), None)
+        if twin is not None:
+            # A layer variant of a module measured at this size: the probe runs both in one pass
+            # (all_features), so it costs no more; reuse the measurement instead of a second load.
+            costs[spec.name] = replace(twin, name=spec.name)
+            continue
         try:
             backbone, load_s = _timed(lambda: HubBackbone.from_spec(spec))
         except Exception:  # noqa: BLE001 - the probe reports broken candidates with their error

@@ -134,3 +134,17 @@ def test_until_the_deadline_the_plan_says_how_many_trials_it_expects():
     assert "until the deadline" in str(plan) and "about 5 trial(s) expected" in str(plan)
     with pytest.raises(ValueError, match="needs a budget"):
         make_plan(costs, **SIZES, budget_s=None, top_k=2, max_trials=None, max_epochs=4)
+
+
+def test_layer_variants_reuse_their_modules_measurement(tiny_modules):
+    from autotransfer.backbones import BackboneSpec
+    from autotransfer.data import load_data, make_splits
+    from autotransfer.testing import pattern_images
+
+    x, y = pattern_images(12, seed=0)
+    data = load_data(x, labels=y)
+    specs = [BackboneSpec("good", tiny_modules["good"], 16, base="good"),
+             BackboneSpec("good@block_01", tiny_modules["good"], 16, layer="block_01", base="good")]
+    costs = measure_costs(specs, data, make_splits(data, seed=0), batch_size=8, unfreeze=1, measure_train="first")
+    assert costs["good@block_01"].load_s == costs["good"].load_s  # the same measurement, not a second load
+    assert costs["good@block_01"].name == "good@block_01"
