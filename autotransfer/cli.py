@@ -10,6 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's C++ start-up chatter 
 
 import typer  # noqa: E402
 
+from autotransfer.defaults import DEFAULT_SCORER  # noqa: E402
 from autotransfer.errors import AutotransferError  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -33,7 +34,7 @@ def run_cmd(
     time_budget: Optional[str] = typer.Option(None, "--time-budget", help="Whole-run budget, e.g. 20m, 1h, 900s."),
     max_trials: Optional[int] = typer.Option(None, "--max-trials", help="Most tuning trials (default: until --time-budget is spent; 6 without a budget)."),
     top_k: int = typer.Option(2, "--top-k", help="Candidates that go from probing to tuning."),
-    scorer: str = typer.Option("linear_ll", "--scorer", help="Probe scorer that ranks candidates: linear_ll (linear probe, CV log-likelihood), linear (its CV accuracy), knn, logme, leep, nleep, combined."),
+    scorer: str = typer.Option(DEFAULT_SCORER, "--scorer", help="Probe scorer that ranks candidates: combined (mean z-score of logme and nleep across candidates), linear_ll (linear probe, CV log-likelihood), linear (its CV accuracy), knn, logme, leep, nleep."),
     halving: bool = typer.Option(False, "--halving", help="Successive halving on growing subsamples before the full probe."),
     multi_source: int = typer.Option(0, "--multi-source", help="Also probe the concatenated features of the top N backbones (N >= 2)."),
     seed: int = typer.Option(0, "--seed"),

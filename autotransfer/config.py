@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from autotransfer.backbones.spec import BackboneSpec
+from autotransfer.defaults import DEFAULT_SCORER
 from autotransfer.errors import UserInputError, check_param
 
 BUILTIN_SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
@@ -118,7 +119,7 @@ class RunConfig:
     time_budget_s: float | None = None
     max_trials: int | None = None  # None: as many as the time budget allows (DEFAULT_MAX_TRIALS without one)
     top_k: int = 2
-    scorer: str = "linear_ll"
+    scorer: str = DEFAULT_SCORER
     halving: bool = False
     multi_source: int = 0
     seed: int = 0

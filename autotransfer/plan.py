@@ -218,20 +218,23 @@ def probe_seconds(c: CandidateCost, n_items: int, *, score_s: float = SCORE_S_PE
     return c.load_s + c.first_batch_s + n_items * c.featurize_s_per_item + score_s
 
 
-def trial_seconds(c: CandidateCost, *, n_train: int, n_val: int, epochs: int, features_cached: bool = True) -> float:
+def trial_seconds(c: CandidateCost, *, n_train: int, n_val: int, epochs: int, features_cached: bool = True,
+                  pixel_scale: float = 1.0) -> float:
     """One tuning trial of ``train_trial`` with ``epochs`` fine-tuning epochs (the worst case: no early stop).
 
     Fixed overhead (head warm-up fit, clean-up); load a fresh backbone; phase 1: features of
     train+val unless the probe's are reused, the head's val accuracy through the backbone; phase 2
     (epochs > 0): compile/trace, then per epoch a training pass (``train_s_per_item``) over train
-    and a validation forward over val, and a final val pass.
+    and a validation forward over val, and a final val pass. ``pixel_scale``: the trial's pixels over
+    the measured (native) size's, for trials at another ``input_size``: per-item costs of a conv net
+    scale with its pixel count; loading and set-up do not.
     """
     fwd = c.featurize_s_per_item
-    s = c.trial_overhead_s + c.load_s + c.first_batch_s + n_val * fwd
+    s = c.trial_overhead_s + c.load_s + c.first_batch_s + n_val * fwd * pixel_scale
     if not features_cached:
-        s += (n_train + n_val) * fwd
+        s += (n_train + n_val) * fwd * pixel_scale
     if epochs > 0:
-        s += c.train_setup_s + epochs * (n_train * c.train_s_per_item + n_val * fwd) + n_val * fwd
+        s += c.train_setup_s + pixel_scale * (epochs * (n_train * c.train_s_per_item + n_val * fwd) + n_val * fwd)
     return s
 
 
@@ -286,6 +289,7 @@ def make_plan(
     reserve_s: float = EXPORT_RESERVE_S,
     score_s: float = SCORE_S_PER_CANDIDATE,
     margin: float = 1.0,
+    trial_sizes: dict[str, Sequence[int]] | None = None,
 ) -> Plan:
     """Estimate the run from ``costs`` and say what fits ``budget_s`` (None = no budget).
 
@@ -295,7 +299,9 @@ def make_plan(
     as the typical trial). Recommendations when it does not fit: fewer trials first; if not even one
     trial fits after the probe, the cheapest candidates whose probe leaves room for one trial.
     ``max_trials=None`` (a budget is then required): tuning runs until the deadline; the plan says
-    how many trials it expects at the typical trial's cost (``trials_fit``).
+    how many trials it expects at the typical trial's cost (``trials_fit``). ``trial_sizes``:
+    ``{candidate: the input sizes its trials may use}`` when tuning resizes (``tuning.input_size``);
+    a trial is costed at the mean of their pixel counts (:func:`trial_seconds`' ``pixel_scale``).
     """
     if not costs:
         raise ValueError("make_plan: no candidate costs (every candidate failed to load?).")
@@ -305,8 +311,10 @@ def make_plan(
     if not margin > 0:
         raise ValueError(f"make_plan: margin must be > 0. Got {margin!r}.")
     probe_each = {c.name: margin * probe_seconds(c, n_items, score_s=score_s) for c in cs}
+    scale = {c.name: float(np.mean([(px / c.input_size) ** 2 for px in (trial_sizes or {}).get(c.name, [c.input_size])]))
+             for c in cs}
     trial_each = {c.name: margin * trial_seconds(c, n_train=n_train, n_val=n_val, epochs=max_epochs,
-                                                 features_cached=features_cached) for c in cs}
+                                                 features_cached=features_cached, pixel_scale=scale[c.name]) for c in cs}
     probe_s = sum(probe_each.values())
     t_mean = float(np.mean(list(trial_each.values())))
     t_max = max(trial_each.values())
@@ -330,7 +338,8 @@ def make_plan(
         f"~{t_mean:.0f} s on average, up to {t_max:.0f} s ({slowest}: train step "
         f"{costs[slowest].train_s_per_item * 1e3:.1f} ms/item = {costs[slowest].backward_factor:.1f} x its forward, "
         f"{'measured' if costs[slowest].train_measured else 'from its backbone'}; "
-        f"fixed per-trial overhead {costs[slowest].trial_overhead_s:.1f} s)",
+        f"fixed per-trial overhead {costs[slowest].trial_overhead_s:.1f} s"
+        f"{f'; x{scale[slowest]:.2f} for trials at {list((trial_sizes or {})[slowest])} px' if scale[slowest] != 1 else ''})",
         (f"  tune: until the deadline, {tune_s:.0f} s: about {max_trials} trial(s) expected at ~{t_mean:.0f} s "
          f"(early stopping makes trials shorter); evaluate+export+report ~{finish:.0f} s" if until_deadline else
          f"  tune: {max_trials} trials x {t_max:.0f} s = {tune_s:.0f} s; evaluate+export+report ~{finish:.0f} s"),
@@ -383,7 +392,8 @@ def make_plan(
         costs={k: v.to_dict() for k, v in costs.items()},
         assumptions={"trial_epochs": "max_epochs (no early stop)", "trial_cost": "slowest candidate (top-k unknown before the probe)",
                      "features_cached": features_cached, "score_s_per_candidate": score_s, "margin": margin, "reserve_s": reserve_s,
-                     "spent_s": spent_s, "probe_s_per_candidate": probe_each, "trial_s_per_candidate": trial_each},
+                     "spent_s": spent_s, "probe_s_per_candidate": probe_each, "trial_s_per_candidate": trial_each,
+                     "trial_pixel_scale": scale},
     )
 
 

@@ -26,6 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
+from autotransfer.defaults import DEFAULT_SCORER  # noqa: E402
+
 
 def _digits_folder(root: Path, per_class: int, px: int, seed: int) -> Path:
     from sklearn.datasets import load_digits
@@ -67,7 +69,7 @@ def main() -> None:
                     help="a rung also keeps candidates within this many standard errors of its cut-off (0 = classic)")
     ap.add_argument("--all", action="store_true",
                     help="digits only: every digit (1,797; ~180 per class) instead of --per-class")
-    ap.add_argument("--scorer", default="linear_ll")
+    ap.add_argument("--scorer", default=DEFAULT_SCORER)
     ap.add_argument("--extras", default="", help="comma-separated extra scorers for both runs (default none)")
     ap.add_argument("--batch-size", type=int, default=None, help="featurization batch (default: by input size, as the probe picks it)")
     ap.add_argument("--seed", type=int, default=0)

@@ -43,6 +43,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
+from autotransfer.defaults import DEFAULT_SCORER  # noqa: E402
+
 REGRET_DEF = ("top-1 regret (pp) = 100 * (best mean brute-force test acc over all candidates - mean brute-force "
               "test acc of the candidate this scorer ranks first)")
 
@@ -154,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--bf-seeds", type=int, default=1,
                    help="brute force repeated with this many tuner seeds (seed, seed+1, ...); reference = mean")
     p.add_argument("--val-fraction", type=float, default=0.15)
-    p.add_argument("--scorer", default="linear_ll", help="the selector's default scorer")
+    p.add_argument("--scorer", default=DEFAULT_SCORER, help="the selector's default scorer")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16, help="training batch size")
     p.add_argument("--feature-batch-size", type=int, default=None,

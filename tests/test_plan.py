@@ -136,6 +136,21 @@ def test_until_the_deadline_the_plan_says_how_many_trials_it_expects():
         make_plan(costs, **SIZES, budget_s=None, top_k=2, max_trials=None, max_epochs=4)
 
 
+def test_trials_at_a_smaller_input_size_cost_their_pixels():
+    c = cost("a")
+    fixed = 1.0 + 0.5 + 2.0  # load, warm-up and set-up do not shrink with the image
+    full = trial_seconds(c, n_train=280, n_val=60, epochs=4)
+    assert trial_seconds(c, n_train=280, n_val=60, epochs=4, pixel_scale=0.25) == pytest.approx(
+        fixed + 0.25 * (full - fixed))
+    costs = {"a": c, "b": cost("b", fwd=0.02, train=0.06)}
+    native = make_plan(costs, **SIZES, budget_s=600, top_k=2, max_trials=None, max_epochs=4)
+    half = make_plan(costs, **SIZES, budget_s=600, top_k=2, max_trials=None, max_epochs=4,
+                     trial_sizes={"a": [48], "b": [48, 96]})  # cost measured at 96 px
+    assert half.assumptions["trial_pixel_scale"] == {"a": 0.25, "b": pytest.approx(0.625)}
+    assert half.trial_s_mean < native.trial_s_mean and half.trials_fit > native.trials_fit
+    assert "px" in str(half) and "px" not in native.lines[2]
+
+
 def test_layer_variants_reuse_their_modules_measurement(tiny_modules):
     from autotransfer.backbones import BackboneSpec
     from autotransfer.data import load_data, make_splits

@@ -51,7 +51,11 @@ def test_run_dir_holds_every_stage_file(result):
                  "test_metrics.json", "timings.json", "report.html"):
         assert (result.run_dir / name).is_file(), name
     metrics = json.loads((result.run_dir / "test_metrics.json").read_text())
-    assert {"probe_test_accuracy", "verdict", "finetune_beats_probe"} <= set(metrics)
+    assert {"probe_test_accuracy", "verdict", "finetune_beats_probe", "probe_pick"} <= set(metrics)
+    # The baseline is the best probe on test, whichever the ranking put first.
+    board = result.leaderboard[result.leaderboard["status"] == "ok"]
+    assert metrics["probe_test_accuracy"] == board["test_accuracy"].astype(float).max()
+    assert metrics["probe_pick"] == board.iloc[0]["name"]
     html = result.report_path.read_text()
     assert "good" in html and metrics["verdict"].split(":")[0][:30] in html
 

@@ -5,7 +5,7 @@ cross-validated on the TRAIN features (the selection criterion), extra scorers a
 and a linear probe fit on train and evaluated on val and test. The test column exists only for the
 report's probe-vs-fine-tune comparison and never takes part in selection.
 
-Options: ``scorer="combined"`` ranks by a cross-candidate combination of all scorers (applied to the
+Options: ``scorer="combined"`` (the default) ranks by a cross-candidate combination of scorers (applied to the
 leaderboard after every candidate is scored, :mod:`autotransfer.probe.combine`); ``halving=True``
 runs successive halving on TRAIN subsamples first (:mod:`autotransfer.probe.halving`);
 ``multi_source=n`` adds a ``concat(...)`` candidate of the top n candidates' features.
@@ -40,6 +40,7 @@ from autotransfer.probe.featurize import (
     images_dtype,
 )
 from autotransfer.probe.combine import CombinedScore, apply_combined
+from autotransfer.defaults import DEFAULT_SCORER
 from autotransfer.probe.scorers import Scorer, ScoreResult, fit_linear_probe, get_scorer
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class ProbeResult:
     leaderboard: pd.DataFrame
     features: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
     labels: dict[str, np.ndarray] = field(default_factory=dict)
-    scorer: str = "linear_ll"
+    scorer: str = DEFAULT_SCORER
     #: Candidates the probe added (multi-source ``concat(a+b)``), by name, for the tune stage.
     specs: dict[str, BackboneSpec] = field(default_factory=dict)
     #: Successive halving: one dict per rung (budget, items, candidates, kept, seconds); else [].
@@ -212,7 +213,7 @@ def _accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(model.predict(x.astype(np.float64)) == y)) if len(y) else math.nan
 
 
-DEFAULT_EXTRA_SCORERS = ("linear", "knn", "logme", "leep", "nleep")
+DEFAULT_EXTRA_SCORERS = ("linear", "linear_ll", "knn", "logme", "leep", "nleep")
 #: Successive halving keeps the modules of a rung's candidates loaded for the next rung (no reload,
 #: no retrace) when the rung has at most this many candidates; larger rungs load one at a time.
 #: Loading dominates per-candidate cost at small data (~5 s of ~6 s for a zoo module on 500 items),
@@ -386,7 +387,7 @@ def probe(
     data: LabelledData,
     splits: Splits,
     *,
-    scorer: str | Scorer | CombinedScore = "linear_ll",
+    scorer: str | Scorer | CombinedScore = DEFAULT_SCORER,
     extra_scorers: Sequence[str | Scorer] = DEFAULT_EXTRA_SCORERS,
     cache: FeatureCache | str | os.PathLike | bool | None = None,
     cache_dir: str | os.PathLike | None = None,
@@ -406,9 +407,10 @@ def probe(
     Args:
         candidates: backbones to score.
         data, splits: the dataset and its index splits; scorers see TRAIN features only.
-        scorer: the ranking scorer: a registered name (``linear_ll`` the default, ``linear``, ``knn``, ``logme``, ``leep``,
-            ``nleep``), a Scorer, or ``"combined"`` / a :class:`CombinedScore` (mean of per-scorer
-            z-scores across the candidates, computed after all are scored); ``score``/``std``.
+        scorer: the ranking scorer: a registered name (``linear_ll``, ``linear``, ``knn``, ``logme``, ``leep``,
+            ``nleep``), a Scorer, or ``"combined"`` (the default: LogME and N-LEEP) / a
+            :class:`CombinedScore` (mean of per-scorer z-scores across the candidates, computed
+            after all are scored); ``score``/``std``.
         extra_scorers: more scorers, one ``score_<name>`` column each (not used for ranking;
             ``leep`` is NaN for candidates without ``classifier_handle``). The ranking scorer also
             gets its ``score_<name>`` column, and ``score_combined`` is always added.

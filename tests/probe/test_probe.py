@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from autotransfer.backbones import BackboneSpec, HubBackbone
 from autotransfer.data import image_dataset, load_data, make_splits
+from autotransfer.defaults import DEFAULT_SCORER
 from autotransfer.errors import BackboneError
 from autotransfer.probe import LEADERBOARD_COLUMNS, FeatureCache, extract_features, probe
 from autotransfer.probe import featurize as featurize_mod
@@ -25,7 +26,7 @@ def cold(pattern_data, specs, tmp_path_factory):
     data, splits = pattern_data
     cache = FeatureCache(tmp_path_factory.mktemp("cache"))
     calls: list[tuple] = []
-    result = probe(specs, data, splits, cache=cache, progress=lambda *a: calls.append(a))
+    result = probe(specs, data, splits, scorer="linear_ll", cache=cache, progress=lambda *a: calls.append(a))
     return result, cache, calls
 
 
@@ -38,6 +39,15 @@ def test_linear_probe_ranks_good_medium_bad(cold):
     assert {"score_linear", "score_linear_ll", "score_knn", "score_logme", "status"} <= set(board.columns)
     assert (board["status"] == "ok").all() and (board["scorer"] == "linear_ll").all()
     assert (board["score"] < 0).all() and board["score"].is_monotonic_decreasing  # log-likelihoods
+
+
+def test_without_a_scorer_the_default_one_ranks(pattern_data, specs, tmp_path):
+    data, splits = pattern_data
+    result = probe(specs, data, splits, cache=FeatureCache(tmp_path))
+    board = result.leaderboard
+    assert result.scorer == DEFAULT_SCORER and (board["scorer"] == DEFAULT_SCORER).all()
+    assert board["score"].tolist() == board[f"score_{DEFAULT_SCORER}"].tolist()
+    assert board["score"].is_monotonic_decreasing and board["name"].tolist()[-1] == "bad"
     assert board["score_linear"].iloc[0] > 0.9 and board["score_linear"].iloc[-1] < 0.5
     assert result.top(2) == ["good", "medium"]
     assert (board["feature_dim"] == 16).all() and (board["params"] > 0).all()
@@ -75,7 +85,7 @@ def test_warm_run_hits_the_cache_without_loading_modules(cold, pattern_data, spe
         raise AssertionError("a module was loaded on a warm run")
 
     monkeypatch.setattr(probe_mod, "HubBackbone", no_load)
-    warm = probe(specs, data, splits, cache=cache)
+    warm = probe(specs, data, splits, scorer="linear_ll", cache=cache)
     assert warm.leaderboard["cached"].all() and not result.leaderboard["cached"].any()
     for name in result.features:
         for split in ("train", "val", "test"):
@@ -100,7 +110,7 @@ def test_other_seed_splits_reuse_the_full_dataset_entry(cold, pattern_data, spec
     _, cache, _ = cold
     data, _ = pattern_data
     monkeypatch.setattr(probe_mod, "HubBackbone", None)
-    warm = probe(specs, data, make_splits(data, seed=7), cache=cache, extra_scorers=())
+    warm = probe(specs, data, make_splits(data, seed=7), scorer="linear_ll", cache=cache, extra_scorers=())
     assert warm.leaderboard["cached"].all()
     assert "score_knn" not in warm.leaderboard.columns
 

@@ -1,0 +1,8 @@
+"""Run defaults the CLI needs before anything heavy is imported (no TensorFlow here)."""
+
+#: The ranking scorer when none is named: ``combined``, the mean z-score across candidates of LogME
+#: and N-LEEP (:data:`autotransfer.probe.combine.DEFAULT_COMPONENTS`). Chosen with
+#: benchmarks/selection.py on digits AND two Fashion-MNIST subsets (benchmarks/README.md has the
+#: runs): it kept Kendall tau >= 0.889 and top-1 regret <= 0.12 pp on all three, where every single
+#: scorer (kNN, CV accuracy or log-likelihood of the linear probe, LogME, N-LEEP) failed on one.
+DEFAULT_SCORER = "combined"
