@@ -277,6 +277,17 @@ def _effective(spec: BackboneSpec, params: dict[str, Any], space: TuneSpace, num
             "max_epochs": int(params.get("max_epochs", space.max_epochs))}
 
 
+def _trial_model(spec: BackboneSpec, params: dict[str, Any], space: TuneSpace, num_classes: int,
+                 features: Any) -> tuple[BackboneSpec, Any, keras.Model, Any, dict[str, Any]]:
+    """A fresh task model at the trial's input size: (spec at that size, the features still valid
+    for it (the probe's are of the candidate's own size), model, backbone, effective parameters)."""
+    sized = at_trial_size(spec, params)
+    if sized is not spec:
+        features = None
+    model, backbone = build_task_model(sized, num_classes, dropout=float(params["dropout"]))
+    return sized, features, model, backbone, _effective(sized, params, space, backbone.num_blocks)
+
+
 def train_trial(
     spec: BackboneSpec,
     params: dict[str, Any],
@@ -313,12 +324,7 @@ def train_trial(
     t0 = time.time()
     keras.utils.set_random_seed(seed)
     flags = _Flags()
-    sized = at_trial_size(spec, params)
-    if sized is not spec:
-        features = None  # the probe's features are of the candidate's own size
-    spec = sized
-    model, backbone = build_task_model(spec, num_classes, dropout=float(params["dropout"]))
-    effective = _effective(spec, params, space, backbone.num_blocks)
+    spec, features, model, backbone, effective = _trial_model(spec, params, space, num_classes, features)
     n_unfreeze, max_epochs = effective["unfreeze_blocks"], effective["max_epochs"]
     y_train = np.asarray(data.labels, dtype="int64")[splits.train]
     y_val = np.asarray(data.labels, dtype="int64")[splits.val]
@@ -419,12 +425,7 @@ def refit_trial(
     """
     keras.utils.set_random_seed(seed)
     flags = _Flags()
-    sized = at_trial_size(spec, params)
-    if sized is not spec:
-        features = None  # the probe's features are of the candidate's own size
-    spec = sized
-    model, backbone = build_task_model(spec, num_classes, dropout=float(params["dropout"]))
-    effective = _effective(spec, params, space, backbone.num_blocks)
+    spec, features, model, backbone, effective = _trial_model(spec, params, space, num_classes, features)
     indices = np.asarray(indices, dtype=np.int64)
     labels = np.asarray(data.labels, dtype="int64")[indices]
     given = None if features is None else {spec.name: {"all": features}}

@@ -105,3 +105,25 @@ def test_time_budget_without_a_trial_cap_runs_until_the_deadline(data_splits, ti
     assert took < 12 + 10  # the last trial starts before the deadline and is short
     with pytest.raises(Exception, match="max_trials, a time budget, or both"):
         tune(specs, data, splits, space=space, backend="optuna", max_trials=None, out_dir=tmp_path)
+
+
+def test_trials_fine_tune_on_the_augmented_stream(tiny_modules, monkeypatch):
+    from autotransfer.data import load_data, make_splits
+    from autotransfer.testing import pattern_images
+
+    trainer = importlib.import_module("autotransfer.tune.trainer")
+    x, y = pattern_images(16, seed=1)
+    data = load_data(x, labels=y)
+    splits = make_splits(data, seed=0)
+    kinds, real = [], trainer.augment_dataset
+
+    def spy(ds, kind, **kw):
+        kinds.append(kind)
+        return real(ds, kind, **kw)
+
+    monkeypatch.setattr(trainer, "augment_dataset", spy)
+    params = {"unfreeze_blocks": 1, "learning_rate": 1e-2, "patience": 1, "dropout": 0.0, "augment": "flip"}
+    out = trainer.train_trial(BackboneSpec("good", tiny_modules["good"], 16), params, data, splits, space=FAST,
+                              num_classes=4)
+    # What flip does to a batch is tests/tune/test_augment.py's; here: fine-tuning trains on that stream.
+    assert kinds == ["flip"] and out.params["augment"] == "flip" and len(out.history["finetune"]["loss"]) >= 1
