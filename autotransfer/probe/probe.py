@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from autotransfer.backbones import BackboneSpec, HubBackbone, module_fingerprint, resolve_handle
 from autotransfer.data import LabelledData, Splits, unit_pixels
+from autotransfer.defaults import DEFAULT_SCORER
 from autotransfer.errors import BackboneError, UserInputError
 from autotransfer.probe.cache import FeatureCache, index_key
 from autotransfer.probe.featurize import (
@@ -40,7 +41,6 @@ from autotransfer.probe.featurize import (
     images_dtype,
 )
 from autotransfer.probe.combine import CombinedScore, apply_combined
-from autotransfer.defaults import DEFAULT_SCORER
 from autotransfer.probe.scorers import Scorer, ScoreResult, fit_linear_probe, get_scorer
 
 log = logging.getLogger(__name__)
