@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import numpy as np
 
 from autotransfer.config import DEFAULT_MAX_TRIALS, RunConfig, load_search_space, parse_duration
 from autotransfer.defaults import DEFAULT_SCORER
+from autotransfer.errors import RunInterrupted
 from autotransfer.progress import RichProgress, log
 from autotransfer.result import Result
 
@@ -57,6 +58,10 @@ class _Run:
     run_dir: Path
     start: float
     timings: dict[str, float]
+    #: stages an earlier run into this directory finished (``--resume`` skips them), with their seconds
+    done: dict[str, float] = field(default_factory=dict)
+    #: the data as a path, when it was given as one (what a shared study's workers load)
+    data_path: str | None = None
 
     def deadline(self, members: int | None = None) -> float | None:
         """``time.time()`` by which the final model of ``members`` models (default: the most the
@@ -92,6 +97,10 @@ def _plan(run: _Run, candidates: list) -> tuple[list, int | None]:
     from autotransfer.plan import make_plan, measure_costs
     from autotransfer.tune.space import trial_input_size
 
+    if "plan" in run.done:
+        old = json.loads((run.run_dir / "plan.json").read_text())
+        keep = old.get("recommended_candidates") if not old.get("fits", True) else None
+        return [c for c in candidates if not keep or c.name in keep], old.get("trials_fit")
     t0 = time.monotonic()
     tuning = run.space.tuning
     hi = tuning.unfreeze_blocks[1]
@@ -127,9 +136,14 @@ def _max_trials(config: RunConfig) -> int | None:
 
 
 def _probe_stage(run: _Run, candidates: list, prog: Any) -> tuple[Any, list]:
-    from autotransfer.probe import probe
+    from autotransfer.probe import ProbeResult, probe
 
     t0 = time.monotonic()
+    if "probe" in run.done:
+        probed = ProbeResult.load(run.run_dir)
+        run.timed("probe_resumed", t0)
+        log(f"probe: resumed from {run.run_dir / 'probe'} (features and scores of the earlier run)")
+        return probed, candidates + list(probed.specs.values())
     c = run.config
     probed = probe(candidates, run.data, run.splits, scorer=c.scorer, batch_size=c.feature_batch_size, seed=c.seed,
                    progress=prog, halving=c.halving, top_k=c.top_k, multi_source=c.multi_source)
@@ -154,20 +168,39 @@ def _tuning_candidates(probed: Any, specs: dict, k: int) -> list[str]:
 
 
 def _tune_stage(run: _Run, probed: Any, specs: dict, expected: int | None, prog: Any) -> Any:
-    from autotransfer.tune import tune
+    from autotransfer.tune import load_tuned, tune
 
-    t0 = time.monotonic()
     top = _tuning_candidates(probed, specs, run.config.top_k)  # the tuner tries them in this order
-    log(f"probe: top-{len(top)} {top} ({run.timings['probe']:.1f} s)")
+    log(f"probe: top-{len(top)} {top} ({run.timings.get('probe', 0.0):.1f} s)")
+    if "tune" in run.done:
+        return load_tuned([specs[n] for n in top], run.data.num_classes, space=run.space.tuning, out_dir=run.run_dir)
+    t0 = time.monotonic()
     deadline = run.deadline()
     remaining = None if deadline is None else max(deadline - time.time(), 1.0)
-    tuned = tune([specs[n] for n in top], run.data, run.splits, space=run.space.tuning, backend=run.config.tuner,
-                 max_trials=_max_trials(run.config),
-                 time_budget_s=remaining, features=probed.features, out_dir=run.run_dir, seed=run.config.seed,
-                 progress=prog, refit_members=min(run.config.ensemble, _REFIT_MEMBERS) if run.config.refit else 0,
-                 expected_trials=expected)
+    c = run.config
+    tuned = tune([specs[n] for n in top], run.data, run.splits, space=run.space.tuning, backend=c.tuner,
+                 max_trials=_max_trials(c), time_budget_s=remaining, features=probed.features, out_dir=run.run_dir,
+                 seed=c.seed, progress=prog, refit_members=min(c.ensemble, _REFIT_MEMBERS) if c.refit else 0,
+                 expected_trials=expected, resume=c.resume, shared=_shared_study(run, [specs[n] for n in top], deadline))
     run.timed("tune", t0)
     return tuned
+
+
+def _shared_study(run: _Run, candidates: list, deadline: float | None) -> Any:
+    """The chief's side of ``--storage``: what its workers read from the study (None without it)."""
+    from autotransfer.errors import UserInputError
+    from autotransfer.tune.tune import SharedStudy
+
+    c = run.config
+    if c.storage is None:
+        return None
+    if run.data_path is None:
+        raise UserInputError("--storage: workers load the data from a path; pass an image folder or CSV, not arrays "
+                             "or a DataFrame.")
+    task = {"data": run.data_path, "fingerprint": run.data.fingerprint(), "splits": run.splits.to_dict(),
+            "candidates": [s.to_dict() for s in candidates], "tuning": run.space.tuning.to_dict(), "seed": c.seed,
+            "max_trials": _max_trials(c), "deadline": deadline, "run_dir": str(run.run_dir.resolve())}
+    return SharedStudy(c.storage, c.study or run.run_dir.name, "chief", task)
 
 
 def _final_stage(run: _Run, probed: Any, tuned: Any, specs: dict) -> Any:
@@ -284,7 +317,7 @@ def run(
     search_space: str | Path = "offline",
     out: str | Path | None = None,
     name: str | None = None,
-    tuner: str = "keras-tuner",
+    tuner: str | None = None,
     time_budget: str | float | None = None,
     max_trials: int | None = None,
     top_k: int = 2,
@@ -298,6 +331,9 @@ def run(
     refit_with_test: bool = False,
     ensemble: int = 4,
     tta: bool = True,
+    resume: bool = False,
+    storage: str | None = None,
+    study: str | None = None,
     progress: bool = True,
 ) -> Result:
     """Select, fine-tune and export the best backbone (or ensemble) of ``search_space`` for ``data``.
@@ -313,17 +349,25 @@ def run(
     all labelled data after the test score is recorded. ``tta``: flip-average members where it
     helps on val. Results go to ``out`` (default ``reports/<name>``). ``batch_size``: training
     batch size (default: the search space's); ``feature_batch_size``: the probe's featurization batch.
+    ``resume``: continue the run in ``out`` (or ``reports/<name>``): finished stages and trials are
+    kept, an interrupted trial runs again. ``storage`` (an SQLAlchemy URL) with ``study``: tune on a
+    shared Optuna study that ``autotransfer worker`` processes join (``tuner`` then defaults to
+    optuna; otherwise keras-tuner).
+
+    Raises:
+        RunInterrupted: on Ctrl-C (a KeyboardInterrupt), once the running trial is saved as interrupted.
     """
     from autotransfer.data import load_data, make_splits
-    from autotransfer.report import render_report
+    from autotransfer.resume import check_resumable
 
     start = time.monotonic()
     config = RunConfig(
-        search_space=str(search_space), out=None if out is None else str(out), name=name, tuner=tuner,
+        search_space=str(search_space), out=None if out is None else str(out), name=name,
+        tuner=tuner or ("optuna" if storage else "keras-tuner"),
         time_budget_s=parse_duration(time_budget), max_trials=max_trials, top_k=top_k, scorer=scorer,
         halving=halving, multi_source=multi_source, seed=seed, batch_size=batch_size,
         feature_batch_size=feature_batch_size, refit=refit, refit_with_test=refit_with_test, ensemble=ensemble,
-        tta=tta,
+        tta=tta, resume=resume, storage=storage, study=study,
     ).validate()
     space = load_search_space(search_space)
     if batch_size is not None:
@@ -332,16 +376,44 @@ def run(
     space = _with_data(space, dataset)
     run_dir = _run_dir(out, name, dataset.source)
     splits = make_splits(dataset, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=seed)
+    resolved = json.loads(json.dumps(space.to_dict(), default=str))
+    done = check_resumable(run_dir, tuner=config.tuner, data_fingerprint=dataset.fingerprint(),
+                           splits=splits.to_dict(), space=resolved) if resume else {}
     sizes = splits.sizes()
-    _write_json(run_dir / "config.json", {**config.to_dict(), "run_dir": str(run_dir), "search_space_resolved": space.to_dict()})
-    _write_json(run_dir / "data.json", {**dataset.summary(), "split_sizes": sizes})
+    _write_json(run_dir / "config.json", {**config.to_dict(), "run_dir": str(run_dir), "search_space_resolved": resolved})
+    _write_json(run_dir / "data.json", {**dataset.summary(), "split_sizes": sizes, "fingerprint": dataset.fingerprint()})
     _write_json(run_dir / "splits.json", splits.to_dict())
-    r = _Run(config, space, dataset, splits, run_dir, start, {})
+    r = _Run(config, space, dataset, splits, run_dir, start - _spent_before(run_dir, done), dict(done), done,
+             str(Path(data).resolve()) if isinstance(data, (str, Path)) else None)
     candidates = space.expanded()
     log(f"[bold]autotransfer[/] {dataset.source}: {len(dataset)} items, {len(dataset.class_names)} classes, "
-        f"splits {sizes}; {len(candidates)} candidates; run dir {run_dir}")
+        f"splits {sizes}; {len(candidates)} candidates; run dir {run_dir}"
+        + (f"; resuming after {', '.join(done) or 'no finished stage'}" if resume else ""))
+    try:
+        metrics, export_path, report_path, best, probed, tuned = _stages(r, candidates, progress)
+    except KeyboardInterrupt:
+        raise RunInterrupted(run_dir) from None
+    log(f"test accuracy {metrics['accuracy']:.3f} (best linear probe {metrics['probe_test_accuracy']:.3f}); "
+        f"export {export_path}; report {report_path}")
+    return Result(run_dir=run_dir, leaderboard=probed.leaderboard, best=best, test_metrics=metrics,
+                  export_path=export_path, report_path=Path(report_path), trials=tuned.trials, timings=r.timings)
+
+
+def _spent_before(run_dir: Path, done: dict[str, float]) -> float:
+    """Seconds a resumed run already spent: its finished stages and, when tuning was cut short,
+    its finished trials (the time budget covers both runs together)."""
+    from autotransfer.tune.store import TrialStore
+
+    trials = 0.0 if "tune" in done else sum(r.get("seconds", 0.0) for r in TrialStore(run_dir / "trials").records())
+    return sum(done.values()) + trials
+
+
+def _stages(r: _Run, candidates: list, progress: bool) -> tuple:
+    """plan -> probe -> tune -> final -> evaluate -> export -> report, skipping what ``r.done`` holds."""
+    from autotransfer.report import render_report
+
     expected = None
-    if config.time_budget_s is not None:
+    if r.config.time_budget_s is not None:
         candidates, expected = _plan(r, candidates)
     with RichProgress(progress) as prog:
         probed, candidates = _probe_stage(r, candidates, prog)
@@ -350,18 +422,14 @@ def run(
         final = _final_stage(r, probed, tuned, specs)
         metrics = _evaluate_stage(r, probed, tuned, final)
         export_path = _export_stage(r, final, probed)
-        r.timings["total"] = time.monotonic() - start
-        _write_json(run_dir / "timings.json", r.timings)
+        r.timings["total"] = time.monotonic() - r.start
+        _write_json(r.run_dir / "timings.json", r.timings)
         lead = max(final.members, key=lambda m: m.weight)  # the heaviest member speaks for an ensemble
         best = {"backbone": lead.spec.name, "input_size": max(m.spec.input_size for m in final.members),
                 "params": {"backbone": lead.spec.name, **lead.params}, "val_accuracy": final.choice.val_accuracy,
                 "members": [m.to_dict() for m in final.members]}
-        report_path = render_report(run_dir)
-
-    log(f"test accuracy {metrics['accuracy']:.3f} (best linear probe {metrics['probe_test_accuracy']:.3f}); "
-        f"export {export_path}; report {report_path}")
-    return Result(run_dir=run_dir, leaderboard=probed.leaderboard, best=best, test_metrics=metrics,
-                  export_path=export_path, report_path=Path(report_path), trials=tuned.trials, timings=r.timings)
+        report_path = render_report(r.run_dir)
+    return metrics, export_path, report_path, best, probed, tuned
 
 
 __all__ = ["run"]

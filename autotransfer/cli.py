@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Optional
@@ -30,7 +31,7 @@ def run_cmd(
     search_space: str = typer.Option("offline", "--search-space", "-s", help="YAML file or built-in name (offline, online)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default reports/<name>)."),
     name: Optional[str] = typer.Option(None, "--name", help="Run name (default: data name + time)."),
-    tuner: str = typer.Option("keras-tuner", "--tuner", help="keras-tuner (Hyperband) or optuna (TPE + pruner)."),
+    tuner: Optional[str] = typer.Option(None, "--tuner", help="keras-tuner (Hyperband; the default) or optuna (TPE + pruner; the default with --storage)."),
     time_budget: Optional[str] = typer.Option(None, "--time-budget", help="Whole-run budget, e.g. 20m, 1h, 900s."),
     max_trials: Optional[int] = typer.Option(None, "--max-trials", help="Most tuning trials (default: until --time-budget is spent; 6 without a budget)."),
     top_k: int = typer.Option(2, "--top-k", help="Candidates that go from probing to tuning."),
@@ -45,14 +46,26 @@ def run_cmd(
     refit_with_test: bool = typer.Option(False, "--refit-with-test", help="After the test score is recorded, retrain once more on every labelled item (the export then has no untouched test score)."),
     ensemble: int = typer.Option(4, "--ensemble", help="Most models the export may average (greedy selection on val); 1 = the best trial alone."),
     tta: bool = typer.Option(True, "--tta/--no-tta", help="Average each model with its left-right flipped input where that helps on val."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out: finished stages and trials are kept, an interrupted trial runs again."),
+    storage: Optional[str] = typer.Option(None, "--storage", help="SQLAlchemy URL of a shared Optuna study (e.g. postgresql://user:pw@host/db): this run is the chief; `autotransfer worker` processes join it."),
+    study: Optional[str] = typer.Option(None, "--study", help="Study name on --storage (default: the run directory's name)."),
 ) -> None:
     """Probe every candidate, tune the best, export the winner and write the report."""
+    from autotransfer import interrupts
     from autotransfer.api import run
+    from autotransfer.errors import RunInterrupted
 
-    result = run(data, search_space=search_space, out=out, name=name, tuner=tuner, time_budget=time_budget,
-                 max_trials=max_trials, top_k=top_k, scorer=scorer, halving=halving, multi_source=multi_source,
-                 seed=seed, batch_size=batch_size, feature_batch_size=feature_batch_size, refit=refit,
-                 refit_with_test=refit_with_test, ensemble=ensemble, tta=tta)
+    interrupts.install()
+    try:
+        result = run(data, search_space=search_space, out=out, name=name, tuner=tuner, time_budget=time_budget,
+                     max_trials=max_trials, top_k=top_k, scorer=scorer, halving=halving, multi_source=multi_source,
+                     seed=seed, batch_size=batch_size, feature_batch_size=feature_batch_size, refit=refit,
+                     refit_with_test=refit_with_test, ensemble=ensemble, tta=tta, resume=resume, storage=storage,
+                     study=study)
+    except RunInterrupted as exc:
+        typer.secho(f"interrupted: nothing exported; finished stages and trials are in {exc.run_dir}. "
+                    f"Continue with: {_resume_command(exc.run_dir)}", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(130) from None
     from rich.console import Console
     from rich.table import Table
 
@@ -76,6 +89,36 @@ def run_cmd(
     console.print(m["verdict"])
     console.print(f"export: {result.export_path}")
     console.print(f"report: {result.report_path}")
+
+
+def _resume_command(run_dir: object) -> str:
+    """This command line again with ``--resume`` (and the run directory, when it was generated)."""
+    args = sys.argv[1:]
+    extra = [] if "--resume" in args else ["--resume"]
+    if not {"--out", "-o"} & set(args) and not any(a.startswith("--out=") for a in args):
+        extra += ["--out", str(run_dir)]
+    return shlex.join(["autotransfer", *args, *extra])
+
+
+@app.command("worker")
+def worker_cmd(
+    storage: str = typer.Option(..., "--storage", help="The chief's --storage URL."),
+    study: str = typer.Option(..., "--study", help="The chief's --study name."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Where this worker keeps its trials (default: the chief's run directory when this machine sees it, else reports/worker-<study>)."),
+    wait: float = typer.Option(0.0, "--wait", help="Seconds to wait for the chief to create the study."),
+) -> None:
+    """Join a chief's study and run its trials until the trial cap or the deadline."""
+    from autotransfer import interrupts
+    from autotransfer.worker import work_on
+
+    interrupts.install()
+    try:
+        n = work_on(storage, study, out=out, wait_s=wait)
+    except KeyboardInterrupt:
+        typer.secho("interrupted: this worker's running trial is marked interrupted; the chief or another worker "
+                    "runs it again.", fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(130) from None
+    typer.echo(f"worker done: {n} trial(s) run")
 
 
 @app.command("report")
@@ -136,7 +179,7 @@ def _import_tensorflow_quietly() -> None:
 def main() -> None:
     """Entry point: user errors print one line and exit 2; Ctrl-C exits 130 keeping what was written."""
     try:
-        if len(sys.argv) > 1 and sys.argv[1] in ("run", "report", "zoo") and "--help" not in sys.argv:
+        if len(sys.argv) > 1 and sys.argv[1] in ("run", "report", "zoo", "worker") and "--help" not in sys.argv:
             _import_tensorflow_quietly()
         app()
     except AutotransferError as exc:

@@ -129,6 +129,9 @@ class RunConfig:
     refit_with_test: bool = False   # ... and on test too, after the test score is recorded
     ensemble: int = 4               # most distinct models averaged in the export (1 = single model)
     tta: bool = True                # test-time flip averaging where it lowers the val log-loss
+    resume: bool = False            # continue the run in `out` (finished stages and trials kept)
+    storage: str | None = None      # SQLAlchemy URL of a shared Optuna study (chief and workers)
+    study: str | None = None        # its name (default: the run directory's name)
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     extra: dict[str, Any] = field(default_factory=dict)
@@ -142,11 +145,12 @@ class RunConfig:
         for name in ("max_trials", "batch_size", "feature_batch_size"):
             v = getattr(self, name)
             check_param(name, v, owner, "an integer >= 1, or None for automatic", v is None or (_is_int(v) and v >= 1))
-        for name in ("refit", "refit_with_test", "tta", "halving"):
+        for name in ("refit", "refit_with_test", "tta", "halving", "resume"):
             check_param(name, getattr(self, name), owner, "True or False", isinstance(getattr(self, name), bool))
         if self.refit_with_test and not self.refit:
             raise UserInputError("refit_with_test needs refit: the test data joins the train+val refit.")
         check_param("seed", self.seed, owner, "an integer", _is_int(self.seed))
+        self._validate_state()
         for name in ("val_fraction", "test_fraction"):
             v = getattr(self, name)
             check_param(name, v, owner, "a float in (0, 0.5)", isinstance(v, (int, float)) and 0 < v < 0.5)
@@ -157,5 +161,22 @@ class RunConfig:
                     isinstance(self.multi_source, int) and not isinstance(self.multi_source, bool) and self.multi_source != 1 and self.multi_source >= 0)
         return self
 
+    def _validate_state(self) -> None:
+        if self.resume and self.out is None and self.name is None:
+            raise UserInputError("--resume needs the run to continue: pass its --out (or --name).")
+        if self.study is not None and self.storage is None:
+            raise UserInputError("--study names a study on a shared storage: add --storage URL (e.g. "
+                                 "postgresql://user:password@host/db), or drop --study.")
+        if self.storage is not None:
+            if self.tuner != "optuna":
+                raise UserInputError("--storage: distributed tuning uses optuna. Add --tuner optuna (or drop --storage).")
+            if "://" not in self.storage:
+                raise UserInputError(f"--storage must be an SQLAlchemy URL such as postgresql://user:password@host/db "
+                                     f"or sqlite:///path.db. Got {self.storage!r}.")
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain values for config.json (a storage URL's password masked)."""
+        d = asdict(self)
+        if self.storage:
+            d["storage"] = re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", self.storage)
+        return d

@@ -18,6 +18,15 @@ class BackboneError(AutotransferError):
     """A backbone handle could not be resolved, loaded or does not follow the module contract."""
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C ended a run: the running trial was saved as interrupted and nothing was exported;
+    ``run(..., resume=True)`` into ``run_dir`` continues it."""
+
+    def __init__(self, run_dir: object) -> None:
+        super().__init__(f"interrupted: {run_dir}")
+        self.run_dir = run_dir
+
+
 def check_param(name: str, value: object, owner: str, constraint: str, ok: bool) -> None:
     """Raise the one well-formed message for a bad parameter value (scikit-learn style)."""
     if not ok:

@@ -74,11 +74,41 @@ class ProbeResult:
         return ok["name"].head(k).tolist()
 
     def save(self, run_dir: str | os.PathLike) -> Path:
-        """Write ``leaderboard.csv`` into ``run_dir``; returns its path."""
+        """Write ``leaderboard.csv`` into ``run_dir``, and everything :meth:`load` needs to skip the
+        probe on resume under ``probe/`` (``probe.json`` last: it marks the stage done); returns
+        the leaderboard's path."""
         path = Path(run_dir) / "leaderboard.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         self.leaderboard.to_csv(path, index=False)
+        d = Path(run_dir) / "probe"
+        d.mkdir(exist_ok=True)
+        arrays, index = {}, []
+        for name, per_split in self.features.items():
+            for split, a in per_split.items():
+                index.append([name, split, f"f{len(index)}"])
+                arrays[index[-1][2]] = a
+        arrays.update({f"y_{k}": v for k, v in self.labels.items()})
+        with open(d / "arrays.npz.tmp", "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(d / "arrays.npz.tmp", d / "arrays.npz")
+        meta = {"scorer": self.scorer, "features": index, "labels": sorted(self.labels), "rungs": self.rungs,
+                "specs": {n: s.to_dict() for n, s in self.specs.items()}}
+        (d / "probe.json").write_text(json.dumps(meta, default=str))
         return path
+
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike) -> "ProbeResult":
+        """The probe result a run directory holds (written by :meth:`save`)."""
+        d = Path(run_dir) / "probe"
+        meta = json.loads((d / "probe.json").read_text())
+        with np.load(d / "arrays.npz") as z:
+            features: dict[str, dict[str, np.ndarray]] = {}
+            for name, split, key in meta["features"]:
+                features.setdefault(name, {})[split] = z[key]
+            labels = {k: z[f"y_{k}"] for k in meta["labels"]}
+        board = pd.read_csv(Path(run_dir) / "leaderboard.csv", keep_default_na=True)
+        specs = {n: BackboneSpec.from_dict(s, f"{d / 'probe.json'}: {n}") for n, s in meta["specs"].items()}
+        return cls(board, features, labels, meta["scorer"], specs, meta["rungs"])
 
 
 def _resolve_cache(cache: FeatureCache | str | os.PathLike | bool | None, cache_dir: Any) -> FeatureCache | None:

@@ -11,7 +11,8 @@ from autotransfer.tune.base import (
 from autotransfer.tune.space import ParamSpec, TuneSpace, render_keras_tuner, render_optuna
 from autotransfer.tune.task import HEAD_LAYER, build_task_model
 from autotransfer.tune.trainer import TrialOutcome, train_trial
-from autotransfer.tune.tune import TRIAL_COLUMNS, TuneResult, trials_frame, tune
+from autotransfer.tune.store import TrialStore
+from autotransfer.tune.tune import TRIAL_COLUMNS, SharedStudy, TuneResult, load_tuned, trials_frame, tune
 
 __all__ = [
     "HEAD_LAYER",
@@ -22,11 +23,14 @@ __all__ = [
     "TRIAL_COLUMNS",
     "TrialOutcome",
     "TrialRecord",
+    "TrialStore",
+    "SharedStudy",
     "TuneResult",
     "TuneSpace",
     "TunerBackend",
     "build_task_model",
     "get_backend",
+    "load_tuned",
     "register_backend",
     "render_keras_tuner",
     "render_optuna",

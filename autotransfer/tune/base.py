@@ -8,6 +8,8 @@ the objective which trial it is running.
 """
 from __future__ import annotations
 
+import os
+import socket
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -20,6 +22,11 @@ from autotransfer.tune.budget import Deadline
 from autotransfer.tune.space import ParamSpec
 
 STATUSES = ("ok", "pruned", "timeout")  # plus "failed: <message>"
+
+
+def worker_id() -> str:
+    """``host:pid`` of this process: who ran a trial, in records and Optuna user attributes."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 class ReportFn(Protocol):
@@ -103,6 +110,7 @@ class TunerBackend(ABC):
         seed: int,
         work_dir: Path,
         first: Sequence[dict[str, Any]] = (),
+        resume: bool = False,
     ) -> list[TrialRecord]:
         """Run up to ``max_trials`` trials (None: no cap, until the deadline), starting none after
         ``deadline`` (a ``time.time()`` value or a :class:`Deadline`) but always the first.
@@ -110,8 +118,11 @@ class TunerBackend(ABC):
         ``first``: partial parameter values for the first trials, in order (the rest of each is
         sampled as usual), e.g. ``[{"backbone": b} for b in top_k]`` so that every candidate is
         tried before the sampler may concentrate on one.
-        Returns one record per trial, in run order; a trial whose objective raised is recorded
-        as ``"failed: ..."`` and the search goes on.
+        ``resume``: continue the search whose state is in ``work_dir`` (finished trials count
+        towards ``max_trials`` and are not run again; an interrupted one is); else start afresh.
+        Returns one record per trial this call ran, in run order; a trial whose objective raised is
+        recorded as ``"failed: ..."`` and the search goes on. KeyboardInterrupt ends the running
+        trial as interrupted (its state saved) and propagates.
         """
 
 

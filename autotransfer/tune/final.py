@@ -135,6 +135,9 @@ def choose_members(tuned: Any, heads: dict[str, tuple[list[np.ndarray], np.ndarr
     kept = sorted((tuned.summaries[t] for t in tuned.models), key=lambda s: s.key, reverse=True)
     probs = {f"trial {s.trial_id}": s.val_probs for s in kept}
     probs.update({name: p for name, (_, p) in heads.items()})
+    if max_members <= 1:
+        # "1 = the best trial alone": the tuner's choice, not the lowest val log-loss of the pool.
+        probs = {f"trial {tuned.best_trial_id}": tuned.summaries[tuned.best_trial_id].val_probs}
     choice = greedy_ensemble(probs, y_val, max_members=max(1, max_members))
     members = []
     for name, weight in choice.weights.items():

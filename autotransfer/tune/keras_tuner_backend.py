@@ -57,6 +57,14 @@ def _oracle_class() -> type:
                 values.update(self.first.pop(0))
             return values
 
+        # The queue of fixed first values is search state too: a resumed search must not replay it.
+        def get_state(self) -> dict:
+            return {**super().get_state(), "autotransfer_first": self.first}
+
+        def set_state(self, state: dict) -> None:
+            super().set_state(state)
+            self.first = list(state.get("autotransfer_first", []))
+
         def populate_space(self, trial_id: str) -> dict:
             if self.deadline.passed() and self.trials:
                 return {"status": "STOPPED"}
@@ -90,10 +98,14 @@ def _tuner_class() -> type:
             return {"val_accuracy": record.val_accuracy}
 
         def save_model(self, trial_id: str, model: Any, step: int = 0) -> None:
-            """Models are kept in memory by the objective, not checkpointed."""
+            """The objective checkpoints the best trials' weights in the run's trial store."""
 
         def load_model(self, trial: Any) -> Any:
-            raise NotImplementedError("autotransfer keeps the best model in memory; see tune().")
+            """The trial's checkpointed model, when the objective can load one (``objective.load_model``)."""
+            load = getattr(self._objective, "load_model", None)
+            if load is None:
+                raise NotImplementedError("this objective keeps no models")
+            return load(int(trial.trial_id))
 
     return ObjectiveTuner
 
@@ -126,6 +138,7 @@ class KerasTunerBackend(TunerBackend):
         seed: int,
         work_dir: Path,
         first: Sequence[dict[str, Any]] = (),
+        resume: bool = False,
     ) -> list[TrialRecord]:
         import keras_tuner as kt
 
@@ -147,8 +160,10 @@ class KerasTunerBackend(TunerBackend):
         )
         work_dir = Path(work_dir)
         work_dir.mkdir(parents=True, exist_ok=True)
-        # overwrite=True until --resume exists: a stale project would be silently reloaded.
-        tuner = _tuner_class()(oracle, objective, directory=str(work_dir), project_name="keras_tuner", overwrite=True)
+        # A resumed search reloads the project (finished trials stay done; the one that was running
+        # when the process died is run again under its own id); otherwise it starts afresh.
+        tuner = _tuner_class()(oracle, objective, directory=str(work_dir), project_name="keras_tuner",
+                               overwrite=not resume)
         tuner.search(verbose=0)
         return tuner.records
 

@@ -398,6 +398,15 @@ def train_trial(
     )
 
 
+def load_trial_model(spec: BackboneSpec, params: dict[str, Any], space: TuneSpace, num_classes: int,
+                     weights: Any) -> keras.Model:
+    """A finished trial's model rebuilt from its (effective) parameters and checkpointed weights."""
+    model, _ = build_task_model(at_trial_size(spec, params), num_classes, dropout=float(params.get("dropout", 0.0)))
+    model.load_weights(str(weights))
+    _compile_for_evaluation(model, space)
+    return model
+
+
 def _compile_for_evaluation(model: keras.Model, space: TuneSpace) -> None:
     # Hand back a model compiled for integer labels so callers can evaluate() it directly.
     model.compile(keras.optimizers.Adam(space.head_learning_rate), SPARSE_LOSS, metrics=["accuracy"])

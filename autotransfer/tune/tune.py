@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import gc
+import logging
 import json
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,17 +17,19 @@ import pandas as pd
 
 from autotransfer.backbones import METADATA_FILE, BackboneSpec, HubBackbone, resolve_handle
 from autotransfer.errors import AutotransferError, UserInputError, check_param
-from autotransfer.tune.base import ObjectiveResult, ReportFn, TrialRecord, TunerBackend, get_backend
+from autotransfer.tune.base import STATUSES, ObjectiveResult, ReportFn, TrialRecord, TunerBackend, get_backend, worker_id
 from autotransfer.tune.budget import Deadline
 from autotransfer.tune.space import TuneSpace
-from autotransfer.tune.trainer import at_trial_size, probe_head_weights, train_trial
+from autotransfer.tune.store import INTERRUPTED, TrialStore
+from autotransfer.tune.trainer import at_trial_size, load_trial_model, probe_head_weights, train_trial
 
+log = logging.getLogger(__name__)
 TRIAL_COLUMNS = [
     "trial_id", "backbone", "unfreeze_blocks", "learning_rate", "patience", "dropout",
     "val_accuracy", "val_loss", "epochs", "finetune_epochs", "seconds", "status",
 ]
 ProgressFn = Callable[[str, int, int, str], None]
-#: Trained models kept in memory for the ensemble and the export (the best by validation).
+#: Trained models checkpointed for the ensemble and the export (the best by validation).
 KEEP_MODELS = 6
 
 
@@ -86,17 +90,23 @@ def _free_memory() -> None:
 
 
 class _Kept:
-    """The trained models of the best ``size`` trials so far (by :attr:`TrialSummary.key`)."""
+    """The trained models of the best ``size`` trials (by :attr:`TrialSummary.key`), checkpointed
+    in the trial store; the ones this process trained stay in memory too."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, store: TrialStore) -> None:
         self.size = size
+        self.store = store
         self.models: dict[int, keras.Model] = {}
 
     def offer(self, summary: TrialSummary, model: keras.Model, summaries: dict[int, TrialSummary]) -> None:
-        self.models[summary.trial_id] = model
-        if len(self.models) > self.size:
-            worst = min(self.models, key=lambda t: summaries[t].key)
-            del self.models[worst]
+        best = sorted(summaries.values(), key=lambda s: s.key, reverse=True)[: self.size]
+        keep = {s.trial_id for s in best}
+        if summary.trial_id in keep:
+            self.store.save_weights(summary.trial_id, model)
+            self.models[summary.trial_id] = model
+        for t in set(self.store.kept_ids()) - keep:  # other workers' too: outside the best, never back in
+            self.store.drop_weights(t)
+            self.models.pop(t, None)
 
 
 def refit_reserve(summaries: dict[int, TrialSummary], *, members: int, factor: float) -> float:
@@ -104,6 +114,144 @@ def refit_reserve(summaries: dict[int, TrialSummary], *, members: int, factor: f
     (train+val over train items) times the trial seconds of the ``members`` best trials."""
     best = sorted(summaries.values(), key=lambda s: s.key, reverse=True)[:members]
     return factor * sum(s.seconds for s in best)
+
+
+@dataclass
+class SharedStudy:
+    """An Optuna study on a storage other processes reach (``role``: "chief" creates it and
+    writes ``task``, what a worker needs to run trials; "worker" joins it)."""
+
+    storage: str
+    name: str
+    role: str = "chief"
+    task: dict[str, Any] | None = None
+
+
+def _check_tune_args(candidates: list[BackboneSpec], max_trials: int | None, time_budget_s: float | None) -> None:
+    if not candidates:
+        raise UserInputError("tune: no candidate backbones. The probe stage must pass at least one.")
+    names = [c.name for c in candidates]
+    if len(set(names)) != len(names):
+        raise UserInputError(f"tune: candidate names must be unique. Got {names}.")
+    check_param("max_trials", max_trials, "tune()", "None or an int >= 1",
+                max_trials is None or (isinstance(max_trials, int) and max_trials >= 1))
+    check_param("time_budget_s", time_budget_s, "tune()", "None or a number > 0",
+                time_budget_s is None or time_budget_s > 0)
+    if max_trials is None and time_budget_s is None:
+        raise UserInputError("tune: give max_trials, a time budget, or both (without either it would never stop).")
+
+
+def _make_backend(backend: str | TunerBackend, space: TuneSpace, expected_trials: int | None,
+                  shared: SharedStudy | None) -> TunerBackend:
+    if not isinstance(backend, str):
+        return backend
+    expect = {"expected_trials": expected_trials or 10}
+    study = {} if shared is None else {"storage": shared.storage, "study_name": shared.name, "role": shared.role,
+                                       "task": shared.task}
+    if shared is not None and backend != "optuna":
+        raise UserInputError("--storage: distributed tuning uses optuna. Add --tuner optuna (or drop --storage).")
+    hints = {"keras-tuner": {"max_epochs": space.max_epochs, **expect},
+             # The earliest cut is a third into fine-tuning: its first epochs often dip below the
+             # warmed-up head before they pass it (a cut at the dip kills the good trials).
+             "optuna": {"n_warmup_steps": (1 if space.head_warmup == "probe" else space.head_epochs)
+                        + max(1, space.max_epochs // 3) - 1, **expect, **study}}
+    return get_backend(backend, **hints.get(backend, {}))
+
+
+class _TrialRunner:
+    """The backend-neutral objective: trains one trial, records it in the store whatever happens
+    (finished, failed, interrupted) and keeps the best few models."""
+
+    def __init__(self, *, candidates: list[BackboneSpec], data: Any, splits: Any, space: TuneSpace, features: dict | None,
+                 store: TrialStore, deadline: Deadline, seed: int, refit_members: int, progress: ProgressFn | None,
+                 total: int, keep: int) -> None:
+        self.by_name = {c.name: c for c in candidates}
+        self.data, self.splits, self.space, self.features = data, splits, space, features
+        self.store, self.deadline, self.seed = store, deadline, seed
+        self.refit_members, self.progress, self.total = refit_members, progress, total
+        self.kept = _Kept(keep, store)
+        self.heads: dict[tuple[str, int], list[np.ndarray]] = {}  # LP-FT heads: one fit per backbone and size
+        self.sized_features: dict[tuple[str, int], dict] = {}  # features at trial sizes other than the probed one
+        self.factor = (len(splits.train) + len(splits.val)) / max(1, len(splits.train))
+        self.worker = worker_id()
+
+    def summaries(self) -> dict[int, TrialSummary]:
+        return _summaries(self.store)
+
+    def __call__(self, p: dict[str, Any], report: ReportFn) -> ObjectiveResult:
+        trial_id, started = int(report.trial_id), time.monotonic()
+        spec = self.by_name[p["backbone"]]
+        record: dict[str, Any] = {"trial_id": trial_id, "params": dict(p), "val_accuracy": math.nan, "epochs": 0,
+                                  "status": INTERRUPTED, "worker": self.worker}
+        message = f"trial {trial_id}: {spec.name} interrupted"
+        try:
+            name, out = self._train(spec, p, report)
+            summary = TrialSummary(trial_id, name, dict(out.params), out.val_accuracy, out.val_loss,
+                                   out.val_probs, out.finetune_epochs, out.seconds, out.pruned)
+            status = "pruned" if out.pruned else "timeout" if out.timed_out else "ok"
+            record.update(params={**out.params, "val_loss": out.val_loss, "finetune_epochs": out.finetune_epochs},
+                          val_accuracy=out.val_accuracy, epochs=out.epochs, status=status,
+                          finetune_epochs=out.finetune_epochs, trial_seconds=out.seconds, pruned=out.pruned)
+            record["seconds"] = round(time.monotonic() - started, 3)
+            self.store.save(record, out.val_probs)
+            summaries = self.summaries()
+            self.kept.offer(summary, out.model, summaries)
+            if self.refit_members:
+                self.deadline.reserve_s = refit_reserve(summaries, members=self.refit_members, factor=self.factor)
+            message = f"trial {trial_id}: {spec.name} val_accuracy={out.val_accuracy:.3f}"
+            return ObjectiveResult(out.val_accuracy, out.epochs, "timeout" if out.timed_out else "ok", out.params)
+        except Exception as exc:
+            message = f"trial {trial_id}: {spec.name} failed ({type(exc).__name__})"
+            record["status"] = f"failed: {type(exc).__name__}: {exc}".replace("\n", " ")[:300]
+            raise
+        finally:
+            record["seconds"] = round(time.monotonic() - started, 3)
+            if record["status"] == INTERRUPTED or record["status"].startswith("failed"):
+                self.store.save(record)
+            write_trials_csv(self.store, self.store.root.parent)  # a kill loses no finished trial
+            _free_memory()
+            if self.progress:
+                done = len(self.store.records())
+                self.progress("tune", done, max(self.total, done), message)
+
+    def finished(self, trial_id: int) -> tuple[str, float] | None:
+        """(status, val accuracy) of a trial the store holds as finished, else None (a backend asks
+        after a kill that came between the trial's end and the tuner's record of it)."""
+        for r in self.store.records():
+            if r["trial_id"] == trial_id and r["status"] in STATUSES:
+                return r["status"], float(r["val_accuracy"])
+        return None
+
+    def load_model(self, trial_id: int) -> keras.Model:
+        """A checkpointed trial's model (KerasTuner's ``load_model`` asks for it)."""
+        s = self.summaries()[trial_id]
+        return load_trial_model(self.by_name[s.backbone], s.params, self.space, self.data.num_classes,
+                                self.store.weights_path(trial_id))
+
+    def _train(self, spec: BackboneSpec, p: dict[str, Any], report: ReportFn) -> tuple[str, Any]:
+        spec = at_trial_size(spec, p)
+        feats = _trial_features(self.sized_features, spec, self.features, self.by_name[spec.name].input_size,
+                                self.data, self.splits)
+        head = _lpft_head(self.heads, spec, feats, self.data, self.splits, self.space, self.seed)
+        out = train_trial(spec, p, self.data, self.splits, space=self.space, num_classes=self.data.num_classes,
+                          features=feats, deadline=self.deadline, report=report,
+                          seed=self.seed + int(report.trial_id), head=head)
+        return spec.name, out
+
+
+def _summaries(store: TrialStore) -> dict[int, TrialSummary]:
+    """Every finished (not failed, not interrupted) trial in ``store``, by trial id."""
+    out = {}
+    for r in store.records():
+        if r["status"] not in STATUSES:
+            continue
+        probs = store.val_probs(r["trial_id"])
+        params = {k: v for k, v in r["params"].items() if k not in ("val_loss", "finetune_epochs")}
+        out[r["trial_id"]] = TrialSummary(r["trial_id"], params["backbone"], params, float(r["val_accuracy"]),
+                                          float(r["params"].get("val_loss", math.nan)), probs,
+                                          int(r.get("finetune_epochs", 0)), float(r.get("trial_seconds", r.get("seconds", 0.0))),
+                                          bool(r.get("pruned", False)))
+    return out
 
 
 def tune(
@@ -121,13 +269,17 @@ def tune(
     progress: ProgressFn | None = None,
     refit_members: int = 0,
     expected_trials: int | None = None,
+    resume: bool = False,
+    shared: SharedStudy | None = None,
 ) -> TuneResult:
     """Search over ``candidates`` (the probe's top-k, best first) and the fine-tuning space with ``backend``.
 
     Each trial warms up a head then fine-tunes (see :func:`train_trial`) on a fresh backbone.
-    The best few trials' models are kept in memory as trials finish (no retraining); pruned
-    trials only count when no trial finished. Writes ``trials.csv`` and ``best.json`` into
-    ``out_dir`` and KerasTuner's project files under ``out_dir/tuner``.
+    Finished trials are recorded in the trial store (``out_dir/trials``) and the best few trials'
+    weights checkpointed there as trials finish (no retraining); pruned trials only count when no
+    trial finished. The tuner's own state is under ``out_dir/tuner`` (KerasTuner's project, or
+    Optuna's SQLite study unless ``shared`` names another storage). Writes ``trials.csv`` and
+    ``best.json`` into ``out_dir``.
 
     Args:
         max_trials: the most trials; None runs until the time budget is spent (then
@@ -139,114 +291,86 @@ def tune(
             early enough to leave their time (:func:`refit_reserve`) inside the budget.
         expected_trials: trials the budget is expected to allow (sizes the samplers' start-up when
             ``max_trials`` is None).
+        resume: continue the search found in ``out_dir`` (finished trials are not repeated; an
+            interrupted one runs again); else any earlier search there is discarded.
+        shared: run as the chief (or a worker) of a study other processes share (optuna only).
 
     Raises:
         AutotransferError: when every trial failed.
+        KeyboardInterrupt: on Ctrl-C, after the running trial is recorded as interrupted.
     """
-    if not candidates:
-        raise UserInputError("tune: no candidate backbones. The probe stage must pass at least one.")
-    names = [c.name for c in candidates]
-    if len(set(names)) != len(names):
-        raise UserInputError(f"tune: candidate names must be unique. Got {names}.")
-    check_param("max_trials", max_trials, "tune()", "None or an int >= 1",
-                max_trials is None or (isinstance(max_trials, int) and max_trials >= 1))
-    check_param("time_budget_s", time_budget_s, "tune()", "None or a number > 0",
-                time_budget_s is None or time_budget_s > 0)
-    if max_trials is None and time_budget_s is None:
-        raise UserInputError("tune: give max_trials, a time budget, or both (without either it would never stop).")
+    _check_tune_args(candidates, max_trials, time_budget_s)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    store = TrialStore(out_dir / "trials")
+    if not resume and (shared is None or shared.role == "chief"):
+        store.clear()
     deadline = Deadline.after(time_budget_s)
-    by_name = {c.name: c for c in candidates}
+    names = [c.name for c in candidates]
     blocks = {c.name: _num_blocks(c) for c in candidates}
     params = space.params(names, max(blocks.values()))
-    if isinstance(backend, str):
-        expect = {"expected_trials": expected_trials or 10}
-        hints = {"keras-tuner": {"max_epochs": space.max_epochs, **expect},
-                 # The earliest cut is a third into fine-tuning: its first epochs often dip below the
-                 # warmed-up head before they pass it (a cut at the dip kills the good trials).
-                 "optuna": {"n_warmup_steps": (1 if space.head_warmup == "probe" else space.head_epochs)
-                            + max(1, space.max_epochs // 3) - 1, **expect}}
-        backend = get_backend(backend, **hints.get(backend, {}))
-
+    backend = _make_backend(backend, space, expected_trials, shared)
     total = max_trials or expected_trials or 0
-    summaries: dict[int, TrialSummary] = {}
-    kept = _Kept(max(KEEP_MODELS, refit_members))
-    heads: dict[tuple[str, int], list[np.ndarray]] = {}  # LP-FT heads: one fit per backbone and size
-    sized_features: dict[tuple[str, int], dict] = {}  # features at trial sizes other than the probed one
-    factor = (len(splits.train) + len(splits.val)) / max(1, len(splits.train))
+    runner = _TrialRunner(candidates=candidates, data=data, splits=splits, space=space, features=features, store=store,
+                          deadline=deadline, seed=seed, refit_members=refit_members, progress=progress, total=total,
+                          keep=max(KEEP_MODELS, refit_members))
     if progress:
-        progress("tune", 0, total, f"{backend.name}: starting")
-
-    finished: list[TrialRecord] = []  # rewritten to trials.csv after every trial: a kill loses no finished trial
-
-    def objective(p: dict[str, Any], report: ReportFn) -> ObjectiveResult:
-        spec = by_name[p["backbone"]]
-        started = time.monotonic()
-        record = TrialRecord(int(report.trial_id), dict(p), math.nan, 0, 0.0, "failed: interrupted")
-        message = f"trial {report.trial_id}: {spec.name} interrupted"
-        try:
-            spec = at_trial_size(spec, p)
-            feats = _trial_features(sized_features, spec, features, by_name[spec.name].input_size, data, splits)
-            head = _lpft_head(heads, spec, feats, data, splits, space, seed)
-            out = train_trial(spec, p, data, splits, space=space, num_classes=data.num_classes, features=feats,
-                              deadline=deadline, report=report, seed=seed + int(report.trial_id), head=head)
-            summary = TrialSummary(int(report.trial_id), spec.name, dict(out.params), out.val_accuracy, out.val_loss,
-                                   out.val_probs, out.finetune_epochs, out.seconds, out.pruned)
-            summaries[summary.trial_id] = summary
-            kept.offer(summary, out.model, summaries)
-            if refit_members:
-                deadline.reserve_s = refit_reserve(summaries, members=refit_members, factor=factor)
-            result = ObjectiveResult(out.val_accuracy, out.epochs, "timeout" if out.timed_out else "ok", out.params)
-            record = TrialRecord(record.trial_id, {**out.params, "val_loss": out.val_loss,
-                                                   "finetune_epochs": out.finetune_epochs},
-                                 out.val_accuracy, out.epochs, 0.0, "pruned" if out.pruned else result.status)
-            message = f"trial {report.trial_id}: {spec.name} val_accuracy={out.val_accuracy:.3f}"
-            del out
-            return result
-        except Exception as exc:
-            message = f"trial {report.trial_id}: {spec.name} failed ({type(exc).__name__})"
-            record.status = f"failed: {type(exc).__name__}: {exc}"
-            raise
-        finally:
-            record.seconds = time.monotonic() - started
-            finished.append(record)
-            trials_frame(finished).to_csv(out_dir / "trials.csv", index=False)
-            _free_memory()
-            if progress:
-                progress("tune", len(finished), max(total, len(finished)), message)
-
+        progress("tune", len(store.records()), total, f"{backend.name}: {'resuming' if resume else 'starting'}")
     # Every candidate gets a trial before the sampler may settle on one (probe order: under a cap
     # smaller than the candidate count, the probe's best are the ones tried).
     first = [{"backbone": n} for n in names] if len(names) > 1 else []
-    records = backend.search(objective, params, max_trials=max_trials, deadline=deadline, seed=seed,
-                             work_dir=out_dir / "tuner", first=first)
-    # The objective's own records carry val_loss and the kept epochs; the backend's carry the status.
-    extra = {r.trial_id: r.params for r in finished}
-    for r in records:
-        r.params = {**extra.get(r.trial_id, {}), **r.params}
-    trials = trials_frame(records)
-    trials.to_csv(out_dir / "trials.csv", index=False)
-    if not kept.models:
-        first_problem = next((r.status for r in records if r.status.startswith("failed")), "no trial ran")
+    backend.search(runner, params, max_trials=max_trials, deadline=deadline, seed=seed, work_dir=out_dir / "tuner",
+                   first=first, resume=resume)
+    if shared is not None and shared.role == "worker":
+        return None  # type: ignore[return-value]  # the chief assembles the result
+    if shared is not None:
+        _replay_best_elsewhere(backend, store, runner)
+    return _tune_result(store, {c.name: c for c in candidates}, space, data.num_classes, out_dir, runner.kept.models)
+
+
+def _replay_best_elsewhere(backend: TunerBackend, store: TrialStore, runner: _TrialRunner) -> None:
+    """Retrain the study's best trial here when a worker ran it on a machine whose trial store the
+    chief does not see (same parameters, same seed: the same model)."""
+    from autotransfer.tune.base import Reporter
+
+    study = getattr(backend, "study", None)
+    completed = [t for t in study.trials if t.value is not None] if study is not None else []
+    if not completed:
+        return
+    best = max(completed, key=lambda t: t.value)
+    if best.number not in store.kept_ids():
+        log.info("the best trial %s ran on %s: retraining it here", best.number, best.user_attrs.get("worker"))
+        runner(dict(best.params), Reporter(best.number))
+
+
+def load_tuned(candidates: list[BackboneSpec], num_classes: int, *, space: TuneSpace, out_dir: Path) -> TuneResult:
+    """The result of a finished tune stage, read back from ``out_dir`` (a resumed run skips tuning)."""
+    return _tune_result(TrialStore(Path(out_dir) / "trials"), {c.name: c for c in candidates}, space, num_classes,
+                        Path(out_dir), {})
+
+
+def _tune_result(store: TrialStore, specs: dict[str, BackboneSpec], space: TuneSpace, num_classes: int,
+                 out_dir: Path, in_memory: dict[int, keras.Model]) -> TuneResult:
+    """trials.csv (from the store), best.json, and the kept models (from memory or their checkpoints)."""
+    records = store.records()
+    trials = write_trials_csv(store, out_dir)
+    summaries = _summaries(store)
+    kept = [t for t in store.kept_ids() if t in summaries]
+    if not kept:
+        first_problem = next((r["status"] for r in records if r["status"].startswith("failed")), "no trial ran")
         raise AutotransferError(f"tune: no trial finished ({len(records)} run; first problem: {first_problem}).")
-    best = max((summaries[t] for t in kept.models), key=lambda s: s.key)
+    models = {t: in_memory.get(t) or load_trial_model(specs[summaries[t].backbone], summaries[t].params, space,
+                                                       num_classes, store.weights_path(t)) for t in kept}
+    best = max((summaries[t] for t in kept), key=lambda s: s.key)
     best_params = {k: v for k, v in best.params.items() if k != "backbone"}
     config = {**best_params, "head_warmup": space.head_warmup, "head_learning_rate": space.head_learning_rate,
               "head_epochs": space.head_epochs, "batch_size": space.batch_size}
     (out_dir / "best.json").write_text(json.dumps(
         {"backbone": best.backbone, "config": config, "val_accuracy": best.val_accuracy, "val_loss": best.val_loss,
-         "trial_id": best.trial_id}, indent=2))
-    return TuneResult(
-        best_params={"backbone": best.backbone, **config},
-        best_backbone=best.backbone,
-        best_val_accuracy=float(best.val_accuracy),
-        best_model=kept.models[best.trial_id],
-        trials=trials,
-        best_trial_id=best.trial_id,
-        summaries=summaries,
-        models=dict(kept.models),
-    )
+         "trial_id": best.trial_id, "weights": str(store.weights_path(best.trial_id))}, indent=2))
+    return TuneResult(best_params={"backbone": best.backbone, **config}, best_backbone=best.backbone,
+                      best_val_accuracy=float(best.val_accuracy), best_model=models[best.trial_id], trials=trials,
+                      best_trial_id=best.trial_id, summaries=summaries, models=models)
 
 
 def _trial_features(memo: dict[tuple[str, int], dict], spec: BackboneSpec, features: dict | None, probed_size: int,
@@ -283,6 +407,17 @@ def _lpft_head(heads: dict[tuple[str, int], list[np.ndarray]], spec: BackboneSpe
         y = np.asarray(data.labels, dtype=np.int64)[splits.train]
         heads[key] = probe_head_weights(np.asarray(f["train"], np.float32), y, data.num_classes, seed=seed)
     return heads[key]
+
+
+def write_trials_csv(store: TrialStore, out_dir: Path) -> pd.DataFrame:
+    """``trials.csv``: one row per trial of the store (its mirror of the study), by trial id."""
+    trials = trials_frame([TrialRecord(r["trial_id"], {**r["params"], "worker": r.get("worker", "")},
+                                       r["val_accuracy"], r["epochs"], r.get("seconds", 0.0), r["status"])
+                           for r in store.records()])
+    tmp = Path(out_dir) / f".trials.csv.{os.getpid()}.tmp"
+    trials.to_csv(tmp, index=False)
+    os.replace(tmp, Path(out_dir) / "trials.csv")
+    return trials
 
 
 def trials_frame(records: list[TrialRecord]) -> pd.DataFrame:

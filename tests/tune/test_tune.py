@@ -225,7 +225,8 @@ def test_tune_keras_tuner_writes_files_and_keeps_best_model(data_splits, specs, 
     assert (trials["status"] == "ok").all() and seen[-1][:3] == ("tune", 3, 3)
     assert list(np.loadtxt(tmp_path / "trials.csv", delimiter=",", dtype=str, max_rows=1)[: len(TRIAL_COLUMNS)]) == TRIAL_COLUMNS
     best = json.loads((tmp_path / "best.json").read_text())
-    assert set(best) == {"backbone", "config", "val_accuracy", "val_loss", "trial_id"}
+    assert set(best) == {"backbone", "config", "val_accuracy", "val_loss", "trial_id", "weights"}
+    assert (tmp_path / "trials").is_dir() and best["weights"].endswith("model.weights.h5")
     assert best["val_accuracy"] == result.best_val_accuracy == trials["val_accuracy"].max()
     assert best["backbone"] == result.best_backbone and best["config"]["learning_rate"] == result.best_params["learning_rate"]
     # the kept model is the best trial's, still usable after later trials cleared the session
@@ -295,5 +296,20 @@ def test_interrupted_search_keeps_finished_trials_on_disk(backend, data_splits, 
     with pytest.raises(KeyboardInterrupt):
         tune(specs[:1], data, splits, space=FAST, backend=backend, max_trials=3, out_dir=tmp_path, seed=0)
     rows = pd.read_csv(tmp_path / "trials.csv")
-    assert list(rows["status"]) == ["ok", "failed: interrupted"]
+    assert list(rows["status"]) == ["ok", "interrupted"]
     assert rows["val_accuracy"].iloc[0] > 0
+    # Resuming runs the interrupted trial again and stops at the cap: three finished trials in all.
+    monkeypatch.setattr(tune_module, "train_trial", real)
+    result = tune(specs[:1], data, splits, space=FAST, backend=backend, max_trials=3, out_dir=tmp_path, seed=0,
+                  resume=True)
+    rows = pd.read_csv(tmp_path / "trials.csv")
+    assert (rows["status"] == "ok").sum() == 3 and len(result.summaries) == 3
+    assert list(rows["status"]) == (["ok", "interrupted", "ok", "ok"] if backend == "optuna" else ["ok"] * 3)
+    assert result.best_trial_id in result.models
+
+
+def test_fresh_search_discards_an_earlier_one(data_splits, specs, tmp_path):
+    data, splits = data_splits
+    tune(specs[:1], data, splits, space=FAST, backend="optuna", max_trials=2, out_dir=tmp_path, seed=0)
+    result = tune(specs[:1], data, splits, space=FAST, backend="optuna", max_trials=1, out_dir=tmp_path, seed=0)
+    assert len(result.trials) == 1 and len(pd.read_csv(tmp_path / "trials.csv")) == 1
