@@ -104,7 +104,7 @@ def _plan(run: _Run, candidates: list) -> tuple[list, int | None]:
     t0 = time.monotonic()
     tuning = run.space.tuning
     hi = tuning.unfreeze_blocks[1]
-    costs = measure_costs(candidates, run.data, run.splits, batch_size=tuning.batch_size,
+    costs = measure_costs(candidates, run.data, run.splits, batch_size=min(tuning.batch_size),
                           feature_batch_size=run.config.feature_batch_size,
                           unfreeze=10**6 if hi == "all" else int(hi), head_epochs=tuning.head_epochs,
                           head_warmup=tuning.head_warmup, measure_train="first")

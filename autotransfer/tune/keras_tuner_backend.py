@@ -148,7 +148,8 @@ class KerasTunerBackend(TunerBackend):
             objective=kt.Objective("val_accuracy", direction="max"),
             max_epochs=self.max_epochs,
             factor=self.factor,
-            seed=seed,
+            # KerasTuner takes seed 0 (falsy) for "pick one at random": shift it so --seed 0 reproduces.
+            seed=seed % (2**31 - 2) + 1,
             hyperparameters=hp,
             max_trials=max_trials,
             deadline=deadline,

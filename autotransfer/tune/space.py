@@ -11,6 +11,8 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal
 
+import numpy as np
+
 from autotransfer.errors import UserInputError
 
 ALL = "all"
@@ -134,25 +136,29 @@ class TuneSpace:
     size trials fine-tune at, ``native`` (the candidate's own), a cap in pixels, or ``auto`` (a cap
     from the data's image size, :func:`auto_input_size`, resolved before tuning); one or a list: a
     smaller size makes every epoch cheaper, which pays when the data's own images are small.
+    ``head_learning_rate`` and ``min_delta`` (early stopping's least val-accuracy gain) are one
+    number or a ``[low, high]`` range; ``batch_size`` (the training batch) one integer or a list to
+    choose from. Every field is the same YAML for both tuner backends (:meth:`params`).
     """
 
     unfreeze_blocks: tuple[int, int | str] = (0, 3)
     learning_rate: tuple[float, float] = (1e-5, 1e-3)
-    head_learning_rate: float = 1e-2
+    head_learning_rate: tuple[float, float] = (1e-2, 1e-2)
     patience: tuple[int, int] = (2, 4)
     dropout: tuple[float, float] = (0.0, 0.5)
     head_epochs: int = 5
     max_epochs: int = 12
-    batch_size: int = 16
+    batch_size: tuple[int, ...] = (16,)
     head_warmup: str = "adam"
     augment: tuple[str, ...] = ("none",)
     lr_schedule: tuple[str, ...] = ("constant",)
     layer_decay: tuple[float, float] = (1.0, 1.0)
     label_smoothing: tuple[float, float] = (0.0, 0.0)
     input_size: tuple[str, ...] = (NATIVE,)
+    min_delta: tuple[float, float] = (0.0, 0.0)
 
     FIELDS = (
-        "unfreeze_blocks", "learning_rate", "head_learning_rate", "patience", "dropout",
+        "unfreeze_blocks", "learning_rate", "head_learning_rate", "patience", "min_delta", "dropout",
         "head_epochs", "max_epochs", "batch_size", "head_warmup", "augment", "lr_schedule", "layer_decay",
         "label_smoothing", "input_size",
     )
@@ -160,7 +166,18 @@ class TuneSpace:
     LR_SCHEDULES = ("constant", "cosine")
     #: Float fields given as one number or a [low, high] range: (field, check per value, constraint text).
     _RANGES = (("layer_decay", lambda v: 0 < v <= 1, "0 < low <= high <= 1"),
-               ("label_smoothing", lambda v: 0 <= v < 1, "0 <= low <= high < 1"))
+               ("label_smoothing", lambda v: 0 <= v < 1, "0 <= low <= high < 1"),
+               ("head_learning_rate", lambda v: v > 0, "0 < low <= high"),
+               ("min_delta", lambda v: 0 <= v < 1, "0 <= low <= high < 1"))
+
+    def __post_init__(self) -> None:
+        # One number is a fixed value: stored as the range (or choice) of that one value.
+        for name in ("head_learning_rate", "min_delta"):
+            v = getattr(self, name)
+            if not isinstance(v, (tuple, list)):
+                object.__setattr__(self, name, (float(v), float(v)))
+        if not isinstance(self.batch_size, (tuple, list)):
+            object.__setattr__(self, "batch_size", (int(self.batch_size),))
 
     @classmethod
     def from_dict(cls, d: Any, where: str) -> "TuneSpace":
@@ -204,11 +221,6 @@ class TuneSpace:
             if None in f or not 0 < f[0] < f[1]:
                 raise fail("learning_rate", "[low, high] with 0 < low < high", d["learning_rate"])
             kw["learning_rate"] = f
-        if "head_learning_rate" in d:
-            f = _as_float(d["head_learning_rate"])
-            if f is None or f <= 0:
-                raise fail("head_learning_rate", "a number > 0", d["head_learning_rate"])
-            kw["head_learning_rate"] = f
         if "patience" in d:
             p = pair("patience")
             if p is None or not (_is_int(p[0]) and _is_int(p[1]) and 1 <= p[0] <= p[1]):
@@ -220,7 +232,13 @@ class TuneSpace:
             if None in f or not 0 <= f[0] <= f[1] < 1:
                 raise fail("dropout", "[low, high] with 0 <= low <= high < 1", d["dropout"])
             kw["dropout"] = f
-        for field in ("head_epochs", "max_epochs", "batch_size"):
+        if "batch_size" in d:
+            v = d["batch_size"]
+            values = tuple(v) if isinstance(v, (list, tuple)) else (v,)
+            if not values or not all(_is_int(x) and x >= 1 for x in values) or len(set(values)) != len(values):
+                raise fail("batch_size", "an integer >= 1 or a list of them", v)
+            kw["batch_size"] = values
+        for field in ("head_epochs", "max_epochs"):
             if field in d:
                 if not _is_int(d[field]) or d[field] < 1:
                     raise fail(field, "an integer >= 1", d[field])
@@ -275,7 +293,10 @@ class TuneSpace:
             ParamSpec("backbone", "choice", choices=tuple(backbones)),
             ParamSpec("unfreeze_blocks", "int", lo, hi),
             ParamSpec("learning_rate", "float", *self.learning_rate, log=True),
+            ParamSpec("head_learning_rate", "float", *self.head_learning_rate, log=True),
             ParamSpec("patience", "int", *self.patience),
+            ParamSpec("min_delta", "float", *self.min_delta),
+            ParamSpec("batch_size", "choice", choices=self.batch_size),
             ParamSpec("dropout", "float", *self.dropout),
             ParamSpec("augment", "choice", choices=self.augment),
             ParamSpec("lr_schedule", "choice", choices=self.lr_schedule),
@@ -303,4 +324,7 @@ class TuneSpace:
             "layer_decay": self.layer_decay[0] if self.layer_decay[0] == self.layer_decay[1] else 1.0,
             "label_smoothing": self.label_smoothing[0] if self.label_smoothing[0] == self.label_smoothing[1] else 0.0,
             "input_size": self.input_size[0] if len(self.input_size) == 1 else NATIVE,
+            "batch_size": self.batch_size[0],
+            "head_learning_rate": float(np.sqrt(self.head_learning_rate[0] * self.head_learning_rate[1])),
+            "min_delta": self.min_delta[0],
         }

@@ -217,11 +217,14 @@ def _head_features(features: dict | None, spec: BackboneSpec, backbone: Any, dat
 
 def warm_up_head(model: keras.Model, feats: np.ndarray, labels: np.ndarray, *, num_classes: int, space: TuneSpace,
                  dropout: float, seed: int, val: tuple[np.ndarray, np.ndarray] | None = None,
-                 callbacks: Sequence[keras.callbacks.Callback] = (), head: list[np.ndarray] | None = None) -> dict:
+                 callbacks: Sequence[keras.callbacks.Callback] = (), head: list[np.ndarray] | None = None,
+                 learning_rate: float | None = None, batch_size: int | None = None) -> dict:
     """Phase 1: set ``model``'s head from features; returns the history dict.
 
     ``head``: precomputed LP-FT head weights (the same for every trial of one backbone and split).
+    ``learning_rate``, ``batch_size``: the trial's (``head_warmup: adam``; default: the space's).
     """
+    fixed = space.fixed_defaults()
     head_in = keras.Input((feats.shape[1],), dtype="float32")
     head_model = keras.Model(head_in, build_head(head_in, num_classes, dropout=dropout))
     if space.head_warmup == "probe":
@@ -232,9 +235,10 @@ def warm_up_head(model: keras.Model, feats: np.ndarray, labels: np.ndarray, *, n
             acc, loss = _evaluate(head_model, [val])
             history.update(val_loss=[loss], val_accuracy=[acc])
     else:
-        bs = space.batch_size
+        bs = int(batch_size or fixed["batch_size"])
+        lr = float(learning_rate or fixed["head_learning_rate"])
         # One tf.function call per epoch: per-step dispatch dominates for a linear head.
-        head_model.compile(keras.optimizers.Adam(space.head_learning_rate), SPARSE_LOSS, metrics=["accuracy"],
+        head_model.compile(keras.optimizers.Adam(lr), SPARSE_LOSS, metrics=["accuracy"],
                            steps_per_execution=max(1, -(-len(labels) // bs)))
         cbs = [_Validate([val])] if val is not None else []
         hist = head_model.fit(feats, labels, epochs=space.head_epochs, batch_size=bs, shuffle=True, verbose=0,
@@ -342,7 +346,8 @@ def train_trial(
     feats = _head_features(features, spec, backbone, data, {"train": splits.train, "val": splits.val})
     head_hist = warm_up_head(model, feats["train"], y_train, num_classes=num_classes, space=space,
                              dropout=float(params["dropout"]), seed=seed, val=(feats["val"], y_val),
-                             callbacks=timing_callbacks(0), head=head)
+                             callbacks=timing_callbacks(0), head=head, learning_rate=effective["head_learning_rate"],
+                             batch_size=effective["batch_size"])
     if space.head_warmup == "probe":
         # No training: one validation step, so the pruning hook sees the head's accuracy at epoch 0.
         if report is not None and report(0, head_hist["val_accuracy"][0]):
@@ -365,7 +370,7 @@ def train_trial(
     if n_unfreeze > 0 and max_epochs > 0 and not (flags.pruned or flags.timed_out):
         head_weights = model.get_weights()
         backbone.set_unfrozen_blocks(n_unfreeze)
-        train_ds, steps = _train_stream(data, splits.train, size=spec.input_size, batch_size=space.batch_size,
+        train_ds, steps = _train_stream(data, splits.train, size=spec.input_size, batch_size=int(effective["batch_size"]),
                                         num_classes=num_classes, augment=str(effective["augment"]), seed=seed)
         _compile_fine_tune(model, backbone, effective, steps=steps, max_epochs=max_epochs)
         # A cosine schedule runs to its end and keeps the last weights: mid-schedule weights were
@@ -374,7 +379,8 @@ def train_trial(
         # on 2,000 test images, their 4-epoch refits 78.9% / 83.1%). A constant rate stops early.
         cosine = effective["lr_schedule"] == "cosine"
         stop = [] if cosine else [keras.callbacks.EarlyStopping(
-            monitor="val_accuracy", mode="max", patience=int(params["patience"]), restore_best_weights=True)]
+            monitor="val_accuracy", mode="max", patience=int(params["patience"]),
+            min_delta=float(effective["min_delta"]), restore_best_weights=True)]
         hist = model.fit(train_ds, epochs=max_epochs, steps_per_epoch=steps, verbose=0, shuffle=False,  # shuffled by tf.data
                          callbacks=[_Validate(val_batches), *stop, *timing_callbacks(head_epochs), *callbacks])
         ft_history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
@@ -409,7 +415,7 @@ def load_trial_model(spec: BackboneSpec, params: dict[str, Any], space: TuneSpac
 
 def _compile_for_evaluation(model: keras.Model, space: TuneSpace) -> None:
     # Hand back a model compiled for integer labels so callers can evaluate() it directly.
-    model.compile(keras.optimizers.Adam(space.head_learning_rate), SPARSE_LOSS, metrics=["accuracy"])
+    model.compile(keras.optimizers.Adam(space.fixed_defaults()["head_learning_rate"]), SPARSE_LOSS, metrics=["accuracy"])
 
 
 def refit_trial(
@@ -441,12 +447,13 @@ def refit_trial(
     feats = _head_features(given, spec, backbone, data, {"all": indices})["all"]
     cbs = [_Deadline(deadline, flags)] if deadline is not None else []
     warm_up_head(model, feats, labels, num_classes=num_classes, space=space, dropout=float(params["dropout"]),
-                 seed=seed, callbacks=cbs)
+                 seed=seed, callbacks=cbs, learning_rate=effective["head_learning_rate"],
+                 batch_size=effective["batch_size"])
     del feats
     n_unfreeze = effective["unfreeze_blocks"]
     if n_unfreeze > 0 and finetune_epochs > 0 and not flags.timed_out:
         backbone.set_unfrozen_blocks(n_unfreeze)
-        train_ds, steps = _train_stream(data, indices, size=spec.input_size, batch_size=space.batch_size,
+        train_ds, steps = _train_stream(data, indices, size=spec.input_size, batch_size=int(effective["batch_size"]),
                                         num_classes=num_classes, augment=str(effective["augment"]), seed=seed)
         _compile_fine_tune(model, backbone, effective, steps=steps, max_epochs=effective["max_epochs"])
         model.fit(train_ds, epochs=int(finetune_epochs), steps_per_epoch=steps, verbose=0, shuffle=False, callbacks=cbs)

@@ -363,8 +363,8 @@ def _tune_result(store: TrialStore, specs: dict[str, BackboneSpec], space: TuneS
                                                        num_classes, store.weights_path(t)) for t in kept}
     best = max((summaries[t] for t in kept), key=lambda s: s.key)
     best_params = {k: v for k, v in best.params.items() if k != "backbone"}
-    config = {**best_params, "head_warmup": space.head_warmup, "head_learning_rate": space.head_learning_rate,
-              "head_epochs": space.head_epochs, "batch_size": space.batch_size}
+    config = {**space.fixed_defaults(), **best_params, "head_warmup": space.head_warmup,
+              "head_epochs": space.head_epochs}
     (out_dir / "best.json").write_text(json.dumps(
         {"backbone": best.backbone, "config": config, "val_accuracy": best.val_accuracy, "val_loss": best.val_loss,
          "trial_id": best.trial_id, "weights": str(store.weights_path(best.trial_id))}, indent=2))

@@ -42,9 +42,9 @@ def specs(tiny_modules):
     ("unfreeze_blocks", [-1, 2], '[low, high] with integers 0 <= low <= high (high may be "all")'),
     ("patience", [3, 2], "[low, high] with integers 1 <= low <= high"),
     ("dropout", [0.0, 1.0], "[low, high] with 0 <= low <= high < 1"),
-    ("head_learning_rate", -1, "a number > 0"),
+    ("head_learning_rate", -1, "a number or [low, high] with 0 < low <= high"),
     ("max_epochs", True, "an integer >= 1"),
-    ("batch_size", 0, "an integer >= 1"),
+    ("batch_size", 0, "an integer >= 1 or a list of them"),
     ("head_warmup", "sgd", "'probe' or 'adam'"),
 ])
 def test_space_validation_messages(field, value, constraint):
@@ -71,8 +71,9 @@ def test_params_render_to_both_backends():
     assert by_name["unfreeze_blocks"].high == 4 and by_name["learning_rate"].log
     hp = kt.HyperParameters()
     values = render_keras_tuner(params, hp)
-    assert set(values) == {"backbone", "unfreeze_blocks", "learning_rate", "patience", "dropout", "augment",
-                           "lr_schedule", "layer_decay", "label_smoothing", "input_size"}
+    assert set(values) == {"backbone", "unfreeze_blocks", "learning_rate", "head_learning_rate", "patience",
+                           "min_delta", "batch_size", "dropout", "augment", "lr_schedule", "layer_decay",
+                           "label_smoothing", "input_size"}
     assert hp._hps["learning_rate"][0].sampling == "log" and values["patience"] == 2
     assert hp._hps["backbone"][0].values == ["a", "b"]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
