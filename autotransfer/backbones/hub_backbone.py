@@ -154,6 +154,24 @@ class HubBackbone(keras.layers.Layer):
         """The wrapped variables of one block (by name)."""
         return [w for w, b in zip(self._wrapped, self._var_block) if b == block]
 
+    # -- frozen prefix --------------------------------------------------------------------------
+    def prefix_cut(self, n: int) -> str | None:
+        """The block where the last ``n`` blocks start, when the module can be cut there
+        (``prefix_to`` / ``from_block`` of the module contract), else None."""
+        cuts = self.metadata.get("prefix_cuts") or {}
+        if self.layer is not None or not 0 < n <= self.num_blocks or not hasattr(self._module, "from_block"):
+            return None
+        cut = self.blocks[self.num_blocks - n]
+        return cut if cut in cuts else None
+
+    def prefix(self, cut: str, images: tf.Tensor) -> tf.Tensor:
+        """The activations entering block ``cut`` (inference mode; fixed while blocks before it are frozen)."""
+        return self._module.prefix_to[cut](tf.convert_to_tensor(images, tf.float32))
+
+    def suffix(self, cut: str, activations: tf.Tensor) -> tf.Tensor:
+        """The features from the activations entering ``cut``: trains the blocks from ``cut`` on."""
+        return self._module.from_block[cut](activations)
+
     def fingerprint(self) -> str:
         """Content fingerprint of the module (cache key component)."""
         return module_fingerprint(self.module_path)

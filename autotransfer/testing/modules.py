@@ -7,7 +7,8 @@ mean brightness, which is the same for every class. So quality: grid 4 > grid 2 
 
 Like the zoo's modules they also have ``features_at`` ({"block_00", "block_01", "head"} ->
 tf.function(images, training=False) -> [B, C], each computing only up to that block) and
-``all_features(images)``, listed as ``feature_layers`` / ``feature_dims`` in the metadata.
+``all_features(images)``, listed as ``feature_layers`` / ``feature_dims`` in the metadata, and
+(feature-vector modules) ``prefix_to`` / ``from_block`` for the cuts before ``block_01`` and ``head``.
 """
 from __future__ import annotations
 
@@ -45,12 +46,32 @@ class _TinyModule(tf.Module):
             )
         self.regularization_losses: list = []
 
+    def _pooled(self, images: tf.Tensor) -> tf.Tensor:
+        x = tf.stop_gradient(tf.image.resize(images, [8, 8], method="area"))
+        x = tf.nn.avg_pool2d(x, ksize=8 // self.grid, strides=8 // self.grid, padding="VALID")
+        return tf.reshape(x, [-1, self.grid * self.grid * 3]) * 4.0
+
+    def _block(self, x: tf.Tensor, i: int) -> tf.Tensor:
+        x = tf.matmul(x, self.w[i]) + self.b[i]
+        return tf.nn.relu(x) if i < len(self.w) - 1 else x - self.moving_mean
+
+    def prefix(self, images: tf.Tensor, cut: int) -> tf.Tensor:
+        """What enters block ``cut``."""
+        x = self._pooled(images)
+        for i in range(cut):
+            x = self._block(x, i)
+        return x
+
+    def suffix(self, x: tf.Tensor, cut: int) -> tf.Tensor:
+        """From what enters block ``cut`` to the features."""
+        for i in range(cut, len(self.w)):
+            x = self._block(x, i)
+        return x
+
     def _features(self, images: tf.Tensor, upto: int | None = None) -> tf.Tensor | list[tf.Tensor]:
         """The output of block ``upto`` (index into BLOCKS; default: the head), or with
         ``upto=-1`` the list of every block's output."""
-        x = tf.stop_gradient(tf.image.resize(images, [8, 8], method="area"))
-        x = tf.nn.avg_pool2d(x, ksize=8 // self.grid, strides=8 // self.grid, padding="VALID")
-        x = tf.reshape(x, [-1, self.grid * self.grid * 3]) * 4.0
+        x = self._pooled(images)
         outs = []
         for i, (w, b) in enumerate(zip(self.w, self.b)):
             x = tf.matmul(x, w) + b
@@ -111,6 +132,14 @@ def write_tiny_module(
     root.features_at = {b: features_fn(i) for i, b in enumerate(BLOCKS)}
     root.all_features = tf.function(lambda images: dict(zip(BLOCKS, module._features(images, upto=-1))),
                                     input_signature=[spec])
+    cuts = {}
+    if not num_source_classes:  # as the zoo's feature-vector modules: cut points for the prefix cache
+        root.prefix_to, root.from_block = {}, {}
+        for i, b in enumerate(BLOCKS[1:], start=1):
+            cuts[b] = int(module.w[i].shape[0])
+            root.prefix_to[b] = tf.function(lambda images, i=i: module.prefix(images, i), input_signature=[spec])
+            root.from_block[b] = tf.function(lambda x, i=i: module.suffix(x, i),
+                                             input_signature=[tf.TensorSpec([None, cuts[b]], tf.float32)])
     tf.saved_model.save(root, str(path))
     blocks = BLOCKS + (["classifier"] if num_source_classes else [])
     meta = {
@@ -125,6 +154,7 @@ def write_tiny_module(
         "grid": grid,
         "feature_layers": list(BLOCKS),
         "feature_dims": {b: int(w.shape[1]) for b, w in zip(BLOCKS, module.w)},
+        **({"prefix_cuts": cuts} if cuts else {}),
     }
     (path / METADATA_FILE).write_text(json.dumps(meta, indent=2))
     return path

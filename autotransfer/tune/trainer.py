@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from autotransfer.backbones import BackboneSpec
 from autotransfer.probe.featurize import extract_features
@@ -257,6 +258,33 @@ def _train_stream(data: Any, indices: np.ndarray, *, size: int, batch_size: int,
     return augment_dataset(ds, augment, num_classes=num_classes, seed=seed), max(1, -(-len(indices) // batch_size))
 
 
+def _fine_tune_inputs(model: keras.Model, backbone: Any, effective: dict[str, Any], data: Any, splits: Any, *,
+                      size: int, num_classes: int, seed: int, val_batches: list,
+                      use_prefix: bool) -> tuple[keras.Model, Any, int, list, str | None]:
+    """(model to fit, train stream, steps per epoch, val batches for it, prefix cut or None).
+
+    The full task model on (augmented) images, or, where the frozen prefix is a fixed function
+    (:func:`autotransfer.tune.prefix.prefix_cut`), a model from the cut block on over cached
+    activations that shares the task model's layers and variables.
+    """
+    from autotransfer.tune import prefix as px
+
+    batch = int(effective["batch_size"])
+    cut = px.prefix_cut(backbone, effective) if use_prefix else None
+    train_x = None if cut is None else px.prefix_activations(backbone, cut, data, splits.train, size=size)
+    val_x = None if train_x is None else px.prefix_activations(backbone, cut, data, splits.val, size=size)
+    if train_x is None or val_x is None:
+        train_ds, steps = _train_stream(data, splits.train, size=size, batch_size=batch, num_classes=num_classes,
+                                        augment=str(effective["augment"]), seed=seed)
+        return model, train_ds, steps, val_batches, None
+    labels = np.asarray(data.labels, dtype=np.int64)
+    stream = px.activation_stream(train_x, labels[splits.train], batch_size=batch, num_classes=num_classes, seed=seed)
+    y_val = labels[splits.val]
+    fit_val = [(tf.constant(val_x[i:i + 64], tf.float32), y_val[i:i + 64]) for i in range(0, len(y_val), 64)]
+    fit_model = px.suffix_model(model, backbone, cut, tuple(train_x.shape[1:]))
+    return fit_model, stream, max(1, -(-len(splits.train) // batch)), fit_val, cut
+
+
 def _compile_fine_tune(model: keras.Model, backbone: Any, params: dict[str, Any], *, steps: int,
                        max_epochs: int) -> None:
     optimizer = fine_tune_optimizer(float(params["learning_rate"]), schedule=str(params.get("lr_schedule", "constant")),
@@ -306,6 +334,7 @@ def train_trial(
     report: ReportFn | None = None,
     seed: int = 0,
     head: list[np.ndarray] | None = None,
+    prefix_cache: bool = True,
 ) -> TrialOutcome:
     """Train one configuration on a fresh backbone and return its best validation accuracy.
 
@@ -322,6 +351,8 @@ def train_trial(
         report: pruning hook ``report(epoch, val_accuracy) -> stop?``, called after every epoch of
             both phases (epochs numbered 0.. across phases).
         head: precomputed LP-FT head weights for this backbone and train split (``head_warmup: probe``).
+        prefix_cache: fine-tune on cached frozen-prefix activations where the trial allows it
+            (:mod:`autotransfer.tune.prefix`; ``params["prefix_cut"]`` of the outcome names the cut).
     """
     from autotransfer.data import image_dataset  # lazy: imports TensorFlow's image ops
 
@@ -370,9 +401,11 @@ def train_trial(
     if n_unfreeze > 0 and max_epochs > 0 and not (flags.pruned or flags.timed_out):
         head_weights = model.get_weights()
         backbone.set_unfrozen_blocks(n_unfreeze)
-        train_ds, steps = _train_stream(data, splits.train, size=spec.input_size, batch_size=int(effective["batch_size"]),
-                                        num_classes=num_classes, augment=str(effective["augment"]), seed=seed)
-        _compile_fine_tune(model, backbone, effective, steps=steps, max_epochs=max_epochs)
+        fit_model, train_ds, steps, fit_val, cut = _fine_tune_inputs(
+            model, backbone, effective, data, splits, size=spec.input_size, num_classes=num_classes, seed=seed,
+            val_batches=val_batches, use_prefix=prefix_cache)
+        effective["prefix_cut"] = cut or ""
+        _compile_fine_tune(fit_model, backbone, effective, steps=steps, max_epochs=max_epochs)
         # A cosine schedule runs to its end and keeps the last weights: mid-schedule weights were
         # trained at a high learning rate, and the one a noisy validation split picks does not
         # replay in a refit (Fashion-MNIST, lite0 at 128 px: restored epoch-4 weights 82.3% / 84.7%
@@ -381,8 +414,9 @@ def train_trial(
         stop = [] if cosine else [keras.callbacks.EarlyStopping(
             monitor="val_accuracy", mode="max", patience=int(params["patience"]),
             min_delta=float(effective["min_delta"]), restore_best_weights=True)]
-        hist = model.fit(train_ds, epochs=max_epochs, steps_per_epoch=steps, verbose=0, shuffle=False,  # shuffled by tf.data
-                         callbacks=[_Validate(val_batches), *stop, *timing_callbacks(head_epochs), *callbacks])
+        hist = fit_model.fit(train_ds, epochs=max_epochs, steps_per_epoch=steps, verbose=0, shuffle=False,  # by tf.data
+                             callbacks=[_Validate(fit_val), *stop, *timing_callbacks(head_epochs), *callbacks])
+        del fit_model, train_ds, fit_val
         ft_history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
         accs = ft_history.get("val_accuracy", [])
         kept_acc = accs[-1] if cosine and accs else max(accs, default=float("-inf"))

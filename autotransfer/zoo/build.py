@@ -27,7 +27,7 @@ from typing import Callable, Iterable
 
 from autotransfer.errors import BackboneError, MissingDependencyError, UserInputError
 from autotransfer.zoo.efficientnet_lite import (HEAD_FILTERS, NUM_CLASSES, SPECS, LiteSpec,
-                                                count_macs, count_params, feature_layers)
+                                                count_macs, count_params, feature_layers, prefix_cuts)
 
 __all__ = ["ZooEntry", "build", "list_built", "default_dir", "resolve_handle", "MODEL_NAMES",
            "EXPECTED_PARAMS", "MODULE_OUTPUTS", "ZOO_SCHEME"]
@@ -41,7 +41,8 @@ MODEL_NAMES = tuple(SPECS)
 # Bump when the converter/exported graph changes so old builds are redone.
 # 2: modules gained features_at / all_features and feature_layers/feature_dims metadata.
 # 3: features_at traced for inference only (halves the module's load time).
-BUILD_FORMAT = 3
+# 4: feature-vector modules gained prefix_to / from_block (cut points of the last blocks).
+BUILD_FORMAT = 4
 # Trainable parameters with the 1000-class head, as published for EfficientNet-Lite.
 EXPECTED_PARAMS = {"efficientnet_lite0": 4_652_008, "efficientnet_lite1": 5_416_680,
                    "efficientnet_lite2": 6_092_072}
@@ -191,6 +192,8 @@ def _module_json(spec: LiteSpec, output: str, dist: str, version: str, params: i
         "feature_dims": feature_layers(spec),
         # features_at has no training=True trace (BatchNorm stays in inference mode).
         "features_at_training": False,
+        # prefix_to / from_block cut points (feature-vector module): block -> channels entering it.
+        **({} if top else {"prefix_cuts": prefix_cuts(spec)}),
     }
 
 
@@ -243,6 +246,13 @@ def _build_one(spec: LiteSpec, pth: Path, dist: str, version: str, out: Path, sa
         got_layers = reloaded.all_features(tf.constant(images))
         diff = max(float(np.max(np.abs(want_layers[n] - got_layers[n].numpy()))) for n in layers)
         diffs[f"{output}/feature_layers"] = diff
+        if not top:  # every cut point reproduces the whole graph
+            diff = max(float(np.max(np.abs(reloaded.from_block[c](reloaded.prefix_to[c](images)).numpy() - got.numpy())))
+                       for c in prefix_cuts(spec))
+            diffs[f"{output}/prefix_cuts"] = diff
+            if not diff <= VERIFY_ATOL:
+                raise BackboneError(f"{spec.name}/{output}: prefix_to + from_block differ from the module by "
+                                    f"{diff:.3g} (> {VERIFY_ATOL})")
         if not diff <= VERIFY_ATOL:
             raise BackboneError(f"{spec.name}/{output}: exported feature layers differ from the Keras "
                                 f"model by {diff:.3g} (> {VERIFY_ATOL})")

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 __all__ = ["LiteSpec", "BlockConfig", "SPECS", "block_configs", "build_keras_model", "feature_layers",
-           "keras_layer_of",
+           "keras_layer_of", "prefix_cuts", "MAX_PREFIX_CUT",
            "count_params", "count_macs", "BN_EPSILON", "BN_MOMENTUM", "NUM_CLASSES",
            "STEM_FILTERS", "HEAD_FILTERS", "INPUT_SCALE", "INPUT_OFFSET"]
 
@@ -112,6 +112,20 @@ def feature_layers(spec: LiteSpec) -> dict[str, int]:
            if nxt is None or nxt.stage != b.stage}
     out["head"] = HEAD_FILTERS
     return out
+
+
+#: Trailing blocks (head conv included) a trial may fine-tune on cached prefix activations.
+MAX_PREFIX_CUT = 8
+
+
+def prefix_cuts(spec: LiteSpec) -> dict[str, int]:
+    """The blocks a prefix cut may enter (the last MAX_PREFIX_CUT, ``head`` last) and the channels
+    of the activation entering each."""
+    blocks = block_configs(spec)
+    entering = {b.name: b.in_filters for b in blocks}
+    entering["head"] = blocks[-1].out_filters
+    names = [b.name for b in blocks] + ["head"]
+    return {n: entering[n] for n in names[-MAX_PREFIX_CUT:]}
 
 
 def keras_layer_of(layer: str, spec: LiteSpec) -> str:

@@ -8,7 +8,10 @@ average-pooled output of each stage-ending block and of ``head`` (the feature ve
 traced only up to its block and for inference only (BatchNorm on its moving statistics, as the
 trainer keeps it: a ``training=True`` trace per layer doubled the saved functions and the load
 time, 1.1 -> 2.2 s for lite0); and ``all_features(images)`` -> {layer: [B, C_layer]} of every
-such layer from one inference-mode forward pass.  The forward pass is written with
+such layer from one inference-mode forward pass.  The feature-vector module also has, for the
+last :data:`~autotransfer.zoo.efficientnet_lite.MAX_PREFIX_CUT` blocks, ``prefix_to[block](images)``
+(the activation map entering ``block``) and ``from_block[block](activations)`` (from there to the
+feature vector), both in inference mode: ``from_block[b](prefix_to[b](x)) == obj(x)``.  The forward pass is written with
 ``tf.nn`` ops over plain ``tf.Variable``s named ``<block>/<part>/<weight>``: a Keras 3 model
 can't be saved inside a ``tf.Module`` with those names, so the Keras model only supplies the
 weights and ``build`` checks the exported graph reproduces it.
@@ -22,7 +25,7 @@ from typing import Mapping
 import numpy as np
 
 from autotransfer.zoo.efficientnet_lite import (BN_EPSILON, BN_MOMENTUM, INPUT_OFFSET, INPUT_SCALE,
-                                                LiteSpec, block_configs, feature_layers)
+                                                LiteSpec, block_configs, feature_layers, prefix_cuts)
 
 __all__ = ["make_module", "save_module"]
 
@@ -52,6 +55,19 @@ def make_module(spec: LiteSpec, weights: Mapping[str, tuple[np.ndarray, bool]], 
 
     layer_names = list(feature_layers(spec))
 
+    def block(x, b, training: bool):
+        shortcut = x
+        if b.expand_ratio != 1:
+            x = tf.nn.relu6(bn(conv(x, f"{b.name}/expand_conv"), f"{b.name}/expand_bn", training))
+        x = tf.nn.depthwise_conv2d(x, v[f"{b.name}/depthwise_conv/depthwise_kernel"],
+                                   strides=[1, b.stride, b.stride, 1], padding="SAME")
+        x = tf.nn.relu6(bn(x, f"{b.name}/depthwise_bn", training))
+        x = bn(conv(x, f"{b.name}/project_conv"), f"{b.name}/project_bn", training)
+        return x + shortcut if b.residual else x  # no drop-connect: fine-tuning here is short and data-poor
+
+    def head(x, training: bool):
+        return tf.reduce_mean(tf.nn.relu6(bn(conv(x, "head/conv"), "head/bn", training)), axis=[1, 2])
+
     def trunk(images, training: bool, stop: str | None = None, collect: bool = False):
         """Pooled output of block ``stop`` (ops after it are never built), or the head's
         pooled features; with ``collect``, {layer: pooled} of every feature layer instead."""
@@ -59,25 +75,35 @@ def make_module(spec: LiteSpec, weights: Mapping[str, tuple[np.ndarray, bool]], 
         x = images * INPUT_SCALE + INPUT_OFFSET
         x = tf.nn.relu6(bn(conv(x, "stem/conv", 2), "stem/bn", training))
         for b in blocks:
-            shortcut = x
-            if b.expand_ratio != 1:
-                x = tf.nn.relu6(bn(conv(x, f"{b.name}/expand_conv"), f"{b.name}/expand_bn", training))
-            x = tf.nn.depthwise_conv2d(x, v[f"{b.name}/depthwise_conv/depthwise_kernel"],
-                                       strides=[1, b.stride, b.stride, 1], padding="SAME")
-            x = tf.nn.relu6(bn(x, f"{b.name}/depthwise_bn", training))
-            x = bn(conv(x, f"{b.name}/project_conv"), f"{b.name}/project_bn", training)
-            if b.residual:  # no drop-connect: fine-tuning here is short and data-poor
-                x = x + shortcut
+            x = block(x, b, training)
             if b.name == stop:
                 return tf.reduce_mean(x, axis=[1, 2])
             if collect and b.name in layer_names:
                 pooled[b.name] = tf.reduce_mean(x, axis=[1, 2])
-        x = tf.nn.relu6(bn(conv(x, "head/conv"), "head/bn", training))
-        x = tf.reduce_mean(x, axis=[1, 2])
+        x = head(x, training)
         if collect:
             pooled["head"] = x
             return pooled
         return x
+
+    def prefix(images, cut: str):
+        """The activation map entering block ``cut`` (``head``: the head conv), inference mode."""
+        x = images * INPUT_SCALE + INPUT_OFFSET
+        x = tf.nn.relu6(bn(conv(x, "stem/conv", 2), "stem/bn", False))
+        for b in blocks:
+            if b.name == cut:
+                return x
+            x = block(x, b, False)
+        return x
+
+    def suffix(x, cut: str):
+        """From the activation entering ``cut`` to the pooled features, inference mode."""
+        started = False
+        for b in blocks:
+            started = started or b.name == cut
+            if started:
+                x = block(x, b, False)
+        return head(x, False)
 
     def forward(images, training: bool):
         x = trunk(images, training)
@@ -118,6 +144,20 @@ def make_module(spec: LiteSpec, weights: Mapping[str, tuple[np.ndarray, bool]], 
     obj.all_features = tf.function(lambda images: trunk(images, False, collect=True),
                                    input_signature=[image_spec], autograph=False)
     obj.all_features.get_concrete_function()
+
+    if not include_top:
+        # Cut points for trials that fine-tune only the last blocks (BatchNorm in inference mode):
+        # prefix_to[cut](images) is fixed, so a trial computes it once; from_block[cut](x) is what trains.
+        cuts = prefix_cuts(spec)
+        obj.prefix_to = {}
+        obj.from_block = {}
+        for cut, channels in cuts.items():
+            obj.prefix_to[cut] = tf.function(lambda images, c=cut: prefix(images, c), input_signature=[image_spec],
+                                             autograph=False)
+            obj.from_block[cut] = tf.function(lambda x, c=cut: suffix(x, c), autograph=False, input_signature=[
+                tf.TensorSpec([None, None, None, channels], tf.float32, name="activations")])
+            obj.prefix_to[cut].get_concrete_function()
+            obj.from_block[cut].get_concrete_function()
 
     key = "logits" if include_top else "feature_vector"
     obj.serving_default = tf.function(

@@ -57,6 +57,17 @@ class _Spy:
             spy.trials[-1]["batch"] = int(next(iter(ds))[0].shape[0])
             return ds, steps
 
+        prefix = importlib.import_module("autotransfer.tune.prefix")
+        real_activations = prefix.activation_stream
+
+        def activation_stream(*a, **kw):  # the frozen-prefix path's training stream
+            ds = real_activations(*a, **kw)
+            spy.trials[-1]["batch"] = int(next(iter(ds))[0].shape[0])
+            spy.trials[-1]["prefix"] = True
+            return ds
+
+        monkeypatch.setattr(prefix, "activation_stream", activation_stream)
+
         def train_trial(spec, params, *a, **kw):
             spy.trials.append({"params": dict(params)})
             return real_train(spec, params, *a, **kw)
@@ -90,6 +101,7 @@ def test_each_tuned_parameter_reaches_the_model(backend, specs, data_splits, tmp
         assert seen["batch"] == p["batch_size"] == int(row["batch_size"])
         assert seen["min_delta"] == pytest.approx(p["min_delta"])
     assert finetuned >= 1
+    assert any(t.get("prefix") for t in spy.trials)  # the cached path was among them (unaugmented trials)
     assert len({int(r) for r in rows["batch_size"]}) >= 2 or finetuned < 2  # the choice is searched
     assert result.best_params["batch_size"] in (4, 8, 16)
 

