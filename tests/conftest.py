@@ -26,3 +26,13 @@ def tiny_classifier_module(tmp_path_factory: pytest.TempPathFactory) -> str:
     from autotransfer.testing import write_tiny_module
 
     return str(write_tiny_module(tmp_path_factory.mktemp("cls") / "good_cls", grid=4, num_source_classes=10))
+
+
+@pytest.fixture(scope="session")
+def pattern_folder(tmp_path_factory: pytest.TempPathFactory):
+    """Pattern images (4 classes x 16, 16 px) as a class-per-folder directory."""
+    from autotransfer.data import write_image_folder
+    from autotransfer.testing import pattern_images
+
+    x, y = pattern_images(16, num_classes=4, size=16, seed=1)
+    return write_image_folder(x, y, ["a", "b", "c", "d"], tmp_path_factory.mktemp("data") / "patterns")

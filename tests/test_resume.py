@@ -12,29 +12,23 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from autotransfer.data import write_image_folder
 from autotransfer.probe.cache import ENV_VAR
-from autotransfer.testing import pattern_images
+from autotransfer.testing import write_tiny_space
 
 MAX_TRIALS = 4
 
 
 @pytest.fixture(scope="module")
 def space(tiny_modules, tmp_path_factory):
-    path = tmp_path_factory.mktemp("space") / "tiny.yaml"
-    lines = ["name: tiny", "candidates:"]
-    for name in ("medium", "good"):
-        lines.append(f"  - {{name: {name}, handle: '{tiny_modules[name]}', input_size: 16}}")
-    lines += ["tuning:", "  unfreeze_blocks: [0, 2]", "  learning_rate: [1.0e-3, 1.0e-2]", "  head_epochs: 3",
-              "  max_epochs: 3", "  patience: [1, 2]", "  batch_size: 16"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+    return write_tiny_space(tmp_path_factory.mktemp("space") / "tiny.yaml",
+                            {n: tiny_modules[n] for n in ("medium", "good")},
+                            {"unfreeze_blocks": [0, 2], "learning_rate": [1.0e-3, 1.0e-2], "head_epochs": 3,
+                             "max_epochs": 3, "patience": [1, 2], "batch_size": 16})
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    x, y = pattern_images(16, num_classes=4, size=16, seed=1)
-    return write_image_folder(x, y, ["a", "b", "c", "d"], tmp_path_factory.mktemp("data") / "patterns")
+def folder(pattern_folder):
+    return pattern_folder
 
 
 def _command(folder: Path, space: Path, out: Path, tuner: str, *extra: str) -> list[str]:

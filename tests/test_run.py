@@ -9,26 +9,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from autotransfer.data import write_image_folder
-from autotransfer.testing import pattern_images
+from autotransfer.testing import pattern_images, write_tiny_space
 
 
 @pytest.fixture(scope="module")
 def tiny_space(tiny_modules, tmp_path_factory):
-    path = tmp_path_factory.mktemp("space") / "tiny.yaml"
-    lines = ["name: tiny", "candidates:"]
-    for name in ("bad", "medium", "good"):  # listed worst first: order must come from the probe
-        lines.append(f"  - {{name: {name}, handle: '{tiny_modules[name]}', input_size: 16}}")
-    lines += ["tuning:", "  unfreeze_blocks: [0, 2]", "  learning_rate: [1.0e-3, 1.0e-2]",
-              "  head_epochs: 4", "  max_epochs: 3", "  patience: [1, 2]", "  batch_size: 16"]
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-@pytest.fixture(scope="module")
-def pattern_folder(tmp_path_factory):
-    x, y = pattern_images(16, num_classes=4, size=16, seed=1)
-    return write_image_folder(x, y, ["a", "b", "c", "d"], tmp_path_factory.mktemp("data") / "patterns")
+    # listed worst first: the order must come from the probe
+    return write_tiny_space(tmp_path_factory.mktemp("space") / "tiny.yaml",
+                            {n: tiny_modules[n] for n in ("bad", "medium", "good")},
+                            {"unfreeze_blocks": [0, 2], "learning_rate": [1.0e-3, 1.0e-2], "head_epochs": 4,
+                             "max_epochs": 3, "patience": [1, 2], "batch_size": 16})
 
 
 @pytest.fixture(scope="module")

@@ -160,6 +160,17 @@ def write_tiny_module(
     return path
 
 
+def write_tiny_space(path: str | Path, handles: dict[str, str], tuning: dict, *, input_size: int = 16) -> Path:
+    """A search-space YAML over tiny modules ``{name: handle}`` (in that order) with ``tuning``."""
+    import yaml
+
+    path = Path(path)
+    space = {"name": path.stem, "tuning": dict(tuning),
+             "candidates": [{"name": n, "handle": str(h), "input_size": input_size} for n, h in handles.items()]}
+    path.write_text(yaml.safe_dump(space, sort_keys=False))
+    return path
+
+
 def pattern_images(
     per_class: int, *, num_classes: int = 4, size: int = 16, noise: float = 0.05, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
