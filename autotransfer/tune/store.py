@@ -48,6 +48,11 @@ class TrialStore:
         """Every finished trial's record, by trial id."""
         return [json.loads(p.read_text()) for p in sorted(self.root.glob("*/record.json"))]
 
+    def record(self, trial_id: int) -> dict[str, Any] | None:
+        """One trial's record, or None when it has none (yet)."""
+        path = self._dir(trial_id) / "record.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
     def val_probs(self, trial_id: int) -> np.ndarray | None:
         path = self._dir(trial_id) / "val_probs.npy"
         return np.load(path) if path.exists() else None

@@ -240,7 +240,7 @@ def warm_up_head(model: keras.Model, feats: np.ndarray, labels: np.ndarray, *, n
         lr = float(learning_rate or fixed["head_learning_rate"])
         # One tf.function call per epoch: per-step dispatch dominates for a linear head.
         head_model.compile(keras.optimizers.Adam(lr), SPARSE_LOSS, metrics=["accuracy"],
-                           steps_per_execution=max(1, -(-len(labels) // bs)))
+                           steps_per_execution=steps_per_epoch(len(labels), bs))
         cbs = [_Validate([val])] if val is not None else []
         hist = head_model.fit(feats, labels, epochs=space.head_epochs, batch_size=bs, shuffle=True, verbose=0,
                               callbacks=[*cbs, *callbacks])
@@ -255,7 +255,12 @@ def _train_stream(data: Any, indices: np.ndarray, *, size: int, batch_size: int,
     from autotransfer.data import image_dataset
 
     ds = image_dataset(data, indices, image_size=size, batch_size=batch_size, shuffle=True, seed=seed, cache=True)
-    return augment_dataset(ds, augment, num_classes=num_classes, seed=seed), max(1, -(-len(indices) // batch_size))
+    return augment_dataset(ds, augment, num_classes=num_classes, seed=seed), steps_per_epoch(len(indices), batch_size)
+
+
+def steps_per_epoch(n_items: int, batch_size: int) -> int:
+    """Batches in one pass over ``n_items`` (the last one partial)."""
+    return max(1, -(-n_items // batch_size))
 
 
 def _fine_tune_inputs(model: keras.Model, backbone: Any, effective: dict[str, Any], data: Any, splits: Any, *,
@@ -282,7 +287,7 @@ def _fine_tune_inputs(model: keras.Model, backbone: Any, effective: dict[str, An
     y_val = labels[splits.val]
     fit_val = [(tf.constant(val_x[i:i + 64], tf.float32), y_val[i:i + 64]) for i in range(0, len(y_val), 64)]
     fit_model = px.suffix_model(model, backbone, cut, tuple(train_x.shape[1:]))
-    return fit_model, stream, max(1, -(-len(splits.train) // batch)), fit_val, cut
+    return fit_model, stream, steps_per_epoch(len(splits.train), batch), fit_val, cut
 
 
 def _compile_fine_tune(model: keras.Model, backbone: Any, params: dict[str, Any], *, steps: int,

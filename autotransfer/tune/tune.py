@@ -208,19 +208,16 @@ class _TrialRunner:
             record["seconds"] = round(time.monotonic() - started, 3)
             if record["status"] == INTERRUPTED or record["status"].startswith("failed"):
                 self.store.save(record)
-            write_trials_csv(self.store, self.store.root.parent)  # a kill loses no finished trial
+            done = len(write_trials_csv(self.store, self.store.root.parent))  # a kill loses no finished trial
             _free_memory()
             if self.progress:
-                done = len(self.store.records())
                 self.progress("tune", done, max(self.total, done), message)
 
     def finished(self, trial_id: int) -> tuple[str, float] | None:
         """(status, val accuracy) of a trial the store holds as finished, else None (a backend asks
         after a kill that came between the trial's end and the tuner's record of it)."""
-        for r in self.store.records():
-            if r["trial_id"] == trial_id and r["status"] in STATUSES:
-                return r["status"], float(r["val_accuracy"])
-        return None
+        r = self.store.record(trial_id)
+        return (r["status"], float(r["val_accuracy"])) if r is not None and r["status"] in STATUSES else None
 
     def load_model(self, trial_id: int) -> keras.Model:
         """A checkpointed trial's model (KerasTuner's ``load_model`` asks for it)."""
