@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DATA := reports/demo-data/digits
-DEMO_ARGS ?= --time-budget 13m --max-trials 6 --top-k 2
+DEMO_ARGS ?= --time-budget 13m --top-k 2
 
 .PHONY: install zoo demo test parity clean
 
@@ -21,7 +21,7 @@ zoo: install
 demo: zoo
 	rm -rf $(DEMO_DATA)
 	$(BIN)/python examples/write_digits.py $(DEMO_DATA) --per-class 60
-	$(BIN)/autotransfer run $(DEMO_DATA) --search-space offline --name digits-demo $(DEMO_ARGS)
+	$(BIN)/autotransfer run $(DEMO_DATA) --search-space offline --name digits-demo --overwrite $(DEMO_ARGS)
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -7,6 +7,7 @@ interrupted run loses nothing.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 from dataclasses import dataclass, field, replace
@@ -17,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from autotransfer.config import DEFAULT_MAX_TRIALS, RunConfig, load_search_space, parse_duration
-from autotransfer.defaults import DEFAULT_SCORER
-from autotransfer.errors import RunInterrupted
+from autotransfer.defaults import DEFAULT_SCORER, MAX_PIXELS
+from autotransfer.errors import RunInterrupted, UserInputError
 from autotransfer.progress import RichProgress, log
 from autotransfer.result import Result
 
@@ -43,8 +44,13 @@ def _run_dir(out: str | Path | None, name: str | None, data_source: str) -> Path
     else:
         stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(data_source.split()[-1] if data_source else "run").name).strip("-") or "run"
         run_dir = Path("reports") / (name or f"{stem}-{datetime.now():%Y%m%d-%H%M%S}")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+    return run_dir  # created and locked by RunDirLock.claim
+
+
+def _finish_reserve(config: RunConfig, members: int | None = None) -> float:
+    """Seconds kept after the final model for exporting ``members`` models (default: the most the
+    ensemble may have); the plan and the tuning deadline keep the same."""
+    return _EXPORT_RESERVE_S + _EXPORT_RESERVE_PER_MEMBER_S * (members or config.ensemble)
 
 
 @dataclass
@@ -68,7 +74,7 @@ class _Run:
         ensemble may have) must be trained, leaving the export reserve after it."""
         if self.config.time_budget_s is None:
             return None
-        reserve = _EXPORT_RESERVE_S + _EXPORT_RESERVE_PER_MEMBER_S * (members or self.config.ensemble)
+        reserve = _finish_reserve(self.config, members)
         return time.time() + (self.start + self.config.time_budget_s - time.monotonic()) - reserve
 
     def timed(self, stage: str, t0: float) -> None:
@@ -114,12 +120,18 @@ def _plan(run: _Run, candidates: list) -> tuple[list, int | None]:
     plan = make_plan(costs, n_items=sum(sizes.values()), n_train=sizes["train"], n_val=sizes["val"],
                      n_test=sizes["test"], budget_s=run.config.time_budget_s, top_k=run.config.top_k,
                      max_trials=run.config.max_trials, max_epochs=tuning.max_epochs,
-                     spent_s=time.monotonic() - run.start, reserve_s=_EXPORT_RESERVE_S, margin=1.25,
+                     spent_s=time.monotonic() - run.start, reserve_s=_finish_reserve(run.config), margin=1.25,
                      trial_sizes=trial_sizes)
     _write_json(run.run_dir / "plan.json", plan.to_dict())
     for line in plan.lines:
         log(f"plan: {line}")
     run.timed("plan", t0)
+    if plan.recommended_candidates == []:
+        # Nothing fits: refuse now rather than overrun the wall (plan.json keeps the estimate).
+        need = math.ceil(plan.min_budget_s)
+        raise UserInputError(f"--time-budget {run.config.time_budget_s:g}s is too short for this run: the cheapest "
+                             f"candidate's probe, one trial and the export need about {need} s (estimate in "
+                             f"{run.run_dir / 'plan.json'}). Give --time-budget {need}s or more, or smaller data.")
     # The trial estimate assumes every trial runs max_epochs; early stopping usually ends trials
     # sooner, and the deadline stops tuning anyway, so the trial count is left to the deadline.
     # Only a probe that cannot fit at all narrows the field.
@@ -199,7 +211,8 @@ def _shared_study(run: _Run, candidates: list, deadline: float | None) -> Any:
                              "or a DataFrame.")
     task = {"data": run.data_path, "fingerprint": run.data.fingerprint(), "splits": run.splits.to_dict(),
             "candidates": [s.to_dict() for s in candidates], "tuning": run.space.tuning.to_dict(), "seed": c.seed,
-            "max_trials": _max_trials(c), "deadline": deadline, "run_dir": str(run.run_dir.resolve())}
+            "max_trials": _max_trials(c), "deadline": deadline, "run_dir": str(run.run_dir.resolve()),
+            "max_pixels": c.max_pixels, "columns": c.columns()}
     return SharedStudy(c.storage, c.study or run.run_dir.name, "chief", task)
 
 
@@ -241,34 +254,43 @@ def _val_batches(run: _Run, final: Any) -> dict[int, list]:
 
 
 def _evaluate_stage(run: _Run, probed: Any, tuned: Any, final: Any) -> dict[str, Any]:
-    """Test metrics of the refit model (what is exported) and of the tuned one, plus the verdict."""
-    from autotransfer.evaluate import evaluate_model, verdict
+    """Test metrics of the refit model (what is exported) and of the tuned one, plus the verdict.
+
+    Without a test split, the tuned model and the probes are scored on val instead (``split: val``
+    and ``note`` say so): the refit model trained on val, so it has no score then.
+    """
+    from autotransfer.evaluate import NO_TEST_NOTE, evaluate_model, evaluation_split, verdict
 
     t0 = time.monotonic()
     data, splits, c = run.data, run.splits, run.config
+    idx, split = evaluation_split(splits)
     tuned_model, sizes = final.model(refit=False)
-    tuned_metrics = evaluate_model(tuned_model, data, splits.test, input_size=sizes)
+    tuned_metrics = evaluate_model(tuned_model, data, idx, input_size=sizes)
     metrics = tuned_metrics
-    if final.refit or any(m.refit_model is not None for m in final.members):
+    if split == "test" and (final.refit or any(m.refit_model is not None for m in final.members)):
         refit_model, sizes = final.model(refit=True)
-        metrics = evaluate_model(refit_model, data, splits.test, input_size=sizes)
+        metrics = evaluate_model(refit_model, data, idx, input_size=sizes)
     lb = probed.leaderboard
     ok_rows = lb[lb["status"] == "ok"]
     # The baseline to beat is the best frozen probe on test, not only the probe's top-ranked pick:
     # "better than a logistic head on the best backbone" is the claim the verdict makes.
-    test_acc = ok_rows["test_accuracy"].astype(float)
+    col = f"{split}_accuracy"
+    test_acc = ok_rows[col].astype(float)
     probe_row = ok_rows.loc[test_acc.idxmax()] if test_acc.notna().any() else ok_rows.iloc[0]
     ok = tuned.trials[tuned.trials["status"] == "ok"] if "status" in tuned.trials else tuned.trials
     beats, why = verdict(
-        metrics["accuracy"], float(probe_row["test_accuracy"]), num_test=metrics["num_test"],
+        metrics["accuracy"], float(probe_row[col]), num_test=metrics["num_test"],
         train_per_class=len(splits.train) / len(data.class_names),
         unfreeze_blocks=max(int(m.params.get("unfreeze_blocks", 0)) for m in final.members),
         trials_ok=len(ok), budget_hit=run.deadline() is not None and time.time() >= run.deadline(),
-        val_accuracy=final.choice.val_accuracy,
+        val_accuracy=final.choice.val_accuracy if split == "test" else None, split=split,
     )
+    if split != "test":
+        log(f"[yellow]evaluate: {NO_TEST_NOTE}[/]")
     metrics.update(
-        probe_test_accuracy=float(probe_row["test_accuracy"]), probe_backbone=str(probe_row["name"]),
-        probe_pick=str(ok_rows.iloc[0]["name"]), probe_pick_test_accuracy=float(ok_rows.iloc[0]["test_accuracy"]),
+        split=split, note=None if split == "test" else NO_TEST_NOTE,
+        probe_test_accuracy=float(probe_row[col]), probe_backbone=str(probe_row["name"]),
+        probe_pick=str(ok_rows.iloc[0]["name"]), probe_pick_test_accuracy=float(ok_rows.iloc[0][col]),
         finetune_beats_probe=beats, verdict=why, model="refit" if metrics is not tuned_metrics else "tuned",
         tuned={k: tuned_metrics[k] for k in ("accuracy", "macro_f1")},
         refit={k: metrics[k] for k in ("accuracy", "macro_f1")} if metrics is not tuned_metrics else None,
@@ -332,8 +354,14 @@ def run(
     ensemble: int = 4,
     tta: bool = True,
     resume: bool = False,
+    overwrite: bool = False,
     storage: str | None = None,
     study: str | None = None,
+    strict: bool = False,
+    max_pixels: int = MAX_PIXELS,
+    path_column: str = "path",
+    label_column: str = "label",
+    split_column: str = "split",
     progress: bool = True,
 ) -> Result:
     """Select, fine-tune and export the best backbone (or ensemble) of ``search_space`` for ``data``.
@@ -350,15 +378,24 @@ def run(
     helps on val. Results go to ``out`` (default ``reports/<name>``). ``batch_size``: training
     batch size (default: the search space's); ``feature_batch_size``: the probe's featurization batch.
     ``resume``: continue the run in ``out`` (or ``reports/<name>``): finished stages and trials are
-    kept, an interrupted trial runs again. ``storage`` (an SQLAlchemy URL) with ``study``: tune on a
-    shared Optuna study that ``autotransfer worker`` processes join (``tuner`` then defaults to
-    optuna; otherwise keras-tuner).
+    kept, an interrupted trial runs again. ``overwrite``: replace an earlier run in ``out`` (its
+    files are removed first); without it or ``resume`` an ``out`` holding a run is refused.
+    ``storage`` (an SQLAlchemy URL) with ``study``: tune on a shared Optuna study that
+    ``autotransfer worker`` processes join (``tuner`` then defaults to optuna; otherwise keras-tuner).
+    Unusable data items (truncated, unreadable, duplicate, conflicting, leaking, outside the CSV's
+    folder, link loops, over ``max_pixels`` pixels) are skipped and listed in ``data.json``;
+    ``strict`` makes any of them an error. ``path_column``, ``label_column``, ``split_column``: the
+    column names of a CSV or DataFrame.
 
     Raises:
         RunInterrupted: on Ctrl-C (a KeyboardInterrupt), once the running trial is saved as interrupted.
+        UserInputError: bad inputs; also ``out`` in use by another run (its lock), or holding an
+            earlier run without ``resume`` or ``overwrite``.
     """
     from autotransfer.data import load_data, make_splits
+    from autotransfer.data.checks import skip_summary
     from autotransfer.resume import check_resumable
+    from autotransfer.rundir import RunDirLock
 
     start = time.monotonic()
     config = RunConfig(
@@ -367,36 +404,49 @@ def run(
         time_budget_s=parse_duration(time_budget), max_trials=max_trials, top_k=top_k, scorer=scorer,
         halving=halving, multi_source=multi_source, seed=seed, batch_size=batch_size,
         feature_batch_size=feature_batch_size, refit=refit, refit_with_test=refit_with_test, ensemble=ensemble,
-        tta=tta, resume=resume, storage=storage, study=study,
+        tta=tta, resume=resume, overwrite=overwrite, storage=storage, study=study, strict=strict,
+        max_pixels=max_pixels, path_column=path_column, label_column=label_column, split_column=split_column,
     ).validate()
     space = load_search_space(search_space)
     if batch_size is not None:
         space = replace(space, tuning=replace(space.tuning, batch_size=batch_size))
-    dataset = load_data(data, labels=labels)
-    space = _with_data(space, dataset)
-    run_dir = _run_dir(out, name, dataset.source)
-    splits = make_splits(dataset, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=seed)
-    resolved = json.loads(json.dumps(space.to_dict(), default=str))
-    done = check_resumable(run_dir, tuner=config.tuner, data_fingerprint=dataset.fingerprint(),
-                           splits=splits.to_dict(), space=resolved) if resume else {}
-    sizes = splits.sizes()
-    _write_json(run_dir / "config.json", {**config.to_dict(), "run_dir": str(run_dir), "search_space_resolved": resolved})
-    _write_json(run_dir / "data.json", {**dataset.summary(), "split_sizes": sizes, "fingerprint": dataset.fingerprint()})
-    _write_json(run_dir / "splits.json", splits.to_dict())
-    r = _Run(config, space, dataset, splits, run_dir, start - _spent_before(run_dir, done), dict(done), done,
-             str(Path(data).resolve()) if isinstance(data, (str, Path)) else None)
-    candidates = space.expanded()
-    log(f"[bold]autotransfer[/] {dataset.source}: {len(dataset)} items, {len(dataset.class_names)} classes, "
-        f"splits {sizes}; {len(candidates)} candidates; run dir {run_dir}"
-        + (f"; resuming after {', '.join(done) or 'no finished stage'}" if resume else ""))
+    # Claimed before the data is loaded: a busy or occupied --out fails at once, and two runs never mix files.
+    claim = (RunDirLock.claim(_run_dir(out, name, ""), resume=resume, overwrite=overwrite)
+             if out is not None or name is not None else None)
     try:
-        metrics, export_path, report_path, best, probed, tuned = _stages(r, candidates, progress)
-    except KeyboardInterrupt:
-        raise RunInterrupted(run_dir) from None
-    log(f"test accuracy {metrics['accuracy']:.3f} (best linear probe {metrics['probe_test_accuracy']:.3f}); "
-        f"export {export_path}; report {report_path}")
-    return Result(run_dir=run_dir, leaderboard=probed.leaderboard, best=best, test_metrics=metrics,
-                  export_path=export_path, report_path=Path(report_path), trials=tuned.trials, timings=r.timings)
+        dataset = load_data(data, labels=labels, strict=config.strict, max_pixels=config.max_pixels,
+                            **config.columns())
+        space = _with_data(space, dataset)
+        if claim is None:  # a generated name needs the data's
+            claim = RunDirLock.claim(_run_dir(None, None, dataset.source), resume=resume, overwrite=overwrite)
+        run_dir = claim.run_dir
+        splits = make_splits(dataset, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=seed)
+        resolved = json.loads(json.dumps(space.to_dict(), default=str))
+        done = check_resumable(run_dir, tuner=config.tuner, data_fingerprint=dataset.fingerprint(),
+                               splits=splits.to_dict(), space=resolved) if resume else {}
+        sizes = splits.sizes()
+        _write_json(run_dir / "config.json", {**config.to_dict(), "run_dir": str(run_dir), "search_space_resolved": resolved})
+        _write_json(run_dir / "data.json", {**dataset.summary(), "split_sizes": sizes, "fingerprint": dataset.fingerprint()})
+        _write_json(run_dir / "splits.json", splits.to_dict())
+        r = _Run(config, space, dataset, splits, run_dir, start - _spent_before(run_dir, done), dict(done), done,
+                 str(Path(data).resolve()) if isinstance(data, (str, Path)) else None)
+        candidates = space.expanded()
+        log(f"[bold]autotransfer[/] {dataset.source}: {len(dataset)} items, {len(dataset.class_names)} classes, "
+            f"splits {sizes}; {len(candidates)} candidates; run dir {run_dir}"
+            + (f"; resuming after {', '.join(done) or 'no finished stage'}" if resume else ""))
+        if skip_summary(dataset.skipped):
+            log(f"[yellow]{skip_summary(dataset.skipped)}[/]")
+        try:
+            metrics, export_path, report_path, best, probed, tuned = _stages(r, candidates, progress)
+        except KeyboardInterrupt:
+            raise RunInterrupted(run_dir) from None
+        log(f"{metrics.get('split', 'test')} accuracy {metrics['accuracy']:.3f} (best linear probe {metrics['probe_test_accuracy']:.3f}); "
+            f"export {export_path}; report {report_path}")
+        return Result(run_dir=run_dir, leaderboard=probed.leaderboard, best=best, test_metrics=metrics,
+                      export_path=export_path, report_path=Path(report_path), trials=tuned.trials, timings=r.timings)
+    finally:
+        if claim is not None:
+            claim.release()
 
 
 def _spent_before(run_dir: Path, done: dict[str, float]) -> float:

@@ -11,7 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's C++ start-up chatter 
 
 import typer  # noqa: E402
 
-from autotransfer.defaults import DEFAULT_SCORER  # noqa: E402
+from autotransfer.defaults import DEFAULT_SCORER, MAX_PIXELS  # noqa: E402
 from autotransfer.errors import AutotransferError  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -47,8 +47,14 @@ def run_cmd(
     ensemble: int = typer.Option(4, "--ensemble", help="Most models the export may average (greedy selection on val); 1 = the best trial alone."),
     tta: bool = typer.Option(True, "--tta/--no-tta", help="Average each model with its left-right flipped input where that helps on val."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out: finished stages and trials are kept, an interrupted trial runs again."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the earlier run in --out: its files are removed first (without this or --resume, an --out holding a run is refused)."),
     storage: Optional[str] = typer.Option(None, "--storage", help="SQLAlchemy URL of a shared Optuna study (e.g. postgresql://user:pw@host/db): this run is the chief; `autotransfer worker` processes join it."),
     study: Optional[str] = typer.Option(None, "--study", help="Study name on --storage (default: the run directory's name)."),
+    strict: bool = typer.Option(False, "--strict", help="Stop with an error on any data item that would be skipped (truncated, unreadable, duplicate, conflicting labels, split leakage, outside the CSV's folder, link loop, too large)."),
+    max_pixels: int = typer.Option(MAX_PIXELS, "--max-pixels", help="Skip images whose header says more pixels (height x width); never decoded."),
+    path_column: str = typer.Option("path", "--path-column", help="CSV column of the image paths."),
+    label_column: str = typer.Option("label", "--label-column", help="CSV column of the labels."),
+    split_column: str = typer.Option("split", "--split-column", help="CSV column of train/val/test (optional: without it the data is split 70/15/15)."),
 ) -> None:
     """Probe every candidate, tune the best, export the winner and write the report."""
     from autotransfer import interrupts
@@ -60,8 +66,9 @@ def run_cmd(
         result = run(data, search_space=search_space, out=out, name=name, tuner=tuner, time_budget=time_budget,
                      max_trials=max_trials, top_k=top_k, scorer=scorer, halving=halving, multi_source=multi_source,
                      seed=seed, batch_size=batch_size, feature_batch_size=feature_batch_size, refit=refit,
-                     refit_with_test=refit_with_test, ensemble=ensemble, tta=tta, resume=resume, storage=storage,
-                     study=study)
+                     refit_with_test=refit_with_test, ensemble=ensemble, tta=tta, resume=resume, overwrite=overwrite, storage=storage,
+                     study=study, strict=strict, max_pixels=max_pixels, path_column=path_column,
+                     label_column=label_column, split_column=split_column)
     except RunInterrupted as exc:
         typer.secho(f"interrupted: nothing exported; finished stages and trials are in {exc.run_dir}. "
                     f"Continue with: {_resume_command(exc.run_dir)}", fg=typer.colors.YELLOW, err=True)
@@ -83,7 +90,9 @@ def run_cmd(
     if len(members) > 1:
         console.print("ensemble: " + ", ".join(f"{x['name']} ({x['backbone']}) x{x['weight']:.2f}" for x in members))
     tuned = m.get("tuned") or {}
-    console.print(f"test accuracy: {m['accuracy']:.4f} ({m.get('model', 'tuned')} model; tuned on train only: "
+    if m.get("note"):
+        console.print(f"note: {m['note']}")
+    console.print(f"{m.get('split', 'test')} accuracy: {m['accuracy']:.4f} ({m.get('model', 'tuned')} model; tuned on train only: "
                   f"{tuned.get('accuracy', m['accuracy']):.4f})   best linear probe ({m['probe_backbone']}): "
                   f"{m['probe_test_accuracy']:.4f}")
     console.print(m["verdict"])
@@ -93,7 +102,7 @@ def run_cmd(
 
 def _resume_command(run_dir: object) -> str:
     """This command line again with ``--resume`` (and the run directory, when it was generated)."""
-    args = sys.argv[1:]
+    args = [a for a in sys.argv[1:] if a != "--overwrite"]  # the two contradict each other
     extra = [] if "--resume" in args else ["--resume"]
     if not {"--out", "-o"} & set(args) and not any(a.startswith("--out=") for a in args):
         extra += ["--out", str(run_dir)]
@@ -176,6 +185,18 @@ def _import_tensorflow_quietly() -> None:
         os.close(devnull)
 
 
+def _cli_message(exc: AutotransferError, command: str) -> str:
+    """The error in the CLI's terms: a bad ``autotransfer.run`` parameter is named by its flag."""
+    from autotransfer.errors import ParamError
+
+    if isinstance(exc, ParamError) and exc.owner == "autotransfer.run":
+        cmd = typer.main.get_command(app).commands.get(command)  # type: ignore[attr-defined]
+        flags = {p.name: p.opts[0] for p in (cmd.params if cmd is not None else []) if p.opts[0].startswith("--")}
+        if exc.name in flags:
+            return exc.for_flag(flags[exc.name])
+    return str(exc)
+
+
 def main() -> None:
     """Entry point: user errors print one line and exit 2; Ctrl-C exits 130 keeping what was written."""
     try:
@@ -183,7 +204,8 @@ def main() -> None:
             _import_tensorflow_quietly()
         app()
     except AutotransferError as exc:
-        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        typer.secho(f"error: {_cli_message(exc, sys.argv[1] if len(sys.argv) > 1 else '')}", fg=typer.colors.RED,
+                    err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.secho("interrupted: every finished stage's files are in the run directory.", err=True)

@@ -9,11 +9,13 @@ from typing import Any
 import yaml
 
 from autotransfer.backbones.spec import BackboneSpec
-from autotransfer.defaults import DEFAULT_SCORER
-from autotransfer.errors import UserInputError, check_param
+from autotransfer.defaults import DEFAULT_SCORER, MAX_PIXELS
+from autotransfer.errors import UserInputError, check_param, unknown_keys
 
 BUILTIN_SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 TUNERS = ("keras-tuner", "optuna")
+#: Largest seed: scikit-learn's and NumPy's random_state take [0, 2**32 - 1].
+MAX_SEED = 2**32 - 1
 #: Tuning trials when neither max_trials nor a time budget is given.
 DEFAULT_MAX_TRIALS = 6
 
@@ -70,41 +72,49 @@ def load_search_space(ref: str | Path = "offline") -> SearchSpace:
     path = _find_space(ref)
     where = f"search space {path}"
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise UserInputError(f"{where}: not UTF-8 text (byte {exc.start}). Save the file as UTF-8.") from None
     except yaml.YAMLError as exc:
-        raise UserInputError(f"{where}: not valid YAML ({str(exc).splitlines()[0]}). Fix the syntax.") from exc
+        raise UserInputError(f"{where}: {_yaml_problem(exc)}. Fix the syntax.") from None
     if not isinstance(raw, dict):
         raise UserInputError(f"{where}: must be a mapping with 'candidates' (and optional 'tuning').")
-    unknown = set(raw) - {"name", "description", "candidates", "tuning"}
-    if unknown:
-        raise UserInputError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}. Allowed: name, description, candidates, tuning.")
+    unknown_keys(raw, ("name", "description", "candidates", "tuning"), where)
     cands = raw.get("candidates")
     if not isinstance(cands, list) or not cands:
         raise UserInputError(f"{where}: 'candidates' must be a non-empty list of backbones.")
-    specs = [BackboneSpec.from_dict(c, f"{where}, candidates[{i}]") for i, c in enumerate(cands)]
+    specs = [BackboneSpec.from_dict(c, f"{where}, candidates[{i}]", strict=True) for i, c in enumerate(cands)]
     names = [c.name for s in specs for c in s.expand()]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise UserInputError(f"{where}: candidate names must be unique; repeated: {', '.join(dupes)}.")
-    tuning = TuneSpace.from_dict(raw.get("tuning") or {}, where)
+    tuning = TuneSpace.from_dict(raw.get("tuning") or {}, str(path))
     return SearchSpace(raw.get("name", path.stem), specs, tuning, raw.get("description", ""), str(path))
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """"line L, column C: not valid YAML (problem)" from a YAML parser error (its first line otherwise)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or (str(exc).splitlines() or ["parse error"])[0]
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"{where}not valid YAML ({problem})"
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 
 
 def parse_duration(value: str | float | int | None) -> float | None:
-    """'20m' / '1.5h' / '90s' / 90 -> seconds; None stays None."""
-    if value is None or isinstance(value, (int, float)) and not isinstance(value, bool):
-        if value is not None and value <= 0:
-            raise UserInputError(f"time budget must be positive. Got {value!r}.")
-        return None if value is None else float(value)
-    m = _DURATION.match(str(value))
-    if not m:
-        raise UserInputError(f"time budget {value!r} is not a duration. Use e.g. '90s', '20m' or '1.5h'.")
-    seconds = float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-    if seconds <= 0:
-        raise UserInputError(f"time budget must be positive. Got {value!r}.")
+    """'20m' / '1.5h' / '90s' / 90 -> seconds; None stays None.
+
+    Raises:
+        ParamError: not a positive duration (named ``time_budget``; the CLI says ``--time-budget``).
+    """
+    if value is None:
+        return None
+    m = None if isinstance(value, bool) else _DURATION.match(str(value))
+    seconds = 0.0 if m is None else float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    check_param("time_budget", value, "autotransfer.run", "a positive duration such as '90s', '20m' or '1.5h' "
+                "(seconds when no unit)", seconds > 0)
     return seconds
 
 
@@ -130,8 +140,14 @@ class RunConfig:
     ensemble: int = 4               # most distinct models averaged in the export (1 = single model)
     tta: bool = True                # test-time flip averaging where it lowers the val log-loss
     resume: bool = False            # continue the run in `out` (finished stages and trials kept)
+    overwrite: bool = False         # replace an earlier run in `out` (its files removed first)
     storage: str | None = None      # SQLAlchemy URL of a shared Optuna study (chief and workers)
     study: str | None = None        # its name (default: the run directory's name)
+    strict: bool = False            # a data item that would be skipped (truncated, duplicate, ...) is an error
+    max_pixels: int = MAX_PIXELS    # images whose header says more pixels (height x width) are skipped
+    path_column: str = "path"       # column names of a CSV or DataFrame
+    label_column: str = "label"
+    split_column: str = "split"
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     extra: dict[str, Any] = field(default_factory=dict)
@@ -142,14 +158,18 @@ class RunConfig:
         for name in ("top_k", "ensemble"):
             v = getattr(self, name)
             check_param(name, v, owner, "an integer >= 1", _is_int(v) and v >= 1)
+        check_param("max_pixels", self.max_pixels, owner, "a positive integer", _is_int(self.max_pixels) and self.max_pixels >= 1)
+        for name, v in self.columns().items():
+            check_param(name, v, owner, "a non-empty column name", isinstance(v, str) and v.strip() != "")
         for name in ("max_trials", "batch_size", "feature_batch_size"):
             v = getattr(self, name)
             check_param(name, v, owner, "an integer >= 1, or None for automatic", v is None or (_is_int(v) and v >= 1))
-        for name in ("refit", "refit_with_test", "tta", "halving", "resume"):
+        for name in ("refit", "refit_with_test", "tta", "halving", "resume", "overwrite", "strict"):
             check_param(name, getattr(self, name), owner, "True or False", isinstance(getattr(self, name), bool))
         if self.refit_with_test and not self.refit:
-            raise UserInputError("refit_with_test needs refit: the test data joins the train+val refit.")
-        check_param("seed", self.seed, owner, "an integer", _is_int(self.seed))
+            raise UserInputError("refit_with_test (--refit-with-test) needs refit (drop --no-refit): the test data "
+                                 "joins the train+val refit.")
+        check_param("seed", self.seed, owner, f"an integer in [0, {MAX_SEED}]", _is_int(self.seed) and 0 <= self.seed <= MAX_SEED)
         self._validate_state()
         for name in ("val_fraction", "test_fraction"):
             v = getattr(self, name)
@@ -164,6 +184,8 @@ class RunConfig:
     def _validate_state(self) -> None:
         if self.resume and self.out is None and self.name is None:
             raise UserInputError("--resume needs the run to continue: pass its --out (or --name).")
+        if self.resume and self.overwrite:
+            raise UserInputError("--resume continues the run in --out and --overwrite replaces it: pass one of them.")
         if self.study is not None and self.storage is None:
             raise UserInputError("--study names a study on a shared storage: add --storage URL (e.g. "
                                  "postgresql://user:password@host/db), or drop --study.")
@@ -173,6 +195,10 @@ class RunConfig:
             if "://" not in self.storage:
                 raise UserInputError(f"--storage must be an SQLAlchemy URL such as postgresql://user:password@host/db "
                                      f"or sqlite:///path.db. Got {self.storage!r}.")
+
+    def columns(self) -> dict[str, str]:
+        """The table column names, as ``load_data`` keywords."""
+        return {"path_column": self.path_column, "label_column": self.label_column, "split_column": self.split_column}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for config.json (a storage URL's password masked)."""

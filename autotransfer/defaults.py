@@ -6,3 +6,9 @@
 #: runs): it kept Kendall tau >= 0.889 and top-1 regret <= 0.12 pp on all three, where every single
 #: scorer (kNN, CV accuracy or log-likelihood of the linear probe, LogME, N-LEEP) failed on one.
 DEFAULT_SCORER = "combined"
+
+#: Most pixels (height x width) an image may have, read from its header before anything decodes it:
+#: the data stage skips larger files (``--max-pixels``) and the export's ``serving_bytes`` refuses
+#: them. 40 MP covers camera photos; a 10000 x 10000 PNG is ~300 KB on disk but ~300 MB as uint8
+#: pixels and ~1.2 GB as float32.
+MAX_PIXELS = 40_000_000

@@ -1,6 +1,7 @@
 """Test-split evaluation of the tuned model and the fine-tune-vs-probe verdict."""
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import keras
@@ -11,7 +12,21 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 from autotransfer.data import LabelledData, image_dataset
 from autotransfer.verdict import verdict
 
-__all__ = ["evaluate_model", "model_inputs", "predict_proba", "verdict"]
+__all__ = ["NO_TEST_NOTE", "evaluate_model", "evaluation_split", "model_inputs", "predict_proba", "verdict"]
+
+#: What test_metrics.json and the report say when the data has no test split.
+NO_TEST_NOTE = ("The data has no test split (its split column lists no 'test' rows), so these scores are on the "
+                "validation split, of the model as tuned on train; validation also chose the trials and members, "
+                "so they are optimistic, and the exported refit model (train+val) has no held-out score. "
+                "Mark some rows 'test' for an honest estimate.")
+
+
+def evaluation_split(splits: Any) -> tuple[np.ndarray, str]:
+    """``(indices, split name)`` the final model is scored on: test, or val when test is empty."""
+    test = np.asarray(splits.test, dtype=np.int64)
+    if len(test):
+        return test, "test"
+    return np.asarray(splits.val, dtype=np.int64), "val"
 
 
 def model_inputs(data: LabelledData, indices: np.ndarray, input_sizes: int | Sequence[int], *,
@@ -40,11 +55,16 @@ def evaluate_model(
     """Accuracy, macro F1 and the confusion matrix of ``model`` on ``indices`` of ``data``.
 
     ``input_size``: the model's input size, or its sizes (an ensemble of members at several sizes).
+    No indices: NaN accuracy and F1, an all-zero confusion matrix and ``num_test`` 0.
     """
-    probs = predict_proba(model, data, indices, input_size=input_size, batch_size=batch_size)
-    y_true = data.labels[indices]
-    y_pred = probs.argmax(axis=1)
+    indices = np.asarray(indices, dtype=np.int64)
     k = len(data.class_names)
+    if len(indices) == 0:
+        return {"accuracy": math.nan, "macro_f1": math.nan, "confusion_matrix": [[0] * k for _ in range(k)],
+                "class_names": list(data.class_names), "num_test": 0}
+    probs = predict_proba(model, data, indices, input_size=input_size, batch_size=batch_size)
+    y_true = np.asarray(data.labels)[indices]
+    y_pred = probs.argmax(axis=1)
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, average="macro", labels=list(range(k)), zero_division=0)),

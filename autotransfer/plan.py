@@ -262,6 +262,7 @@ class Plan:
     recommended_max_trials: int
     recommended_top_k: int
     recommended_candidates: list[str] | None
+    min_budget_s: float = 0.0      # the cheapest candidate's probe + one trial + finishing
     lines: list[str] = field(default_factory=list)
     costs: dict[str, dict[str, Any]] = field(default_factory=dict)
     assumptions: dict[str, Any] = field(default_factory=dict)
@@ -320,6 +321,7 @@ def make_plan(
     t_max = max(trial_each.values())
     slowest = max(trial_each, key=trial_each.get)
     finish = reserve_s + n_test * max(c.featurize_s_per_item for c in cs)
+    min_budget = spent_s + finish + min(probe_each[c.name] + trial_each[c.name] for c in cs)
     until_deadline = max_trials is None
     if until_deadline:
         tune_s = max(0.0, budget_s - spent_s - probe_s - finish)
@@ -388,7 +390,8 @@ def make_plan(
         budget_s=budget_s, n_candidates=len(cs), n_items=n_items, n_train=n_train, n_val=n_val, n_test=n_test,
         probe_s=probe_s, trial_s_mean=t_mean, trial_s_max=t_max, tune_s=tune_s, finish_s=finish, total_s=total,
         max_trials=max_trials, top_k=top_k, max_epochs=max_epochs, trials_fit=trials_fit, fits=fits,
-        recommended_max_trials=rec_trials, recommended_top_k=rec_k, recommended_candidates=rec_cands, lines=lines,
+        recommended_max_trials=rec_trials, recommended_top_k=rec_k, recommended_candidates=rec_cands,
+        min_budget_s=min_budget, lines=lines,
         costs={k: v.to_dict() for k, v in costs.items()},
         assumptions={"trial_epochs": "max_epochs (no early stop)", "trial_cost": "slowest candidate (top-k unknown before the probe)",
                      "features_cached": features_cached, "score_s_per_candidate": score_s, "margin": margin, "reserve_s": reserve_s,

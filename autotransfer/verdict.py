@@ -64,14 +64,16 @@ def verdict(
     trials_ok: int,
     budget_hit: bool,
     val_accuracy: float | None = None,
+    split: str = "test",
 ) -> tuple[bool, str]:
-    """Whether fine-tuning beat the best linear probe on the test split, and a one-paragraph why."""
+    """Whether fine-tuning beat the best linear probe on the test split (or ``split``, when the data
+    has no test split), and a one-paragraph why."""
     diff_pp = 100 * (accuracy - probe_accuracy)
     if accuracy > probe_accuracy:
-        text = f"Fine-tuning beat the best linear probe by {diff_pp:.1f} pp on the test split"
+        text = f"Fine-tuning beat the best linear probe by {diff_pp:.1f} pp on the {split} split"
         two_images = _two_images_pp(num_test)
         if diff_pp <= two_images:
-            text += f" (within two test images, {two_images:.1f} pp: treat as a tie)"
+            text += f" (within two {split} images, {two_images:.1f} pp: treat as a tie)"
         return True, text + "."
     reasons = loss_reasons(diff_pp=diff_pp, num_test=num_test, train_per_class=train_per_class,
                            unfreeze_blocks=unfreeze_blocks, trials_ok=trials_ok, budget_hit=budget_hit,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from autotransfer.defaults import MAX_PIXELS
 from autotransfer.errors import UserInputError
 from autotransfer.progress import log
 
@@ -29,7 +30,8 @@ def work_on(storage: str, study: str, *, out: Path | None = None, wait_s: float 
 
     task = read_task(storage, study, wait_s=wait_s)
     where = f"study {study!r}"
-    data = load_data(task["data"])
+    # The chief's screening and columns, so that both see the same items.
+    data = load_data(task["data"], max_pixels=task.get("max_pixels", MAX_PIXELS), **task.get("columns", {}))
     if data.fingerprint() != task["fingerprint"]:
         raise UserInputError(f"{where}: the data at {task['data']} differs on this machine from the chief's "
                              "(fingerprint). Give every machine the same files.")

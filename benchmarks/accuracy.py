@@ -86,8 +86,10 @@ def ablation_space(settings: list[str], dest: Path) -> Path:
 
 
 def run_autotransfer(train: Path, out: Path, budget: str, seed: int, extra: list[str]) -> tuple[float, int]:
+    # A rerun of one configuration replaces its run directory (unless it continues it).
+    again = [] if "--resume" in extra or "--overwrite" in extra else ["--overwrite"]
     cmd = [sys.executable, "-m", "autotransfer.cli", "run", str(train), "--time-budget", budget, "--seed", str(seed),
-           "--out", str(out), *extra]
+           "--out", str(out), *again, *extra]
     print("$ " + " ".join(cmd), flush=True)
     t0 = time.monotonic()
     rc = subprocess.call(cmd)

@@ -17,7 +17,7 @@ def test_parse_duration():
     assert parse_duration("1.5h") == 5400
     assert parse_duration("90") == 90
     assert parse_duration(None) is None
-    with pytest.raises(UserInputError, match="not a duration"):
+    with pytest.raises(UserInputError, match="must be a positive duration"):
         parse_duration("soon")
     with pytest.raises(UserInputError, match="positive"):
         parse_duration(0)

@@ -39,8 +39,14 @@ def space(tiny_modules, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def folder(pattern_folder):
-    return pattern_folder
+def folder(tmp_path_factory):
+    """More and larger images than the shared pattern folder: trials long enough (a few seconds)
+    that the chief cannot finish the whole cap before both workers have joined."""
+    from autotransfer.data import write_image_folder
+    from autotransfer.testing import pattern_images
+
+    x, y = pattern_images(48, num_classes=4, size=24, seed=3)
+    return write_image_folder(x, y, ["a", "b", "c", "d"], tmp_path_factory.mktemp("data") / "patterns")
 
 
 def test_chief_and_two_workers_share_one_study(postgres, space, folder, tmp_path):
@@ -65,7 +71,8 @@ def test_chief_and_two_workers_share_one_study(postgres, space, folder, tmp_path
     assert all(t.user_attrs.get("surplus") for t in study.trials if t.state.name == "FAIL")
     assert len({t.number for t in finished}) == MAX_TRIALS  # every trial number completed once
     ran_by = {t.user_attrs["worker"] for t in finished}
-    assert len(ran_by) >= 2, ran_by
+    assert len(ran_by) >= 2, ([(t.number, t.user_attrs["worker"], t.datetime_start) for t in finished],
+                              [err[-800:] for _, err in outputs])
     trials = pd.read_csv(out / "trials.csv")
     done = trials[trials["status"].isin(["ok", "pruned", "timeout"])]
     assert sorted(done["trial_id"]) == sorted(t.number for t in finished)

@@ -124,3 +124,15 @@ def test_member_weights_rebuild_what_the_export_serves(result):
     loaded = tf.saved_model.load(str(result.export_path))
     served = loaded.signatures["serving_default"](images=tf.constant(images))["probabilities"].numpy()
     np.testing.assert_allclose(served, expected, atol=1e-5)
+
+
+def test_a_budget_too_short_for_one_trial_is_refused_after_the_plan(tiny_space, pattern_folder, tmp_path):
+    out = tmp_path / "short"
+    proc = subprocess.run([sys.executable, "-m", "autotransfer.cli", "run", str(pattern_folder), "--search-space",
+                           str(tiny_space), "--out", str(out), "--time-budget", "1s"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "--time-budget 1s is too short" in proc.stderr and "Traceback" not in proc.stderr
+    need = json.loads((out / "plan.json").read_text())["min_budget_s"]
+    assert need > 1 and f"Give --time-budget {int(np.ceil(need))}s or more" in proc.stderr
+    assert not (out / "probe").exists() and not (out / "export").exists()  # refused before the heavy work

@@ -8,6 +8,7 @@ whose ``trainable`` flag is set; after changing flags the model must be recompil
 from __future__ import annotations
 
 import json
+import re
 from typing import TYPE_CHECKING, Any
 
 import keras
@@ -128,9 +129,42 @@ class HubBackbone(keras.layers.Layer):
             for v, t, n in zip(tf_vars, self._source_trainable, self.variable_names)
         ]
         self.num_params = int(sum(np.prod(v.shape) for v in tf_vars))
-        self.output_dim = int(self._forward(tf.zeros([1, self.input_size, self.input_size, 3])).shape[-1])
+        self.output_dim = self._check_contract()
         self.unfrozen_blocks = 0
         self.set_unfrozen_blocks(0)
+
+    def _check_contract(self) -> int:
+        """Run the module once on a dummy ``[1, S, S, 3]`` image batch; returns the feature width.
+
+        Raises BackboneError (one line) when the module cannot take images, does not return
+        ``[B, D]`` features or returns non-finite values, so a broken candidate fails at load.
+        """
+        size = self.input_size
+        try:
+            out = self._forward(tf.zeros([1, size, size, 3]))
+        except BackboneError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - TF's signature mismatch is a 40-line dump: one line of it
+            text = str(exc)
+            expected = re.search(r"Expected these arguments.*?TensorSpec\(shape=\(([^)]*)\), dtype=tf\.(\w+)", text, re.S)
+            why = (f"it takes {expected.group(2)} [{expected.group(1).rstrip(',')}]" if expected else
+                   f"{type(exc).__name__}: {(text.strip().splitlines() or [''])[0][:200]}")
+            raise BackboneError(
+                f"Backbone {self.handle!r} cannot be called on a float32 [1, {size}, {size}, 3] image batch "
+                f"({why}). A TF-Hub image module takes images [B, H, W, 3]; fix the handle or its input_size."
+            ) from None
+        shape = [int(d) if d is not None else None for d in out.shape]
+        if len(shape) != 2 or shape[0] != 1:
+            raise BackboneError(
+                f"Backbone {self.handle!r} returns shape {shape} for one image; a feature-vector module must "
+                "return [B, D] features (a pooled output). Use the module's feature_vector variant or set output_key."
+            )
+        if not bool(tf.reduce_all(tf.math.is_finite(tf.cast(out, tf.float32)))):
+            raise BackboneError(
+                f"Backbone {self.handle!r} returns non-finite features (inf or NaN) on an all-zero image; "
+                "the module is broken. Remove it from the search space."
+            )
+        return shape[1]
 
     # -- freezing ---------------------------------------------------------------------------------
     @property

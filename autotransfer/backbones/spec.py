@@ -4,7 +4,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from autotransfer.errors import UserInputError
+from autotransfer.errors import UserInputError, unknown_keys
+
+#: Keys a search-space candidate may have (the YAML schema; see docs/ARCHITECTURE.md).
+CANDIDATE_KEYS = ("name", "handle", "input_size", "classifier_handle", "output_key", "layer", "layers", "input_sizes")
 
 
 @dataclass(frozen=True)
@@ -28,11 +31,17 @@ class BackboneSpec:
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @classmethod
-    def from_dict(cls, d: Any, where: str) -> "BackboneSpec":
-        """Build from a YAML mapping; ``where`` names the place for error messages."""
+    def from_dict(cls, d: Any, where: str, *, strict: bool = False) -> "BackboneSpec":
+        """Build from a YAML mapping; ``where`` names the place for error messages.
+
+        ``strict`` (a user's search space): keys outside :data:`CANDIDATE_KEYS` are an error with a
+        "did you mean"; otherwise (``to_dict`` round trips) they are kept in ``extra``.
+        """
         if not isinstance(d, dict):
             raise UserInputError(f"{where}: each candidate must be a mapping with 'name', 'handle' and 'input_size'. Got {d!r}.")
-        known = {"name", "handle", "input_size", "classifier_handle", "output_key", "layer", "layers", "input_sizes"}
+        if strict:
+            unknown_keys(d, CANDIDATE_KEYS, f"{where} (candidate {d.get('name', '?')!r})")
+        known = {"name", "handle", "input_size", "classifier_handle", "output_key", "layer", "layers", "input_sizes", "base"}
         missing = [k for k in ("name", "handle", "input_size") if k not in d]
         if missing:
             raise UserInputError(f"{where}: candidate {d.get('name', '?')!r} is missing {', '.join(missing)}. Add it (e.g. 'input_size: 224').")
@@ -53,6 +62,7 @@ class BackboneSpec:
             classifier_handle=d.get("classifier_handle"),
             output_key=d.get("output_key"),
             layer=d.get("layer"),
+            base=d.get("base"),
             extra={k: v for k, v in d.items() if k not in known or k in ("layers", "input_sizes")},
         )
 

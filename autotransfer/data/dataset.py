@@ -4,8 +4,12 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from autotransfer.data.checks import Skip
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -17,7 +21,8 @@ class LabelledData:
     ``items`` is either a list of absolute file paths or an array ``[N,H,W,C]`` (C in 1, 3, 4)
     or ``[N,H,W]``; ``labels`` is int64 ``[N]`` in ``0..K-1`` indexing ``class_names``;
     ``split`` optionally holds a user-given "train"/"val"/"test" per item.
-    Build it with :func:`autotransfer.data.load_data`, which validates everything.
+    Build it with :func:`autotransfer.data.load_data`, which validates everything: ``skipped``
+    lists the items it left out (``data/checks.py``), ``screened`` says its files were checked.
     """
 
     items: list[str] | np.ndarray
@@ -26,6 +31,8 @@ class LabelledData:
     split: np.ndarray | None = None
     source: str = ""
     modality: str = field(default="image")
+    skipped: list[Skip] = field(default_factory=list)
+    screened: bool = False
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -70,7 +77,9 @@ class LabelledData:
         return {name: int(n) for name, n in zip(self.class_names, counts)}
 
     def summary(self) -> dict:
-        """JSON-able overview for reports and the CLI."""
+        """JSON-able overview for reports and the CLI (``data.json``), skipped items included."""
+        from autotransfer.data.checks import skip_counts
+
         return {
             "source": self.source,
             "num_items": len(self),
@@ -78,4 +87,6 @@ class LabelledData:
             "class_names": list(self.class_names),
             "class_counts": self.class_counts(),
             "modality": self.modality,
+            "skipped": [s.to_dict() for s in self.skipped],
+            "skipped_counts": skip_counts(self.skipped),
         }

@@ -9,12 +9,13 @@ repeating the channel; RGBA drops alpha (no compositing), which is exactly what
 ``tf.io.decode_image(channels=3)`` does for PNG/GIF/WebP, so files and arrays agree. 16-bit PNGs
 are reduced to 8 bits by the decoder. Animated GIFs use their first frame.
 
-Corrupt files: :func:`image_dataset` validates the files once per dataset fingerprint and process
-with Pillow (header + ``verify()``: cheap, a second full decode is avoided), raising
-:class:`UserInputError` that names the files. Anything that slips through (e.g. a truncated JPEG,
-which ``verify()`` cannot see) fails in the pipeline with a TensorFlow error; a wrong file type
-fails there with a message naming the file. ``validate_images(data, thorough=True)`` decodes
-every file with TensorFlow itself and finds everything, at the cost of a full extra decode.
+Corrupt files: :func:`autotransfer.data.load_data` screens every file (``data/checks.py``) and
+skips the unusable ones, so its datasets reach the pipeline clean. A ``LabelledData`` built by
+hand is validated by :func:`image_dataset` once per dataset fingerprint and process with Pillow
+(header + ``verify()``), raising :class:`UserInputError` that names the files. Anything that
+slips through fails in the pipeline with a TensorFlow error; a wrong file type fails there with
+a message naming the file. ``validate_images(data, thorough=True)`` decodes every file with
+TensorFlow itself and finds everything, at the cost of a full extra decode.
 """
 from __future__ import annotations
 
@@ -25,10 +26,10 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from autotransfer.data.checks import PILLOW_FORMATS, pillow_size_check_off
 from autotransfer.data.dataset import LabelledData
 from autotransfer.errors import UserInputError, check_param
 
-_PILLOW_FORMATS = {"JPEG", "MPO", "PNG", "GIF", "BMP", "DIB", "WEBP"}
 _VALIDATED: set[str] = set()  # fingerprints already validated in this process
 _MAX_LISTED = 5
 
@@ -187,7 +188,8 @@ def image_dataset(
     0..255. ``shuffle`` reshuffles every epoch, deterministically for ``seed``. ``cache`` keeps
     decoded images in memory (decode once, for multi-epoch training on small data).
     ``validate`` checks the files with Pillow once per dataset fingerprint in this process and
-    raises :class:`UserInputError` naming corrupt files (see the module docstring).
+    raises :class:`UserInputError` naming corrupt files (see the module docstring); data from
+    ``load_data`` was screened there already.
     ``raw_uint8``: where that is exact (:func:`yields_raw_uint8`: uint8 arrays already at
     ``image_size``), yield the uint8 pixels as stored and leave the scaling to the consumer
     (:func:`unit_pixels`, e.g. inside its traced forward pass): a quarter of the bytes through
@@ -199,7 +201,7 @@ def image_dataset(
     labels = np.asarray(data.labels, dtype=np.int64)[indices]
     item_fn: Callable[[tf.Tensor], tf.Tensor] | None
     if data.is_paths:
-        if validate:
+        if validate and not data.screened:
             _validate_once(data)
         source = tf.constant([data.items[i] for i in indices.tolist()], dtype=tf.string)
         item_fn = lambda p: _load_file(p, size)  # noqa: E731
@@ -243,12 +245,13 @@ def typical_image_side(data: LabelledData, *, sample: int = 100, seed: int = 0) 
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(data), size=min(sample, len(data)), replace=False)
     sides = []
-    for i in idx:
-        try:
-            with Image.open(data.items[int(i)]) as im:
-                sides.append(float(np.sqrt(im.size[0] * im.size[1])))
-        except Exception:  # noqa: BLE001 - unreadable files are reported by validation, not here
-            continue
+    with pillow_size_check_off():  # headers only; load_data applied the pixel limit
+        for i in idx:
+            try:
+                with Image.open(data.items[int(i)]) as im:
+                    sides.append(float(np.sqrt(im.size[0] * im.size[1])))
+            except Exception:  # noqa: BLE001 - unreadable files are reported by validation, not here
+                continue
     return float(np.median(sides)) if sides else None
 
 
@@ -282,7 +285,7 @@ def _pillow_problem(path: str) -> str | None:
     try:
         with Image.open(path) as im:
             fmt = im.format
-            if fmt not in _PILLOW_FORMATS:
+            if fmt not in PILLOW_FORMATS:
                 return f"{fmt} images are not supported (use JPEG/PNG/GIF/BMP/WebP)"
             im.verify()
     except Image.UnidentifiedImageError:

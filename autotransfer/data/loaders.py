@@ -1,26 +1,45 @@
 """Turn whatever the user hands us (folder, CSV, DataFrame, arrays) into a validated LabelledData.
 
-Every problem is reported upfront as one :class:`UserInputError` naming the file/field, what is
-wrong and the fix, so that a bad dataset fails in seconds instead of after an hour of probing.
+A problem with the input as a whole (a missing column, a missing file, too few classes) is one
+:class:`UserInputError` naming the file/field, what is wrong and the fix, so that a bad dataset
+fails in seconds instead of after an hour of probing. A problem with single files (truncated,
+unreadable, duplicate, ...: ``data/checks.py``) skips those items, recorded in
+``LabelledData.skipped``; ``strict=True`` makes it an error instead.
 """
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from autotransfer.data.checks import Skip, check_files, content_skips, counts_text, path_conflicts, strict_error
 from autotransfer.data.dataset import SPLIT_NAMES, LabelledData
-from autotransfer.errors import UserInputError
+from autotransfer.defaults import MAX_PIXELS
+from autotransfer.errors import UserInputError, check_param
 
 #: The formats ``tf.io.decode_image`` can decode (JPEG XL aside); matched case-insensitively.
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
 _EXT_TEXT = "/".join(IMAGE_EXTENSIONS)
 _DEFAULT_SPLIT_COLUMN = "split"
 _MAX_LISTED = 5
+
+
+@dataclass
+class _Listing:
+    """The file items a loader found, before their files are screened."""
+
+    items: list[str]
+    raw_labels: np.ndarray
+    split: list[str] | None
+    source: str
+    where: str
+    skips: list[Skip] = field(default_factory=list)  # found while listing: link loops, outside the root
 
 
 def load_data(
@@ -30,16 +49,18 @@ def load_data(
     path_column: str = "path",
     label_column: str = "label",
     split_column: str = _DEFAULT_SPLIT_COLUMN,
+    strict: bool = False,
+    max_pixels: int = MAX_PIXELS,
 ) -> LabelledData:
     """Load and validate a labelled dataset.
 
     Accepted ``data``:
 
     * a directory path: one sub-folder per class; images (``.jpg/.jpeg/.png/.bmp/.gif/.webp``,
-      any case) are found recursively inside each class folder; hidden files/folders are ignored;
-      class names are the sorted sub-folder names;
+      any case) are found recursively inside each class folder (links followed, loops skipped);
+      hidden files/folders are ignored; class names are the sorted sub-folder names;
     * a ``.csv`` path with columns ``path,label[,split]``; relative paths are relative to the
-      CSV's folder;
+      CSV's folder and must stay inside it (symlinks resolved); absolute paths are taken as given;
     * a pandas DataFrame with the same columns; relative paths are relative to the cwd;
     * an array ``x`` with ``labels=y``, or a tuple ``(x, y)``; ``x`` is ``[N,H,W,C]`` (C in 1, 3, 4)
       or ``[N,H,W]``; integer arrays other than uint8 must be within 0..255 and become uint8;
@@ -49,9 +70,24 @@ def load_data(
     Labels may be ints or strings. Integer labels keep numeric order (``class_names`` are their
     ``str``); string labels are sorted lexicographically. Every class must have at least 2 items.
 
+    Files are screened (``data/checks.py``): truncated, unreadable, duplicate, conflicting (one
+    content or path under two labels), leaking (one content in two splits), outside-the-root,
+    link-loop and over-``max_pixels`` items are skipped and listed in ``.skipped``;
+    ``strict=True`` raises instead.
+
     Raises:
         UserInputError: on any bad input, with a message naming the file/field and the fix.
     """
+    check_param("max_pixels", max_pixels, "load_data", "a positive integer",
+                isinstance(max_pixels, (int, np.integer)) and not isinstance(max_pixels, bool) and max_pixels >= 1)
+    found = _list_items(data, labels, path_column, label_column, split_column)
+    return found if isinstance(found, LabelledData) else _screen(found, strict=strict, max_pixels=int(max_pixels))
+
+
+def _list_items(
+    data: Any, labels: Any, path_column: str, label_column: str, split_column: str
+) -> _Listing | LabelledData:
+    """The loader for this kind of ``data``: a listing of files, or arrays already validated."""
     if isinstance(data, LabelledData):
         _no_labels_kwarg(labels, "a LabelledData")
         return data
@@ -114,16 +150,39 @@ def _is_image_name(name: str) -> bool:
     return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _images_under(folder: Path) -> list[str]:
+def _dir_key(path: str | os.PathLike) -> tuple[int, int] | None:
+    """The real directory behind ``path`` (links followed) as ``(st_dev, st_ino)``; None if unreadable."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _images_under(folder: Path, walked: set[tuple[int, int]], skips: list[Skip]) -> list[str]:
+    """Image files under ``folder``, links followed; a directory whose real one was already walked
+    (``walked`` starts with the root, its ancestors and the class folders) is a link loop, skipped."""
+    seen = set(walked)
     found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        # Pruning in place keeps os.walk out of hidden folders (.ipynb_checkpoints, .git, ...).
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        keep = []
+        # Pruning in place keeps os.walk out of hidden folders (.ipynb_checkpoints, .git, ...) and loops.
+        for d in sorted(d for d in dirnames if not d.startswith(".")):
+            full = os.path.join(dirpath, d)
+            key = _dir_key(full)
+            if key in seen:
+                skips.append(Skip(full, f"link loop: leads back to {os.path.realpath(full)}, already walked; "
+                                        "remove the link", "link_loop"))
+                continue
+            if key is not None:
+                seen.add(key)
+            keep.append(d)
+        dirnames[:] = keep
         found.extend(os.path.join(dirpath, f) for f in filenames if _is_image_name(f))
     return sorted(found)
 
 
-def _load_folder(root: Path, shown: str) -> LabelledData:
+def _load_folder(root: Path, shown: str) -> _Listing:
     where = f"Image folder {shown}"
     root = root.absolute()
     class_dirs = sorted(
@@ -135,10 +194,13 @@ def _load_folder(root: Path, shown: str) -> LabelledData:
             f"{where}: no class sub-folders found. Put the images of each class in its own "
             f"sub-folder, e.g. {shown}/cats/1.jpg and {shown}/dogs/2.jpg."
         )
+    real = Path(os.path.realpath(root))
+    walked = {k for k in map(_dir_key, [real, *real.parents, *class_dirs]) if k is not None}
     items: list[str] = []
     raw_labels: list[str] = []
+    skips: list[Skip] = []
     for d in class_dirs:
-        files = _images_under(d)
+        files = _images_under(d, walked, skips)
         if not files:
             raise UserInputError(
                 f"{where}: class folder '{d.name}' has no images ({_EXT_TEXT}). Add images to it "
@@ -146,7 +208,7 @@ def _load_folder(root: Path, shown: str) -> LabelledData:
             )
         items.extend(files)
         raw_labels.extend([d.name] * len(files))
-    return _finish(items, np.asarray(raw_labels), None, f"image folder {shown}", where)
+    return _Listing(items, np.asarray(raw_labels), None, f"image folder {shown}", where, skips)
 
 
 # ----------------------------------------------------------------------------------- CSV / table
@@ -154,9 +216,10 @@ def _load_folder(root: Path, shown: str) -> LabelledData:
 
 def _load_csv(
     path: Path, shown: str, path_column: str, label_column: str, split_column: str
-) -> LabelledData:
+) -> _Listing:
+    _check_utf8(path, shown)
     try:
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, encoding="utf-8-sig")  # -sig: a byte-order mark is not part of the header
     except pd.errors.EmptyDataError:
         raise UserInputError(
             f"CSV {shown} is empty. It needs a header row '{path_column},{label_column}' and "
@@ -171,37 +234,97 @@ def _load_csv(
         df, f"CSV {shown}", path.absolute().parent,
         # Row numbers are 1-based data rows; the line number also counts the header.
         lambda i, idx: f"{shown} row {i + 1} (line {i + 2})",
-        path_column, label_column, split_column, source=f"CSV {shown}",
+        path_column, label_column, split_column, source=f"CSV {shown}", root=path.absolute().parent,
     )
+
+
+def _check_utf8(path: Path, shown: str) -> None:
+    """Raise one line naming the line and byte of the first non-UTF-8 byte of the CSV."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return  # pandas reports it with the file's name
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise UserInputError(
+            f"CSV {shown}: line {line}, byte {column} is not UTF-8 (0x{data[e.start]:02x}). Save the file as "
+            "UTF-8 (e.g. 'iconv -f latin1 -t utf-8' or your editor's 'Save as UTF-8')."
+        ) from None
 
 
 def _from_table(
     df: pd.DataFrame,
     where: str,
     base_dir: Path,
-    row_name: Any,
+    row_name: Callable[[int, Any], str],
     path_column: str,
     label_column: str,
     split_column: str,
     source: str,
-) -> LabelledData:
+    root: Path | None = None,
+) -> _Listing:
+    """Rows of a table as a listing; relative paths under ``root`` only (a CSV's folder), when given."""
+    has_split = _check_columns(df, where, path_column, label_column, split_column)
+    items, rows, skips = _table_items(df, where, base_dir, row_name, path_column, root)
+    for i, (idx, value) in enumerate(df[label_column].items()):
+        if _is_blank(value):
+            raise UserInputError(
+                f"{row_name(i, idx)}: column '{label_column}' is empty. Give every row a label "
+                "or drop the row."
+            )
+    split = None
+    if has_split:
+        values = []
+        for i, (idx, value) in enumerate(df[split_column].items()):
+            v = "" if _is_blank(value) else str(value).strip().lower()
+            if v not in SPLIT_NAMES:
+                raise UserInputError(
+                    f"{row_name(i, idx)}: column '{split_column}' is {value!r}; it must be one of "
+                    "train, val, test. Fix the value or drop the column to split automatically."
+                )
+            values.append(v)
+        split = [values[i] for i in rows]
+    return _Listing(items, df[label_column].to_numpy()[rows], split, source, where, skips)
+
+
+def _flag(param: str) -> str:
+    """The CLI flag of a ``load_data`` parameter (``label_column`` -> ``--label-column``)."""
+    return "--" + param.replace("_", "-")
+
+
+def _check_columns(df: pd.DataFrame, where: str, path_column: str, label_column: str, split_column: str) -> bool:
+    """Raise on missing columns or no rows; whether the table has a split column."""
     found = ", ".join(map(str, df.columns)) or "no columns"
     for col, kwarg in ((path_column, "path_column"), (label_column, "label_column")):
         if col not in df.columns:
             raise UserInputError(
-                f"{where}: column '{col}' is missing (found: {found}). Add a '{col}' column or "
-                f"pass {kwarg}=..."
+                f"{where}: column '{col}' is missing (found: {found}). Add a '{col}' column or name "
+                f"yours with {_flag(kwarg)} NAME ({kwarg}= in Python)."
             )
     has_split = split_column in df.columns
     if not has_split and split_column != _DEFAULT_SPLIT_COLUMN:
         raise UserInputError(
-            f"{where}: column '{split_column}' is missing (found: {found}). Add it or pass "
-            f"split_column='{_DEFAULT_SPLIT_COLUMN}' (optional column)."
+            f"{where}: column '{split_column}' is missing (found: {found}). Add it, or drop "
+            f"{_flag('split_column')} (split_column= in Python) to split automatically."
         )
     if len(df) == 0:
         raise UserInputError(f"{where} has no rows. Add one row per image.")
+    return has_split
 
+
+def _table_items(
+    df: pd.DataFrame, where: str, base_dir: Path, row_name: Callable[[int, Any], str], path_column: str,
+    root: Path | None,
+) -> tuple[list[str], list[int], list[Skip]]:
+    """``(paths, their row positions, skips)``: a relative path leaving ``root`` is skipped; a
+    blank, non-image or missing path is an error."""
+    inside = None if root is None else _inside(root)
     items: list[str] = []
+    rows: list[int] = []
+    skips: list[Skip] = []
     missing: list[tuple[str, str, str]] = []
     for i, (idx, value) in enumerate(df[path_column].items()):
         if _is_blank(value):
@@ -216,9 +339,14 @@ def _from_table(
             )
         p = Path(rel).expanduser()
         full = os.path.normpath(p if p.is_absolute() else base_dir / p)
+        if inside is not None and not p.is_absolute() and not inside(full):
+            skips.append(Skip(full, f"{row_name(i, idx)}: '{rel}' leads outside the CSV's folder {root} (links "
+                                    "resolved); move the file there or give its absolute path", "outside_root"))
+            continue
         if not os.path.isfile(full):
             missing.append((row_name(i, idx), rel, full))
         items.append(full)
+        rows.append(i)
     if missing:
         first_row, rel, full = missing[0]
         more = f" ({len(missing)} of {len(df)} files are missing)" if len(missing) > 1 else ""
@@ -227,28 +355,21 @@ def _from_table(
             f"{first_row}: file '{rel}' does not exist (looked for {full}){more}. Fix the "
             f"'{path_column}' column; relative paths are relative to {base}."
         )
+    return items, rows, skips
 
-    raw_labels = df[label_column]
-    for i, (idx, value) in enumerate(raw_labels.items()):
-        if _is_blank(value):
-            raise UserInputError(
-                f"{row_name(i, idx)}: column '{label_column}' is empty. Give every row a label "
-                "or drop the row."
-            )
 
-    split = None
-    if has_split:
-        values = []
-        for i, (idx, value) in enumerate(df[split_column].items()):
-            v = "" if _is_blank(value) else str(value).strip().lower()
-            if v not in SPLIT_NAMES:
-                raise UserInputError(
-                    f"{row_name(i, idx)}: column '{split_column}' is {value!r}; it must be one of "
-                    "train, val, test. Fix the value or drop the column to split automatically."
-                )
-            values.append(v)
-        split = np.asarray(values, dtype=str)
-    return _finish(items, raw_labels.to_numpy(), split, source, where)
+def _inside(root: Path) -> Callable[[str], bool]:
+    """A test whether a path, links resolved, lies under ``root`` (real folders cached: one
+    ``lstat`` per file)."""
+    real_root = os.path.realpath(root)
+    real_dir = functools.lru_cache(maxsize=None)(os.path.realpath)
+
+    def inside(path: str) -> bool:
+        real = (os.path.realpath(path) if os.path.islink(path)
+                else os.path.join(real_dir(os.path.dirname(path)), os.path.basename(path)))
+        return os.path.commonpath([real_root, real]) == real_root
+
+    return inside
 
 
 def _is_blank(value: Any) -> bool:
@@ -262,7 +383,7 @@ def _is_blank(value: Any) -> bool:
         return False
 
 
-def _load_path_list(paths: Sequence[Any], labels: Any) -> LabelledData:
+def _load_path_list(paths: Sequence[Any], labels: Any) -> _Listing:
     where = "path list"
     y = _as_label_array(labels, where)
     if len(y) != len(paths):
@@ -363,6 +484,53 @@ def _encode_labels(raw: np.ndarray, where: str) -> tuple[np.ndarray, list[str]]:
         uniq, inv = np.unique(as_str, return_inverse=True)
         names = [str(v) for v in uniq]
     return inv.astype(np.int64).reshape(-1), names
+
+
+def _screen(found: _Listing, *, strict: bool, max_pixels: int) -> LabelledData:
+    """Check every listed file, leave out the unusable ones (``skipped``), validate what is left."""
+    items, labels, split = found.items, found.raw_labels, found.split
+    dropped = path_conflicts(items, labels)
+    todo = [i for i in range(len(items)) if i not in dropped]
+    digests: list[str | None] = [None] * len(items)
+    for i, (digest, skip) in zip(todo, check_files([items[i] for i in todo], max_pixels)):
+        if skip is None:
+            digests[i] = digest
+        else:
+            dropped[i] = skip
+    dropped.update(content_skips(items, labels, split, digests))
+    skips = found.skips + [dropped[i] for i in sorted(dropped)]
+    if strict and skips:
+        raise strict_error(skips, found.where)
+    keep = np.asarray([i for i in range(len(items)) if i not in dropped], dtype=np.int64)
+    _check_left(np.asarray(labels), keep, skips, found.where)
+    data = _finish([items[i] for i in keep], np.asarray(labels)[keep],
+                   None if split is None else np.asarray(split, dtype=str)[keep], found.source, found.where)
+    data.skipped, data.screened = skips, True
+    return data
+
+
+def _check_left(raw: np.ndarray, keep: np.ndarray, skips: list[Skip], where: str) -> None:
+    """Once items were skipped: 2 classes with 2 items each must be left; the error says what went."""
+    if not skips:
+        return  # _finish says what is wrong without skips
+    first = skips[0]
+    after = (f"after skipping {len(skips)} unusable item(s) ({counts_text(skips)}; e.g. '{first.item}': "
+             f"{first.reason})")
+    fix = "Fix or replace the skipped files (--strict lists them)"
+    if len(raw) == 0:
+        raise UserInputError(f"{where}: no items left {after}. {fix}.")
+    codes, names = _encode_labels(raw, where)
+    counts = np.bincount(codes[keep], minlength=len(names))
+    if int((counts > 0).sum()) < 2:
+        raise UserInputError(f"{where}: fewer than 2 classes have items {after}. A classifier needs at least 2 "
+                             f"classes. {fix}, or add another class.")
+    small = [f"'{n}' ({c})" for n, c in zip(names, counts.tolist()) if c < 2]
+    if small:
+        more = f" and {len(small) - _MAX_LISTED} more" if len(small) > _MAX_LISTED else ""
+        listed = ", ".join(small[:_MAX_LISTED]) + more
+        which = f"class {listed} has" if len(small) == 1 else f"classes {listed} have"
+        raise UserInputError(f"{where}: {which} fewer than 2 items {after}; every class needs at least 2 (one to "
+                             f"train on, one to validate). {fix}, add items or remove the class.")
 
 
 def _finish(

@@ -10,7 +10,9 @@ Layout written (TF Serving's file-system source only loads numeric children of t
 
 The version is written under a hidden temporary name in the model dir and renamed into place
 only when complete (and, by default, reloaded and warmed up), so a server polling the model dir
-never sees a half-written version and a failed export leaves no numeric directory behind.
+never sees a half-written version and a failed export leaves no numeric directory behind. An
+export killed before it could clean up leaves its temporary directory, which the next export
+removes (:func:`remove_stale_exports`).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from autotransfer.errors import AutotransferError, UserInputError
+from autotransfer.locks import try_lock, unlock
 
 IMAGES_SIGNATURE = "serving_default"
 BYTES_SIGNATURE = "serving_bytes"
@@ -41,6 +44,9 @@ OUTPUT_KEYS = ("probabilities", "class_index", "label")
 LABELS_FILE = "labels.txt"
 WARMUP_FILE = "tf_serving_warmup_requests"
 METADATA_FILE = "autotransfer_export.json"
+#: A version being written: ``.tmp-<version>-<random>`` (hidden, non-numeric), with a ``.lock`` beside it.
+TMP_PREFIX = ".tmp-"
+LOCK_SUFFIX = ".lock"
 _MAX_WARMUP_IMAGES = 8
 
 
@@ -81,7 +87,7 @@ def model_call(model: keras.Model, sizes: list[int]) -> Any:
     return call
 
 
-def _build_archive(model: keras.Model, class_names: list[str], sizes: list[int]) -> Any:
+def _build_archive(model: keras.Model, class_names: list[str], sizes: list[int], max_pixels: int | None = None) -> Any:
     """An ExportArchive with both serving signatures.
 
     ExportArchive (not a hand-made tf.Module) because it collects every variable the endpoint
@@ -90,8 +96,11 @@ def _build_archive(model: keras.Model, class_names: list[str], sizes: list[int])
     keras.Variable wrappers as separate checkpoint entries, doubling the variables file, and
     serving needs no ``loaded.variables``. ``serving_bytes`` decodes every image once per input
     size with the training pipeline's own ops, so each member sees exactly its training input.
+    Both check their input in the graph (TF Serving does not): ``serving_default`` the image shape,
+    ``serving_bytes`` each image's pixel count from its header, before decoding (``max_pixels``).
     """
     from autotransfer.data import decode_image_sizes
+    from autotransfer.export.serving import check_image_batch, check_pixel_limit
 
     labels = tf.constant(list(class_names), dtype=tf.string)
     largest = sizes[-1]
@@ -104,12 +113,14 @@ def _build_archive(model: keras.Model, class_names: list[str], sizes: list[int])
         return {"probabilities": probs, "class_index": index, "label": tf.gather(labels, index)}
 
     def serve_images(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return outputs(call(images))
+        return outputs(call(check_image_batch(images, largest)))
 
     def serve_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
         # Per image: encoded sizes differ, so decoding cannot be batched.
         specs = tuple(tf.TensorSpec([s, s, 3], tf.float32) for s in sizes)
-        decoded = tf.map_fn(lambda b: decode_image_sizes(b, sizes), image_bytes, fn_output_signature=specs)
+        limit = {} if max_pixels is None else {"max_pixels": max_pixels}
+        decoded = tf.map_fn(lambda b: decode_image_sizes(check_pixel_limit(b, **limit), sizes), image_bytes,
+                            fn_output_signature=specs)
         return outputs(model(decoded[0] if len(sizes) == 1 else list(decoded), training=False))
 
     specs = _signature_specs(largest)
@@ -313,8 +324,13 @@ def export_model(
             f"export_model: {final} already exists; versions are never overwritten. "
             "Pass version=None for the next free version."
         )
-    # Hidden and non-numeric: TF Serving ignores it while it is being written.
-    tmp = model_dir / f".tmp-{version}-{uuid.uuid4().hex[:8]}"
+    remove_stale_exports(model_dir)
+    # Hidden and non-numeric: TF Serving ignores it while it is being written. The lock beside it
+    # tells a later export that it is still being written; one left unlocked was killed midway.
+    tmp = model_dir / f"{TMP_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
+    lock = tmp.with_name(tmp.name + LOCK_SUFFIX)
+    fd = try_lock(lock)
+    assert fd is not None  # a fresh random name: nobody else holds it
     try:
         _build_archive(model, class_names, sizes).write_out(str(tmp), verbose=False)
         (tmp / "assets").mkdir(exist_ok=True)
@@ -333,7 +349,29 @@ def export_model(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        unlock(fd, lock)
     return final
+
+
+def remove_stale_exports(model_dir: str | Path) -> list[str]:
+    """Remove what exports killed midway left in ``model_dir`` (``.tmp-*`` directories whose lock no
+    process holds); returns their names. An export in progress holds its lock and is left alone."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        return []
+    bases = sorted({p.name.removesuffix(LOCK_SUFFIX) for p in model_dir.iterdir() if p.name.startswith(TMP_PREFIX)})
+    removed = []
+    for name in bases:
+        lock = model_dir / (name + LOCK_SUFFIX)
+        fd = try_lock(lock, create=False)
+        if fd is None and lock.exists():
+            continue  # held: that export is still running
+        shutil.rmtree(model_dir / name, ignore_errors=True)
+        if fd is not None:
+            unlock(fd, lock)
+        removed.append(name)
+    return removed
 
 
 def read_labels(version_dir: str | Path) -> list[str]:

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from autotransfer.backbones import HubBackbone
 from autotransfer.data import LabelledData
+from autotransfer.errors import BackboneError
 
 Progress = Callable[[int], None]
 
@@ -118,7 +119,8 @@ def extract_features(
             )
         feats = fn(images).numpy()
         if feats.ndim != 2:
-            feats = feats.reshape(len(feats), -1)
+            raise BackboneError(f"Backbone {backbone.handle!r} returned shape {list(feats.shape)} for a batch; "
+                                "a feature-vector module must return [B, D] features.")
         if num_items is not None:
             if out is None:
                 out = np.empty((num_items, feats.shape[1]), dtype=np.float32)

@@ -132,6 +132,22 @@ def _fingerprint(handle: str) -> str:
     return _FP_MEMO[path]
 
 
+def check_finite(values: np.ndarray, name: str, what: str = "features") -> None:
+    """Raise BackboneError (one line) when ``values`` (one row per item) hold inf or NaN."""
+    arr = np.asarray(values)
+    bad = ~np.isfinite(arr).reshape(len(arr), -1).all(axis=1) if arr.size else np.zeros(0, bool)
+    if bad.any():
+        raise BackboneError(
+            f"candidate {name!r}: its {what} are not finite (inf or NaN) for {int(bad.sum())} of {len(arr)} items; "
+            "the module is broken or needs other preprocessing. Remove it from the search space or fix the module."
+        )
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
+
+
 def _layer_name(spec: BackboneSpec, layer: str) -> str:
     return spec.layer if layer != LOGITS_LAYER and spec.layer else layer
 
@@ -189,6 +205,7 @@ def _features_for(
             del backbone
             gc.collect()
     meta["seconds"] = time.perf_counter() - start
+    check_finite(feats, spec.name, "source logits" if layer == LOGITS_LAYER else "features")  # never cached
     if cache is not None and key is not None:
         cache.save(key, {"features": feats}, meta)
     return feats, meta, False, key
@@ -512,13 +529,13 @@ def probe(
         }
 
     def fail(row: dict[str, Any], exc: BaseException) -> None:
-        log.warning("probe: candidate %s failed: %s", row["name"], exc)
-        errors.append(exc)
-        row["status"] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+        log.warning("probe: candidate %s failed: %s", row["name"], _first_line(exc))
+        errors.append((row["name"], exc))
+        row["status"] = f"failed: {_first_line(exc)}"
 
     rows: dict[str, dict[str, Any]] = {}
     features: dict[str, dict[str, np.ndarray]] = {}
-    errors: list[BaseException] = []
+    errors: list[tuple[str, BaseException]] = []
     items: dict[str, tuple[_Items, _Items | None]] = {}
     rung_info: list[dict[str, Any]] = []
     by_name = {c.name: c for c in candidates}
@@ -600,14 +617,17 @@ def probe(
                         raise BackboneError(f"scorer {main_like.name!r} needs source logits; give {spec.name!r} a classifier_handle.")
                     f_items, l_items = holders(spec)
                     x = f_items.get(tr, ctx, None)
+                    check_finite(x, name)
                     lg = l_items.get(tr, ctx, None) if l_items is not None and rank_logits else None
+                    if lg is not None:
+                        check_finite(lg, name, "source logits")
+                    per[name] = _score_all(rank_scorers, x, labels_all[tr], lg, seed, name,
+                                           main_like.name if combined is None else None)
                 except UserInputError:
                     raise
-                except (BackboneError, tf.errors.OpError, ValueError, OSError) as exc:
+                except (BackboneError, tf.errors.OpError, ValueError, OSError, np.linalg.LinAlgError) as exc:
                     fail(row, exc)
                     continue
-                per[name] = _score_all(rank_scorers, x, labels_all[tr], lg, seed, name,
-                                       main_like.name if combined is None else None)
                 row["halving_seconds"] = (row.get("halving_seconds", 0.0) + time.perf_counter() - t0
                                           + shared_s.get(name, 0.0))
             if combined is None:
@@ -682,6 +702,9 @@ def probe(
                         on_batch, final_features=feats if spec.layer is None else None)
                     logits = np.asarray(logits_all)[pos["train"]]
                     cached = cached and cached_l
+            check_finite(feats, spec.name)
+            if logits is not None:
+                check_finite(logits, spec.name, "source logits")
             # A shared layer pass computed this run's features just now: not a warm cache hit.
             row.update(feature_seconds=time.perf_counter() - t0 + shared.get(spec.name, 0.0),
                        cached=cached and spec.name not in shared,
@@ -693,18 +716,24 @@ def probe(
             continue
 
         split_feats = {s: np.asarray(feats[pos[s]]) for s in SPLITS}
-        features[spec.name] = split_feats
         if progress is not None:
             progress("probe", i, total, f"{spec.name}: scoring")
-        _score_row(row, split_feats, y, logits, [fkey, lkey], split_idx, seed, all_scorers, main_like,
-                   combined is None, store)
+        try:
+            _score_row(row, split_feats, y, logits, [fkey, lkey], split_idx, seed, all_scorers, main_like,
+                       combined is None, store)
+        except (ValueError, np.linalg.LinAlgError) as exc:  # the ranking scorer or the linear probe
+            fail(row, exc)
+            continue
+        features[spec.name] = split_feats
         if progress is not None:
             progress("probe", i + 1, total, f"{spec.name}: {scorer_name if combined is None else main_like.name} "
                      f"{row[f'score_{main_like.name}']:.3f}{' (cached)' if row.get('_record') else ''}")
         row.pop("_record", None)
 
     if len(errors) == len(candidates):
-        raise BackboneError(f"probe: every candidate failed; first error: {errors[0]}") from errors[0]
+        reasons = "; ".join(f"{n}: {_first_line(e).rstrip('.')}" for n, e in errors)
+        raise BackboneError(f"probe: every candidate failed ({reasons}). Fix or replace the search space's "
+                            "candidates.") from errors[0][1]
     for name, (f_items, l_items) in (items.items() if halving else ()):  # items run through the modules, all rungs
         rows[name]["featurized_items"] = f_items.featurized + (l_items.featurized if l_items is not None else 0)
     board = pd.DataFrame([rows[c.name] for c in candidates if c.name in rows])

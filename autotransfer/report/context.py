@@ -111,10 +111,13 @@ def _export_info(run_dir: Path, config: dict | None) -> dict[str, Any] | None:
     wanted = _find_key(config, "model_name") if config else None
     models.sort(key=lambda p: p.name != wanted)  # the configured model first, if there is one
     for model_dir in models:
-        versions = sorted((p for p in model_dir.iterdir() if p.is_dir()), key=_version_key)
-        if not versions:
+        # Numeric names only, as TF Serving loads them: an export killed midway leaves a hidden
+        # ``.tmp-<version>-...`` directory, which is no export and must not be offered for serving.
+        versions = sorted((p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=_version_key)
+        complete = [p for p in versions if (p / "saved_model.pb").is_file()]
+        if not complete:
             continue
-        version_dir = versions[-1]
+        version_dir = complete[-1]
         labels_file = version_dir / "assets" / "labels.txt"
         labels = labels_file.read_text(encoding="utf-8").splitlines() if labels_file.is_file() else None
         signatures = read_signatures(version_dir)
@@ -266,6 +269,8 @@ def load_context(run_dir: str | Path) -> dict[str, Any]:
         tm["class_names"] = (ctx["data"] or {}).get("class_names") or [
             str(i) for i in range(len(tm["confusion_matrix"]))
         ]
+    if tm and tm.get("note"):
+        warnings.append(tm["note"])  # e.g. no test split: the scores are on val
     ctx["verdict"] = _verdict(tm, ctx)
     ctx["winner"] = (ctx["best"] or {}).get("backbone")
     ctx["probe_winner"] = ctx["leaderboard"][0].get("name") if ctx["leaderboard"] else None

@@ -12,6 +12,7 @@ from autotransfer.errors import UserInputError
 from autotransfer.report import plots
 from autotransfer.report.context import humanize, load_context
 from autotransfer.report.savedmodel import format_shape
+from autotransfer.rundir import run_files
 
 TEMPLATE = "report.html.j2"
 _TEMPLATE_DIR = Path(__file__).with_name("templates")
@@ -142,11 +143,19 @@ def render_report(run_dir: str | Path, *, out: str | Path | None = None) -> Path
     """Write a self-contained ``report.html`` for ``run_dir`` (default ``<run_dir>/report.html``).
 
     Reads only the plain run-directory files; stages whose files are missing are listed as not run.
+
+    Raises:
+        UserInputError: ``run_dir`` does not exist or holds none of a run's files (nothing is written).
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserInputError(f"Run directory {str(run_dir)!r} does not exist. Pass the folder a run wrote "
                              "(it holds leaderboard.csv, data.json, ...).")
+    # e.g. the data folder (report.html alone proves nothing: older versions wrote it anywhere)
+    if not set(run_files(run_dir)) - {"report.html"}:
+        raise UserInputError(f"{str(run_dir)!r} is not a run directory: it holds none of the files a run writes "
+                             "(config.json, data.json, leaderboard.csv, ...), and nothing was written there. Pass the "
+                             "--out of an `autotransfer run`.")
     ctx = load_context(run_dir)
     out_path = Path(out) if out is not None else run_dir / "report.html"
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,11 @@
 """Test helpers shipped with the package: tiny generated modules and data (no network)."""
-from autotransfer.testing.modules import changed_after_one_epoch, pattern_images, write_tiny_module, write_tiny_space
+from autotransfer.testing.modules import (
+    BROKEN_KINDS,
+    changed_after_one_epoch,
+    pattern_images,
+    write_broken_module,
+    write_tiny_module,
+    write_tiny_space,
+)
 
-__all__ = ["changed_after_one_epoch", "pattern_images", "write_tiny_module", "write_tiny_space"]
+__all__ = ["BROKEN_KINDS", "changed_after_one_epoch", "pattern_images", "write_broken_module", "write_tiny_module", "write_tiny_space"]

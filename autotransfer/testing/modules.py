@@ -212,3 +212,50 @@ def changed_after_one_epoch(backbone, images: np.ndarray, labels: np.ndarray, *,
     before = {n: w.numpy().copy() for n, w in zip(backbone.variable_names, backbone._wrapped)}
     model.fit(images, labels, epochs=1, batch_size=8, verbose=0)
     return {n for n, w in zip(backbone.variable_names, backbone._wrapped) if not np.array_equal(before[n], w.numpy())}
+
+
+#: Kinds of :func:`write_broken_module`, each breaking one part of the module contract.
+BROKEN_KINDS = ("nonfinite", "map", "flat_input", "load_error")
+
+
+def write_broken_module(path: str | Path, kind: str, *, input_size: int = 16) -> Path:
+    """Write a module that breaks the contract in one way, for the probe's failure handling.
+
+    ``nonfinite``: finite features on an all-zero image (the load-time check passes) but +inf on any
+    real image; ``map``: returns a ``[B, 4, 4, 3]`` map instead of ``[B, D]``; ``flat_input``: takes
+    ``[B, 10]`` vectors instead of images; ``load_error``: a ``saved_model.pb`` that is not one.
+    """
+    if kind not in BROKEN_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(BROKEN_KINDS)}. Got {kind!r}.")
+    path = Path(path)
+    if kind == "load_error":
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "saved_model.pb").write_bytes(b"not a SavedModel")
+        return path
+    w = tf.Variable(np.ones((3, 8), "float32"), name="head/kernel")
+    image_spec = tf.TensorSpec([None, None, None, 3], tf.float32)
+
+    def features(images: tf.Tensor) -> tf.Tensor:
+        pooled = tf.reduce_mean(images, axis=[1, 2])
+        if kind == "map":
+            return tf.image.resize(images, [4, 4]) * w[0, 0]
+        x = tf.matmul(pooled, w)
+        return x / tf.cast(tf.reduce_max(pooled) <= 0.0, tf.float32)  # x / 0 = inf unless all zero
+
+    if kind == "flat_input":
+        call = tf.function(lambda x, training=False: tf.matmul(x, tf.ones([10, 3])) @ w)
+        call.get_concrete_function(tf.TensorSpec([None, 10], tf.float32), False)
+    else:
+        call = tf.function(lambda images, training=False: features(images))
+        for training in (False, True):
+            call.get_concrete_function(image_spec, training)
+    root = tf.train.Checkpoint(w=w)
+    root.__call__ = call
+    root.variables = [w]
+    root.trainable_variables = [w]
+    root.regularization_losses = []
+    tf.saved_model.save(root, str(path))
+    meta = {"name": path.name, "output": "feature_vector", "input_size": input_size, "license": "test fixture",
+            "blocks": ["head"], "broken": kind}
+    (path / METADATA_FILE).write_text(json.dumps(meta, indent=2))
+    return path

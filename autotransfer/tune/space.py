@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from autotransfer.errors import UserInputError
+from autotransfer.errors import UserInputError, unknown_keys
 
 ALL = "all"
 #: Training-time augmentations, weakest first (implemented in :mod:`autotransfer.tune.augment`).
@@ -194,12 +194,7 @@ class TuneSpace:
 
         if not isinstance(d, dict):
             raise UserInputError(f"search space {where}: tuning must be a mapping of the fields {', '.join(cls.FIELDS)}. Got {d!r} instead.")
-        unknown = sorted(set(d) - set(cls.FIELDS))
-        if unknown:
-            raise UserInputError(
-                f"search space {where}: tuning has unknown field(s) {', '.join(map(str, unknown))}. "
-                f"Known fields: {', '.join(cls.FIELDS)}."
-            )
+        unknown_keys(d, cls.FIELDS, f"search space {where}", what="tuning field")
         kw: dict[str, Any] = {}
 
         def pair(field: str) -> tuple[Any, Any] | None:

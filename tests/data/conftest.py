@@ -1,6 +1,7 @@
 """Tiny generated images for the data-stage tests (Pillow, in tmp_path)."""
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -8,9 +9,13 @@ import pytest
 from PIL import Image
 
 
-def save_image(path: Path, mode: str = "RGB", size: tuple[int, int] = (12, 10), seed: int = 0,
+def save_image(path: Path, mode: str = "RGB", size: tuple[int, int] = (12, 10), seed: int | None = None,
                fmt: str | None = None) -> Path:
-    """Write a random ``mode`` image of ``size`` (width, height) to ``path``."""
+    """Write a random ``mode`` image of ``size`` (width, height) to ``path``; without a ``seed``, one
+    from the file's folder and name, so that two files never share content by accident (load_data
+    would skip the copies as duplicates)."""
+    if seed is None:
+        seed = zlib.crc32("/".join(path.parts[-2:]).encode())
     rng = np.random.default_rng(seed)
     w, h = size
     rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)

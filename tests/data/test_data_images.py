@@ -9,6 +9,7 @@ import tensorflow as tf
 from PIL import Image
 
 from autotransfer.data import (
+    LabelledData,
     decode_image_bytes,
     image_dataset,
     load_data,
@@ -169,9 +170,17 @@ def _folder_with_bad_file(tmp_path: Path, make_image, content: bytes) -> tuple[P
     return root, bad
 
 
+def _unscreened(root: Path) -> LabelledData:
+    """The folder as a LabelledData built by hand: no load_data screening (which skips bad files)."""
+    files = sorted(str(p) for p in root.glob("*/*.png"))
+    names = sorted({Path(p).parent.name for p in files})
+    return LabelledData(files, np.asarray([names.index(Path(p).parent.name) for p in files]), names)
+
+
 def test_corrupt_file_raises_user_error(tmp_path: Path, make_image) -> None:
     root, bad = _folder_with_bad_file(tmp_path, make_image, b"this is not a png")
-    d = load_data(root)
+    assert [s.item for s in load_data(root).skipped] == [str(bad)]  # load_data skips it
+    d = _unscreened(root)
     assert [p for p, _ in validate_images(d)] == [str(bad)]
     with pytest.raises(UserInputError, match=r"1 image file\(s\) cannot be read: '.*broken\.png'"):
         image_dataset(d, np.arange(len(d)), image_size=8)
@@ -179,7 +188,7 @@ def test_corrupt_file_raises_user_error(tmp_path: Path, make_image) -> None:
 
 def test_wrong_type_named_inside_pipeline(tmp_path: Path, make_image) -> None:
     root, bad = _folder_with_bad_file(tmp_path, make_image, b"GIF? no, plain text")
-    d = load_data(root)
+    d = _unscreened(root)
     ds = image_dataset(d, np.arange(len(d)), image_size=8, validate=False)
     with pytest.raises(tf.errors.InvalidArgumentError, match="broken.png"):
         _collect(ds)
@@ -188,7 +197,7 @@ def test_wrong_type_named_inside_pipeline(tmp_path: Path, make_image) -> None:
 def test_truncated_jpeg_found_by_thorough_validation(tmp_path: Path, make_image) -> None:
     jpg = make_image(tmp_path / "x.jpg", "RGB", size=(64, 64))
     root, bad = _folder_with_bad_file(tmp_path, make_image, jpg.read_bytes()[:200])
-    d = load_data(root)
+    d = _unscreened(root)
     assert [p for p, _ in validate_images(d, thorough=True)] == [str(bad)]
     with pytest.raises(UserInputError, match="broken.png"):
         check_images(d, thorough=True)

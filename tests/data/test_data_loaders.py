@@ -70,13 +70,12 @@ def _csv_dataset(tmp_path: Path, make_image, extra: str = "") -> Path:
     make_image(tmp_path / "images" / "a2.png", seed=2)
     make_image(tmp_path / "images" / "b1.jpg", seed=3)
     absolute = make_image(tmp_path / "elsewhere" / "b2.png", seed=4)
-    csv = tmp_path / "meta" / "data.csv"
-    csv.parent.mkdir()
+    csv = tmp_path / "data.csv"
     csv.write_text(
         "path,label,split\n"
-        "../images/a1.png,2,train\n"
-        "../images/a2.png,2, VAL\n"
-        f"../images/b1.jpg,10,train\n"
+        "images/a1.png,2,train\n"
+        "./images/a2.png,2, VAL\n"
+        f"images/b1.jpg,10,train\n"
         f"{absolute},10,test\n" + extra
     )
     return csv
@@ -114,14 +113,14 @@ def test_csv_label_column_option(tmp_path: Path, make_image) -> None:
 
 
 def test_csv_missing_file_names_row(tmp_path: Path, make_image) -> None:
-    csv = _csv_dataset(tmp_path, make_image, extra="../images/nope.png,2,train\n")
-    with pytest.raises(UserInputError, match=r"data\.csv row 5 \(line 6\): file '\.\./images/nope\.png' "
+    csv = _csv_dataset(tmp_path, make_image, extra="images/nope.png,2,train\n")
+    with pytest.raises(UserInputError, match=r"data\.csv row 5 \(line 6\): file 'images/nope\.png' "
                                              r"does not exist"):
         load_data(csv)
 
 
 def test_csv_bad_split_value(tmp_path: Path, make_image) -> None:
-    csv = _csv_dataset(tmp_path, make_image, extra="../images/a1.png,2,holdout\n")
+    csv = _csv_dataset(tmp_path, make_image, extra="images/a1.png,2,holdout\n")
     with pytest.raises(UserInputError, match=r"row 5 .*column 'split' is 'holdout'; it must be one of "
                                              r"train, val, test"):
         load_data(csv)

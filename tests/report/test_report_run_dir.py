@@ -109,8 +109,15 @@ def test_top_k_from_config_when_no_trials(fake_run) -> None:
     assert ctx["selected"] == ["efficientnet_lite2", "efficientnet_lite1"]
 
 
-def test_empty_run_dir_renders(tmp_path: Path) -> None:
-    html = _html(render_report(tmp_path))
+def test_a_dir_without_run_files_is_refused_and_left_alone(tmp_path: Path) -> None:
+    (tmp_path / "cat.png").write_bytes(b"")  # e.g. the data folder
+    with pytest.raises(UserInputError, match="is not a run directory: it holds none of the files a run writes"):
+        render_report(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cat.png"]
+
+
+def test_a_run_that_only_started_renders(fake_run) -> None:
+    html = _html(render_report(fake_run(files={"config.json"})))
     assert "the data, probe, tune, evaluate, export stages did not run" in html
 
 

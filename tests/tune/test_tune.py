@@ -58,8 +58,10 @@ def test_space_defaults_unknown_fields_and_yaml_strings():
     assert TuneSpace().to_dict()["unfreeze_blocks"] == [0, 3]
     space = TuneSpace.from_dict({"learning_rate": ["1e-5", "1e-3"], "unfreeze_blocks": [1, "all"]}, "s")
     assert space.learning_rate == (1e-5, 1e-3) and TuneSpace.from_dict(space.to_dict(), "s") == space
-    with pytest.raises(UserInputError, match="unknown field.*lr"):
+    with pytest.raises(UserInputError, match=r"search space s: unknown tuning field 'lr'\. Allowed: "):
         TuneSpace.from_dict({"lr": 1}, "s")
+    with pytest.raises(UserInputError, match=r"unknown tuning field 'learning_rat' \(did you mean 'learning_rate'\?\)"):
+        TuneSpace.from_dict({"learning_rat": 1}, "s")
 
 
 def test_params_render_to_both_backends():
