@@ -120,14 +120,14 @@ def _plan(run: _Run, candidates: list) -> tuple[list, int | None]:
     plan = make_plan(costs, n_items=sum(sizes.values()), n_train=sizes["train"], n_val=sizes["val"],
                      n_test=sizes["test"], budget_s=run.config.time_budget_s, top_k=run.config.top_k,
                      max_trials=run.config.max_trials, max_epochs=tuning.max_epochs,
-                     spent_s=time.monotonic() - run.start, reserve_s=_finish_reserve(run.config), margin=1.25,
-                     trial_sizes=trial_sizes)
+                     spent_s=time.monotonic() - run.start, reserve_s=_finish_reserve(run.config),
+                     min_reserve_s=_finish_reserve(run.config, 1), margin=1.25, trial_sizes=trial_sizes)
     _write_json(run.run_dir / "plan.json", plan.to_dict())
     for line in plan.lines:
         log(f"plan: {line}")
     run.timed("plan", t0)
-    if plan.recommended_candidates == []:
-        # Nothing fits: refuse now rather than overrun the wall (plan.json keeps the estimate).
+    if plan.min_budget_s > run.config.time_budget_s:
+        # Not even one model fits: refuse now rather than overrun the wall (plan.json keeps the estimate).
         need = math.ceil(plan.min_budget_s)
         raise UserInputError(f"--time-budget {run.config.time_budget_s:g}s is too short for this run: the cheapest "
                              f"candidate's probe, one trial and the export need about {need} s (estimate in "

@@ -288,6 +288,7 @@ def make_plan(
     features_cached: bool = True,
     spent_s: float = 0.0,
     reserve_s: float = EXPORT_RESERVE_S,
+    min_reserve_s: float | None = None,
     score_s: float = SCORE_S_PER_CANDIDATE,
     margin: float = 1.0,
     trial_sizes: dict[str, Sequence[int]] | None = None,
@@ -303,6 +304,8 @@ def make_plan(
     how many trials it expects at the typical trial's cost (``trials_fit``). ``trial_sizes``:
     ``{candidate: the input sizes its trials may use}`` when tuning resizes (``tuning.input_size``);
     a trial is costed at the mean of their pixel counts (:func:`trial_seconds`' ``pixel_scale``).
+    ``reserve_s``: seconds kept for the stages after tuning; ``min_reserve_s`` (default the same):
+    what they need at the least (one model instead of an ensemble), for ``min_budget_s``.
     """
     if not costs:
         raise ValueError("make_plan: no candidate costs (every candidate failed to load?).")
@@ -321,7 +324,9 @@ def make_plan(
     t_max = max(trial_each.values())
     slowest = max(trial_each, key=trial_each.get)
     finish = reserve_s + n_test * max(c.featurize_s_per_item for c in cs)
-    min_budget = spent_s + finish + min(probe_each[c.name] + trial_each[c.name] for c in cs)
+    # The least a run can do: the cheapest candidate's probe and one trial, then one model finished.
+    min_finish = finish - reserve_s + (reserve_s if min_reserve_s is None else min_reserve_s)
+    min_budget = spent_s + min_finish + min(probe_each[c.name] + trial_each[c.name] for c in cs)
     until_deadline = max_trials is None
     if until_deadline:
         tune_s = max(0.0, budget_s - spent_s - probe_s - finish)

@@ -163,3 +163,12 @@ def test_layer_variants_reuse_their_modules_measurement(tiny_modules):
     costs = measure_costs(specs, data, make_splits(data, seed=0), batch_size=8, unfreeze=1, measure_train="first")
     assert costs["good@block_01"].load_s == costs["good"].load_s  # the same measurement, not a second load
     assert costs["good@block_01"].name == "good@block_01"
+
+
+def test_the_least_budget_counts_one_model_not_the_whole_ensemble():
+    costs = {"a": cost("a"), "b": cost("b", fwd=0.05)}
+    full = make_plan(costs, **SIZES, budget_s=None, top_k=2, max_trials=1, max_epochs=4, reserve_s=80.0)
+    least = make_plan(costs, **SIZES, budget_s=None, top_k=2, max_trials=1, max_epochs=4, reserve_s=80.0,
+                      min_reserve_s=35.0)
+    assert full.min_budget_s - least.min_budget_s == pytest.approx(45.0)
+    assert least.finish_s == full.finish_s  # the plan still reserves the whole ensemble's export
