@@ -101,8 +101,11 @@ def test_time_budget_without_a_trial_cap_runs_until_the_deadline(data_splits, ti
     result = tune(specs, data, splits, space=space, backend="optuna", max_trials=None, time_budget_s=12,
                   out_dir=tmp_path, seed=0)
     took = time.time() - t0
-    assert len(result.trials) > 6  # more than the old fixed default of 6 trials
-    assert took < 12 + 10  # the last trial starts before the deadline and is short
+    # Tuning stopped at the deadline, not after a fixed number of trials: asserted on time, since
+    # how many trials fit in 12 s depends on the machine (6 on a loaded CI machine, more elsewhere).
+    assert took >= 12 and len(result.trials) >= 2
+    assert took < 12 + 10  # the last trial starts before the deadline and stops at it
+    assert (result.trials["status"] == "timeout").sum() <= 1  # only the trial the deadline cut
     with pytest.raises(Exception, match="max_trials, a time budget, or both"):
         tune(specs, data, splits, space=space, backend="optuna", max_trials=None, out_dir=tmp_path)
 
