@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from autotransfer import interrupts
 from autotransfer.config import DEFAULT_MAX_TRIALS, RunConfig, load_search_space, parse_duration
 from autotransfer.defaults import DEFAULT_SCORER, MAX_PIXELS
 from autotransfer.errors import RunInterrupted, UserInputError
@@ -362,6 +363,7 @@ def run(
     path_column: str = "path",
     label_column: str = "label",
     split_column: str = "split",
+    text_column: str | None = None,
     progress: bool = True,
 ) -> Result:
     """Select, fine-tune and export the best backbone (or ensemble) of ``search_space`` for ``data``.
@@ -384,8 +386,9 @@ def run(
     ``autotransfer worker`` processes join (``tuner`` then defaults to optuna; otherwise keras-tuner).
     Unusable data items (truncated, unreadable, duplicate, conflicting, leaking, outside the CSV's
     folder, link loops, over ``max_pixels`` pixels) are skipped and listed in ``data.json``;
-    ``strict`` makes any of them an error. ``path_column``, ``label_column``, ``split_column``: the
-    column names of a CSV or DataFrame.
+    ``strict`` makes any of them an error. ``path_column``, ``label_column``, ``split_column``,
+    ``text_column``: the column names of a CSV or DataFrame (texts load, but no stage after the data
+    runs on them yet: an error says so).
 
     Raises:
         RunInterrupted: on Ctrl-C (a KeyboardInterrupt), once the running trial is saved as interrupted.
@@ -406,6 +409,7 @@ def run(
         feature_batch_size=feature_batch_size, refit=refit, refit_with_test=refit_with_test, ensemble=ensemble,
         tta=tta, resume=resume, overwrite=overwrite, storage=storage, study=study, strict=strict,
         max_pixels=max_pixels, path_column=path_column, label_column=label_column, split_column=split_column,
+        text_column=text_column,
     ).validate()
     space = load_search_space(search_space)
     if batch_size is not None:
@@ -416,6 +420,10 @@ def run(
     try:
         dataset = load_data(data, labels=labels, strict=config.strict, max_pixels=config.max_pixels,
                             **config.columns())
+        if dataset.modality != "image":
+            raise UserInputError(f"{dataset.source} holds {dataset.modality} ({len(dataset)} items loaded), and "
+                                 f"autotransfer has no {dataset.modality} backbones yet: its search spaces, probe and "
+                                 "tuning take images. Pass an image folder, an image CSV or image arrays.")
         space = _with_data(space, dataset)
         if claim is None:  # a generated name needs the data's
             claim = RunDirLock.claim(_run_dir(None, None, dataset.source), resume=resume, overwrite=overwrite)
@@ -440,6 +448,10 @@ def run(
             metrics, export_path, report_path, best, probed, tuned = _stages(r, candidates, progress)
         except KeyboardInterrupt:
             raise RunInterrupted(run_dir) from None
+        except Exception as exc:
+            if interrupts.requested():  # a Ctrl-C that TensorFlow reported as another error
+                raise RunInterrupted(run_dir) from exc
+            raise
         log(f"{metrics.get('split', 'test')} accuracy {metrics['accuracy']:.3f} (best linear probe {metrics['probe_test_accuracy']:.3f}); "
             f"export {export_path}; report {report_path}")
         return Result(run_dir=run_dir, leaderboard=probed.leaderboard, best=best, test_metrics=metrics,

@@ -55,6 +55,7 @@ def run_cmd(
     path_column: str = typer.Option("path", "--path-column", help="CSV column of the image paths."),
     label_column: str = typer.Option("label", "--label-column", help="CSV column of the labels."),
     split_column: str = typer.Option("split", "--split-column", help="CSV column of train/val/test (optional: without it the data is split 70/15/15)."),
+    text_column: Optional[str] = typer.Option(None, "--text-column", help="CSV column of texts (detected in a CSV without a path column); text loads and is checked, but runs need image data for now."),
 ) -> None:
     """Probe every candidate, tune the best, export the winner and write the report."""
     from autotransfer import interrupts
@@ -68,7 +69,7 @@ def run_cmd(
                      seed=seed, batch_size=batch_size, feature_batch_size=feature_batch_size, refit=refit,
                      refit_with_test=refit_with_test, ensemble=ensemble, tta=tta, resume=resume, overwrite=overwrite, storage=storage,
                      study=study, strict=strict, max_pixels=max_pixels, path_column=path_column,
-                     label_column=label_column, split_column=split_column)
+                     label_column=label_column, split_column=split_column, text_column=text_column)
     except RunInterrupted as exc:
         typer.secho(f"interrupted: nothing exported; finished stages and trials are in {exc.run_dir}. "
                     f"Continue with: {_resume_command(exc.run_dir)}", fg=typer.colors.YELLOW, err=True)

@@ -148,6 +148,7 @@ class RunConfig:
     path_column: str = "path"       # column names of a CSV or DataFrame
     label_column: str = "label"
     split_column: str = "split"
+    text_column: str | None = None  # None: detected in a table without a path column
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     extra: dict[str, Any] = field(default_factory=dict)
@@ -160,7 +161,8 @@ class RunConfig:
             check_param(name, v, owner, "an integer >= 1", _is_int(v) and v >= 1)
         check_param("max_pixels", self.max_pixels, owner, "a positive integer", _is_int(self.max_pixels) and self.max_pixels >= 1)
         for name, v in self.columns().items():
-            check_param(name, v, owner, "a non-empty column name", isinstance(v, str) and v.strip() != "")
+            check_param(name, v, owner, "a non-empty column name", (v is None and name == "text_column")
+                        or isinstance(v, str) and v.strip() != "")
         for name in ("max_trials", "batch_size", "feature_batch_size"):
             v = getattr(self, name)
             check_param(name, v, owner, "an integer >= 1, or None for automatic", v is None or (_is_int(v) and v >= 1))
@@ -198,7 +200,8 @@ class RunConfig:
 
     def columns(self) -> dict[str, str]:
         """The table column names, as ``load_data`` keywords."""
-        return {"path_column": self.path_column, "label_column": self.label_column, "split_column": self.split_column}
+        return {"path_column": self.path_column, "label_column": self.label_column, "split_column": self.split_column,
+                "text_column": self.text_column}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values for config.json (a storage URL's password masked)."""

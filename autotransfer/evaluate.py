@@ -9,7 +9,8 @@ import numpy as np
 import tensorflow as tf
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from autotransfer.data import LabelledData, image_dataset
+from autotransfer import modalities
+from autotransfer.data import LabelledData
 from autotransfer.verdict import verdict
 
 __all__ = ["NO_TEST_NOTE", "evaluate_model", "evaluation_split", "model_inputs", "predict_proba", "verdict"]
@@ -31,10 +32,11 @@ def evaluation_split(splits: Any) -> tuple[np.ndarray, str]:
 
 def model_inputs(data: LabelledData, indices: np.ndarray, input_sizes: int | Sequence[int], *,
                  batch_size: int = 32) -> tf.data.Dataset:
-    """Unlabelled batches of ``indices`` for a model with one image input per size in ``input_sizes``
+    """Unlabelled batches of ``indices`` for a model with one input per size in ``input_sizes``
     (a tuple of batches in that order when there are several, as :func:`build_ensemble` expects)."""
     sizes = [int(input_sizes)] if isinstance(input_sizes, (int, np.integer)) else [int(s) for s in input_sizes]
-    sets = [image_dataset(data, indices, image_size=s, batch_size=batch_size, with_labels=False) for s in sizes]
+    modality = modalities.for_data(data)
+    sets = [modality.dataset(data, indices, size=s, batch_size=batch_size, with_labels=False) for s in sizes]
     return sets[0] if len(sets) == 1 else tf.data.Dataset.zip(tuple(sets))
 
 

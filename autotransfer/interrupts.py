@@ -39,10 +39,17 @@ def _on_sigint(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def requested() -> bool:
+    """Whether a first Ctrl-C arrived since :func:`install`, whatever became of the exception it
+    raised: C code that calls back into Python (TensorFlow's) may report a KeyboardInterrupt raised
+    inside it as another error, e.g. SystemError. Callers that catch errors check this first."""
+    return _state["seen"]
+
+
 def install() -> None:
     """First Ctrl-C: KeyboardInterrupt (outside shielded blocks); second: exit 130 at once."""
     _state.update(depth=0, pending=False, seen=False)
     signal.signal(signal.SIGINT, _on_sigint)
 
 
-__all__ = ["install", "shielded"]
+__all__ = ["install", "requested", "shielded"]

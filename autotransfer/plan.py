@@ -97,8 +97,8 @@ def measure_costs(
     """
     import keras
 
+    from autotransfer import modalities
     from autotransfer.backbones import HubBackbone
-    from autotransfer.data import image_dataset
     from autotransfer.probe.featurize import feature_batch, feature_dataset, forward_fn, images_dtype
     from autotransfer.tune.task import build_task_model
 
@@ -150,8 +150,8 @@ def measure_costs(
             bb.set_unfrozen_blocks(u)
             model.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
             tidx = np.resize(train_idx, batch_size)
-            x = next(iter(image_dataset(data, tidx, image_size=spec.input_size,
-                                        batch_size=batch_size, with_labels=False)))
+            x = next(iter(modalities.for_data(data).dataset(data, tidx, size=spec.input_size, batch_size=batch_size,
+                                                            with_labels=False)))
             y = labels[tidx]
             _, first_step = _timed(lambda: model.train_on_batch(x, y))
             steps = [_timed(lambda: model.train_on_batch(x, y))[1] for _ in range(max(1, train_batches))]

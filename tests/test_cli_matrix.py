@@ -41,6 +41,12 @@ def _csv(root: Path, text: bytes | str) -> Path:
     return path
 
 
+def _text_csv(root: Path) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "reviews.csv").write_text("review,label\n" + "".join(f"text number {i},{'ab'[i % 2]}\n" for i in range(6)))
+    return root / "reviews.csv"
+
+
 def _space_file(root: Path, text: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "s.yaml").write_text(text)
@@ -116,6 +122,9 @@ CASES: list[Case] = [
     ("--resume without --out", lambda t, s: ["run", str(t), "--resume"], ("--resume needs the run to continue",)),
     ("--storage with keras-tuner", lambda t, s: ["run", str(t), "--storage", "sqlite:///x.db", "--tuner", "keras-tuner"],
      ("optuna",)),
+    ("text CSV: no text backbones yet", lambda t, s: ["run", str(_text_csv(t / "c")), "--search-space", str(s),
+                                                      "--out", str(t / "o")],
+     ("CSV ", "reviews.csv holds text (6 items loaded)", "no text backbones yet")),
     ("report on the data folder", lambda t, s: ["report", str(_folder(t / "d", {"a": 2, "b": 2}))],
      ("not a run directory",)),
 ]

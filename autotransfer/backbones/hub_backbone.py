@@ -65,6 +65,9 @@ class HubBackbone(keras.layers.Layer):
             functions (the zoo's modules have them); blocks after it are dropped.
     """
 
+    #: What the module takes (:mod:`autotransfer.modalities`): its preprocessor builds the inputs.
+    modality = "image"
+
     @classmethod
     def from_spec(cls, spec: "BackboneSpec", **kwargs: Any) -> "HubBackbone":
         """The layer for a search-space candidate (handle, input size, output key, layer)."""

@@ -25,6 +25,7 @@ from autotransfer.errors import UserInputError
 #: Why an item was skipped, in the order counts are shown.
 SKIP_KINDS: tuple[str, ...] = (
     "truncated", "unreadable", "duplicate", "conflict", "leakage", "outside_root", "link_loop", "too_large",
+    "empty_text",
 )
 #: The formats the pipeline decodes (``tf.io.decode_image``), as Pillow names them.
 PILLOW_FORMATS = frozenset({"JPEG", "MPO", "PNG", "GIF", "BMP", "DIB", "WEBP"})

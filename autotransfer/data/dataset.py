@@ -16,10 +16,10 @@ SPLIT_NAMES = ("train", "val", "test")
 
 @dataclass
 class LabelledData:
-    """A labelled dataset: items are image file paths (str, absolute) or an in-memory array.
+    """A labelled dataset: items are image file paths (str, absolute), an in-memory array, or texts.
 
     ``items`` is either a list of absolute file paths or an array ``[N,H,W,C]`` (C in 1, 3, 4)
-    or ``[N,H,W]``; ``labels`` is int64 ``[N]`` in ``0..K-1`` indexing ``class_names``;
+    or ``[N,H,W]`` (``modality`` "image"), or a list of strings (``modality`` "text"); ``labels`` is int64 ``[N]`` in ``0..K-1`` indexing ``class_names``;
     ``split`` optionally holds a user-given "train"/"val"/"test" per item.
     Build it with :func:`autotransfer.data.load_data`, which validates everything: ``skipped``
     lists the items it left out (``data/checks.py``), ``screened`` says its files were checked.
@@ -43,8 +43,8 @@ class LabelledData:
 
     @property
     def is_paths(self) -> bool:
-        """True when items are file paths (as opposed to an in-memory array)."""
-        return not isinstance(self.items, np.ndarray)
+        """True when items are image file paths (not an in-memory array, nor texts)."""
+        return self.modality == "image" and not isinstance(self.items, np.ndarray)
 
     def fingerprint(self) -> str:
         """Stable 16-hex-char sha256 over items, labels, class names and split; a cache key.
@@ -54,7 +54,10 @@ class LabelledData:
         """
         h = hashlib.sha256()
         h.update(f"modality={self.modality}\n".encode())
-        if self.is_paths:
+        if self.modality == "text":
+            for t in self.items:
+                h.update(t.encode("utf-8") + b"\0")
+        elif self.is_paths:
             for p in self.items:
                 try:
                     st = os.stat(p)

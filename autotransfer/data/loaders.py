@@ -40,6 +40,8 @@ class _Listing:
     source: str
     where: str
     skips: list[Skip] = field(default_factory=list)  # found while listing: link loops, outside the root
+    modality: str = "image"
+    names: list[str] | None = None  # how skips name the items (texts: their rows), when not the items
 
 
 def load_data(
@@ -51,6 +53,7 @@ def load_data(
     split_column: str = _DEFAULT_SPLIT_COLUMN,
     strict: bool = False,
     max_pixels: int = MAX_PIXELS,
+    text_column: str | None = None,
 ) -> LabelledData:
     """Load and validate a labelled dataset.
 
@@ -65,6 +68,9 @@ def load_data(
     * an array ``x`` with ``labels=y``, or a tuple ``(x, y)``; ``x`` is ``[N,H,W,C]`` (C in 1, 3, 4)
       or ``[N,H,W]``; integer arrays other than uint8 must be within 0..255 and become uint8;
     * a list of image paths with ``labels=y`` (relative paths are relative to the cwd);
+    * text (``modality`` "text"): a CSV or DataFrame with ``text_column`` (or, without a path
+      column, its one column of strings other than the labels), or a list of strings that are
+      not image file names with ``labels=y``; blank texts are skipped;
     * a :class:`LabelledData` (returned as is).
 
     Labels may be ints or strings. Integer labels keep numeric order (``class_names`` are their
@@ -80,14 +86,22 @@ def load_data(
     """
     check_param("max_pixels", max_pixels, "load_data", "a positive integer",
                 isinstance(max_pixels, (int, np.integer)) and not isinstance(max_pixels, bool) and max_pixels >= 1)
-    found = _list_items(data, labels, path_column, label_column, split_column)
-    return found if isinstance(found, LabelledData) else _screen(found, strict=strict, max_pixels=int(max_pixels))
+    found = _list_items(data, labels, path_column, label_column, split_column, text_column)
+    if isinstance(found, LabelledData):
+        return found
+    if found.modality == "text":
+        from autotransfer.data.text import screen_texts
+
+        return screen_texts(found, strict=strict)
+    return _screen(found, strict=strict, max_pixels=int(max_pixels))
 
 
 def _list_items(
-    data: Any, labels: Any, path_column: str, label_column: str, split_column: str
+    data: Any, labels: Any, path_column: str, label_column: str, split_column: str, text_column: str | None,
 ) -> _Listing | LabelledData:
-    """The loader for this kind of ``data``: a listing of files, or arrays already validated."""
+    """The loader for this kind of ``data``: a listing of files or texts, or arrays already validated."""
+    from autotransfer.data import text  # lazy: it builds on this module
+
     if isinstance(data, LabelledData):
         _no_labels_kwarg(labels, "a LabelledData")
         return data
@@ -103,13 +117,17 @@ def _list_items(
             return _load_folder(path, shown=str(data))
         if path.suffix.lower() == ".csv":
             _no_labels_kwarg(labels, f"CSV {data}")
-            return _load_csv(path, str(data), path_column, label_column, split_column)
+            return _load_csv(path, str(data), path_column, label_column, split_column, text_column)
         raise UserInputError(
             f"Data file '{data}' is not a .csv file. Pass an image folder (one sub-folder per "
             "class) or a .csv file with path,label[,split] columns."
         )
     if isinstance(data, pd.DataFrame):
         _no_labels_kwarg(labels, "a DataFrame")
+        column = text.text_column_of(data, text_column, path_column, label_column, split_column)
+        if column is not None:
+            return text.table_texts(data, "DataFrame", lambda i, idx: f"DataFrame row {idx!r}", column,
+                                    label_column, split_column, source="DataFrame")
         return _from_table(
             data, "DataFrame", Path.cwd(), lambda i, idx: f"DataFrame row {idx!r}",
             path_column, label_column, split_column, source="DataFrame",
@@ -122,6 +140,16 @@ def _list_items(
                 "arrays: labels are missing. Call load_data(x, labels=y) or load_data((x, y))."
             )
         return _load_arrays(data, labels)
+    if isinstance(data, (list, tuple)) and data and all(isinstance(t, str) for t in data) and (
+            text_column is not None or not any(text.looks_like_paths([t]) for t in data)):
+        if labels is None:
+            raise UserInputError("text list: labels are missing. Call load_data(texts, labels=y) with one label "
+                                 "per text.")
+        y = _as_label_array(labels, "text list")
+        if len(y) != len(data):
+            raise UserInputError(f"text list: got {len(data)} texts but {len(y)} labels. Pass exactly one label "
+                                 "per text.")
+        return text.text_list(list(data), y)
     if isinstance(data, (list, tuple)) and data and all(isinstance(p, (str, os.PathLike)) for p in data):
         if labels is None:
             raise UserInputError(
@@ -215,7 +243,7 @@ def _load_folder(root: Path, shown: str) -> _Listing:
 
 
 def _load_csv(
-    path: Path, shown: str, path_column: str, label_column: str, split_column: str
+    path: Path, shown: str, path_column: str, label_column: str, split_column: str, text_column: str | None = None,
 ) -> _Listing:
     _check_utf8(path, shown)
     try:
@@ -230,12 +258,17 @@ def _load_csv(
             f"CSV {shown} could not be parsed ({str(e).strip().splitlines()[0]}). Fix the file so "
             f"it is a comma-separated table with a '{path_column},{label_column}' header."
         ) from None
-    return _from_table(
-        df, f"CSV {shown}", path.absolute().parent,
-        # Row numbers are 1-based data rows; the line number also counts the header.
-        lambda i, idx: f"{shown} row {i + 1} (line {i + 2})",
-        path_column, label_column, split_column, source=f"CSV {shown}", root=path.absolute().parent,
-    )
+    from autotransfer.data import text  # lazy: it builds on this module
+
+    # Row numbers are 1-based data rows; the line number also counts the header (and assumes no
+    # quoted line breaks).
+    row_name = lambda i, idx: f"{shown} row {i + 1} (line {i + 2})"  # noqa: E731
+    column = text.text_column_of(df, text_column, path_column, label_column, split_column)
+    if column is not None:
+        return text.table_texts(df, f"CSV {shown}", row_name, column, label_column, split_column,
+                                source=f"CSV {shown}")
+    return _from_table(df, f"CSV {shown}", path.absolute().parent, row_name, path_column, label_column, split_column,
+                       source=f"CSV {shown}", root=path.absolute().parent)
 
 
 def _check_utf8(path: Path, shown: str) -> None:
@@ -267,8 +300,18 @@ def _from_table(
     root: Path | None = None,
 ) -> _Listing:
     """Rows of a table as a listing; relative paths under ``root`` only (a CSV's folder), when given."""
-    has_split = _check_columns(df, where, path_column, label_column, split_column)
+    has_split = check_columns(df, where, path_column, label_column, split_column)
     items, rows, skips = _table_items(df, where, base_dir, row_name, path_column, root)
+    raw_labels, split = labels_and_split(df, rows, row_name, label_column, split_column if has_split else None)
+    return _Listing(items, raw_labels, split, source, where, skips)
+
+
+def labels_and_split(
+    df: pd.DataFrame, rows: list[int], row_name: Callable[[int, Any], str], label_column: str,
+    split_column: str | None,
+) -> tuple[np.ndarray, list[str] | None]:
+    """The labels and (with ``split_column``) train/val/test values of the table's ``rows``;
+    raises on a blank label or an unknown split value, naming the row."""
     for i, (idx, value) in enumerate(df[label_column].items()):
         if _is_blank(value):
             raise UserInputError(
@@ -276,7 +319,7 @@ def _from_table(
                 "or drop the row."
             )
     split = None
-    if has_split:
+    if split_column is not None:
         values = []
         for i, (idx, value) in enumerate(df[split_column].items()):
             v = "" if _is_blank(value) else str(value).strip().lower()
@@ -287,7 +330,7 @@ def _from_table(
                 )
             values.append(v)
         split = [values[i] for i in rows]
-    return _Listing(items, df[label_column].to_numpy()[rows], split, source, where, skips)
+    return df[label_column].to_numpy()[rows], split
 
 
 def _flag(param: str) -> str:
@@ -295,14 +338,17 @@ def _flag(param: str) -> str:
     return "--" + param.replace("_", "-")
 
 
-def _check_columns(df: pd.DataFrame, where: str, path_column: str, label_column: str, split_column: str) -> bool:
+def check_columns(df: pd.DataFrame, where: str, item_column: str, label_column: str, split_column: str,
+                  item_kwarg: str = "path_column") -> bool:
     """Raise on missing columns or no rows; whether the table has a split column."""
     found = ", ".join(map(str, df.columns)) or "no columns"
-    for col, kwarg in ((path_column, "path_column"), (label_column, "label_column")):
+    for col, kwarg in ((item_column, item_kwarg), (label_column, "label_column")):
         if col not in df.columns:
+            texts = (" For texts, name the text column with --text-column NAME (text_column= in Python)."
+                     if kwarg == "path_column" else "")
             raise UserInputError(
                 f"{where}: column '{col}' is missing (found: {found}). Add a '{col}' column or name "
-                f"yours with {_flag(kwarg)} NAME ({kwarg}= in Python)."
+                f"yours with {_flag(kwarg)} NAME ({kwarg}= in Python).{texts}"
             )
     has_split = split_column in df.columns
     if not has_split and split_column != _DEFAULT_SPLIT_COLUMN:
@@ -311,7 +357,7 @@ def _check_columns(df: pd.DataFrame, where: str, path_column: str, label_column:
             f"{_flag('split_column')} (split_column= in Python) to split automatically."
         )
     if len(df) == 0:
-        raise UserInputError(f"{where} has no rows. Add one row per image.")
+        raise UserInputError(f"{where} has no rows. Add one row per item.")
     return has_split
 
 

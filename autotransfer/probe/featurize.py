@@ -1,7 +1,7 @@
 """Frozen-feature extraction: one traced forward function, streamed over a batched tf.data pipeline.
 
-A plain loop calling one ``tf.function`` with a fixed ``[None, S, S, 3]`` signature is traced once
-per backbone (not per batch shape) and skips ``model.predict``'s per-step callback and
+A plain loop calling one ``tf.function`` with a fixed input signature (the modality's
+``input_spec``) is traced once per backbone (not per batch shape) and skips ``model.predict``'s per-step callback and
 data-adapter machinery (measured ~1.6x faster on CPU). Each batch's output is copied to NumPy as it
 arrives, so only the features, never the decoded images, are held in memory.
 """
@@ -44,18 +44,19 @@ def feature_batch(batch_size: int | None, input_size: int) -> int:
 
 def feature_dataset(data: LabelledData, indices: np.ndarray, input_size: int,
                     batch_size: int | None = None) -> tf.data.Dataset:
-    """The probe's featurization input: images of ``indices`` without labels, batched by
-    :func:`feature_batch`, as uint8 where that is exact (``image_dataset(raw_uint8=True)``).
+    """The probe's featurization input: the items of ``indices`` without labels, batched by
+    :func:`feature_batch`, raw where that is exact (the data's modality, ``raw=True``: uint8
+    pixels for images).
 
     uint8 moves a quarter of the bytes through tf.data and needs no per-item map, so the pipeline
     takes less CPU from the forward pass it feeds (measured on 2 cores, EfficientNet-Lite0 at
     224 px: float pipeline 0.95-0.97 of a bare float loop, uint8 1.04-1.08); the forward pass
     scales it (:func:`forward_fn`).
     """
-    from autotransfer.data import image_dataset  # lazy: imports TensorFlow's image ops
+    from autotransfer import modalities
 
-    ds = image_dataset(data, indices, image_size=input_size, batch_size=feature_batch(batch_size, input_size),
-                       with_labels=False, raw_uint8=True)
+    ds = modalities.for_data(data).dataset(data, indices, size=input_size, with_labels=False, raw=True,
+                                           batch_size=feature_batch(batch_size, input_size))
     # tf.data's autotuner off: beside a CPU-bound forward on the same cores it has nothing to win, and
     # on 2 cores it sometimes settled ~20% slower for a whole pass (lite0 224 px, 512 images, batch 16:
     # 99-100 img/s in 1 of 5 passes over arrays and 4 of 6 over PNG files, vs 114-124; with it off 0 of
@@ -66,22 +67,22 @@ def feature_dataset(data: LabelledData, indices: np.ndarray, input_size: int,
 
 
 def forward_fn(backbone: HubBackbone, dtype: tf.DType = tf.float32) -> Callable[[tf.Tensor], tf.Tensor]:
-    """The backbone's inference forward as a ``tf.function`` traced once for ``[None, S, S, 3]``.
+    """The backbone's inference forward as a ``tf.function`` traced once for its modality's input spec.
 
-    ``dtype``: the images' dtype; uint8 pixels are scaled to [0, 1] inside the traced function
-    (``unit_pixels``, bit-identical to the pipeline's own scaling).
+    ``dtype``: the inputs' dtype; raw inputs (uint8 pixels) become model inputs inside the traced
+    function (``to_model_input``, bit-identical to the pipeline's own scaling).
     """
-    from autotransfer.data import unit_pixels
+    from autotransfer import modalities
 
-    size = backbone.input_size
-    spec = tf.TensorSpec([None, size, size, 3], dtype)
-    fn = tf.function(lambda images: backbone(unit_pixels(images), training=False), input_signature=[spec],
+    modality = modalities.for_backbone(backbone)
+    spec = modality.input_spec(backbone.input_size, dtype)
+    fn = tf.function(lambda x: backbone(modality.to_model_input(x), training=False), input_signature=[spec],
                      jit_compile=False)
     return fn.get_concrete_function()
 
 
 def images_dtype(dataset: tf.data.Dataset) -> tf.DType:
-    """The dtype of the images ``dataset`` yields (alone or as ``(images, labels)``)."""
+    """The dtype of the inputs ``dataset`` yields (alone or as ``(inputs, labels)``)."""
     return _images(dataset.element_spec).dtype
 
 
@@ -99,8 +100,8 @@ def extract_features(
 ) -> np.ndarray:
     """Run ``backbone`` over every batch of ``dataset``; returns float32 ``[N, D]`` in dataset order.
 
-    ``dataset`` yields float32 images ``[b, S, S, 3]`` in [0, 1] or uint8 pixels (or
-    ``(images, labels)``) with ``S`` the backbone's input size. ``num_items``, when known, preallocates the output (no concatenate
+    ``dataset`` yields batches of the backbone's modality, as model inputs or raw (or
+    ``(inputs, labels)``), e.g. from :func:`feature_dataset`. ``num_items``, when known, preallocates the output (no concatenate
     copy). ``on_batch(items_done)`` is called after every batch. ``forward``: a
     :func:`forward_fn` of this backbone for the dataset's dtype, traced earlier (reused across
     calls, e.g. halving rungs).

@@ -27,8 +27,9 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
+from autotransfer import modalities
 from autotransfer.backbones import BackboneSpec, HubBackbone, module_fingerprint, resolve_handle
-from autotransfer.data import LabelledData, Splits, unit_pixels
+from autotransfer.data import LabelledData, Splits
 from autotransfer.defaults import DEFAULT_SCORER
 from autotransfer.errors import BackboneError, UserInputError
 from autotransfer.probe.cache import FeatureCache, index_key
@@ -218,9 +219,10 @@ def _all_features_pass(all_features: Callable[..., dict[str, tf.Tensor]], data: 
     chunks: dict[str, list[np.ndarray]] = {layer: [] for layer in layers}
     ds = feature_dataset(data, idx, size, batch_size)
     run = all_features
-    if images_dtype(ds) == tf.uint8:  # scaled inside the graph, as in forward_fn
-        spec = tf.TensorSpec([None, size, size, 3], tf.uint8)
-        run = tf.function(lambda images: all_features(unit_pixels(images)), input_signature=[spec])
+    modality = modalities.for_data(data)
+    if images_dtype(ds) != tf.float32:  # raw items become model inputs inside the graph, as in forward_fn
+        spec = modality.input_spec(size, images_dtype(ds))
+        run = tf.function(lambda x: all_features(modality.to_model_input(x)), input_signature=[spec])
     for images in ds:
         out = run(images)
         if not layers <= set(out):

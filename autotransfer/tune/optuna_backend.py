@@ -252,7 +252,7 @@ class OptunaBackend(TunerBackend):
         rerun = {t.user_attrs.get("rerun_of") for t in trials}
         for t in trials:
             stale = t.state == TrialState.RUNNING and (
-                self.role == "local" or time.time() - float(t.user_attrs.get("alive", 0)) > self.stale_s)
+                self.role == "local" or time.time() - _last_alive(t) > self.stale_s)
             done = finished(t.number) if stale and finished is not None else None
             if done is not None:
                 status, value = done
@@ -272,10 +272,19 @@ class OptunaBackend(TunerBackend):
 
         while True:
             running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-                       if time.time() - float(t.user_attrs.get("alive", 0)) <= self.stale_s]
+                       if time.time() - _last_alive(t) <= self.stale_s]
             if not running:
                 return
             time.sleep(poll_s)
+
+
+def _last_alive(trial: Any) -> float:
+    """When ``trial``'s process last gave a sign of life: its heartbeat, else its start. A trial
+    just asked for has no heartbeat yet; taking it for dead then failed it under its worker
+    (UpdateFinishedTrialError in the worker's next suggest)."""
+    if "alive" in trial.user_attrs:
+        return float(trial.user_attrs["alive"])
+    return trial.datetime_start.timestamp() if trial.datetime_start is not None else 0.0
 
 
 register_backend(OptunaBackend.name, OptunaBackend)

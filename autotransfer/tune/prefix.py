@@ -51,19 +51,20 @@ def prefix_activations(backbone: Any, cut: str, data: Any, indices: np.ndarray, 
                        cache: FeatureCache | None = None, batch_size: int = 32) -> np.ndarray | None:
     """What enters block ``cut`` for the items at ``indices`` (:data:`STORE_DTYPE`, cached on disk),
     or None when the entry would exceed the size bound."""
-    from autotransfer.data import image_dataset
+    from autotransfer import modalities
 
+    modality = modalities.for_data(data)
     cache = cache or FeatureCache()
     key = FeatureCache.key(backbone.fingerprint(), data.fingerprint(), indices, size, f"prefix-{cut}-{STORE_DTYPE.name}",
                            num_items=len(data))
     hit = cache.load(key, ["x"])
     if hit is not None:
         return hit["x"]
-    probe = backbone.prefix(cut, tf.zeros([1, size, size, 3]))
+    probe = backbone.prefix(cut, modality.dummy_input(size))
     if float(np.prod(probe.shape[1:])) * len(indices) * STORE_DTYPE.itemsize > _limit_bytes():
         return None
     parts = [backbone.prefix(cut, x).numpy().astype(STORE_DTYPE)
-             for x, _ in image_dataset(data, indices, image_size=size, batch_size=batch_size)]
+             for x, _ in modality.dataset(data, indices, size=size, batch_size=batch_size)]
     x = np.concatenate(parts)
     cache.save(key, {"x": x}, {"cut": cut, "input_size": size, "handle": backbone.handle})
     return x
@@ -98,7 +99,7 @@ def suffix_model(model: keras.Model, backbone: Any, cut: str, activation_shape: 
 def activation_stream(x: np.ndarray, labels: np.ndarray, *, batch_size: int, num_classes: int, seed: int,
                       shuffle: bool = True) -> tf.data.Dataset:
     """Batches of float32 activations and one-hot labels, endless when shuffled, in the order
-    ``image_dataset(..., shuffle=True, seed=seed, cache=True)`` gives the same items."""
+    the modality's ``dataset(..., shuffle=True, seed=seed, cache=True)`` gives the same items."""
     ds = tf.data.Dataset.from_tensor_slices((x, np.asarray(labels, np.int64)))
     if shuffle:
         ds = ds.shuffle(max(1, len(x)), seed=seed, reshuffle_each_iteration=True)

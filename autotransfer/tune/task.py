@@ -12,6 +12,7 @@ from typing import Any
 
 import keras
 
+from autotransfer import modalities
 from autotransfer.backbones import BackboneSpec, HubBackbone
 
 BACKBONE_LAYER = "backbone"
@@ -86,10 +87,11 @@ class MultiSourceBackbone(keras.layers.Layer):
 def build_task_model(
     spec: BackboneSpec, num_classes: int, *, dropout: float
 ) -> tuple[keras.Model, HubBackbone | MultiSourceBackbone]:
-    """A fresh classifier on ``spec``'s backbone (frozen) for float32 ``[None, S, S, 3]`` images in [0, 1].
+    """A fresh classifier on ``spec``'s backbone (frozen), taking its modality's model inputs at
+    the backbone's input size (images: float32, [0, 1]).
 
-    Always loads a new :class:`HubBackbone` (one per source for a multi-source spec, where ``S``
-    is the largest source input size): fine-tuning mutates the loaded module's variables.
+    Always loads a new :class:`HubBackbone` (one per source for a multi-source spec, whose input
+    size is the largest source's): fine-tuning mutates the loaded module's variables.
     """
     sources = source_specs(spec)
     if sources:
@@ -98,7 +100,7 @@ def build_task_model(
     else:
         size = spec.input_size
         backbone = HubBackbone.from_spec(spec, name=BACKBONE_LAYER)
-    inputs = keras.Input((size, size, 3), dtype="float32", name="image")
+    inputs = modalities.for_backbone(backbone).keras_input(size)
     outputs = build_head(backbone(inputs), num_classes, dropout=dropout)
     return keras.Model(inputs, outputs, name=f"autotransfer_{_safe(spec.name)}"), backbone
 

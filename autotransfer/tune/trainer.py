@@ -28,8 +28,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from autotransfer import modalities
 from autotransfer.backbones import BackboneSpec
-from autotransfer.probe.featurize import extract_features
+from autotransfer.probe.featurize import extract_features, feature_dataset
 from autotransfer.tune.augment import augment_dataset
 from autotransfer.tune.optimizer import fine_tune_optimizer
 from autotransfer.tune.space import TuneSpace, trial_input_size
@@ -206,14 +207,10 @@ def fit_head(features: np.ndarray, labels: np.ndarray, *, seed: int = 0, C: floa
 def _head_features(features: dict | None, spec: BackboneSpec, backbone: Any, data: Any,
                    indices: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Backbone features of each index set in ``indices`` (cached by the probe when they fit)."""
-    from autotransfer.data import image_dataset  # lazy: imports TensorFlow's image ops
-
     feats = _usable_features(features, spec.name, {k: len(v) for k, v in indices.items()}, backbone.output_dim)
     if feats is not None:
         return feats
-    bs = 64
-    return {k: extract_features(backbone, image_dataset(data, idx, image_size=spec.input_size, batch_size=bs))
-            for k, idx in indices.items()}
+    return {k: extract_features(backbone, feature_dataset(data, idx, spec.input_size, 64)) for k, idx in indices.items()}
 
 
 def warm_up_head(model: keras.Model, feats: np.ndarray, labels: np.ndarray, *, num_classes: int, space: TuneSpace,
@@ -252,9 +249,8 @@ def warm_up_head(model: keras.Model, feats: np.ndarray, labels: np.ndarray, *, n
 def _train_stream(data: Any, indices: np.ndarray, *, size: int, batch_size: int, num_classes: int, augment: str,
                   seed: int) -> tuple[Any, int]:
     """(endless augmented one-hot batches of ``indices``, steps per epoch)."""
-    from autotransfer.data import image_dataset
-
-    ds = image_dataset(data, indices, image_size=size, batch_size=batch_size, shuffle=True, seed=seed, cache=True)
+    ds = modalities.for_data(data).dataset(data, indices, size=size, batch_size=batch_size, shuffle=True, seed=seed,
+                                           cache=True)
     return augment_dataset(ds, augment, num_classes=num_classes, seed=seed), steps_per_epoch(len(indices), batch_size)
 
 
@@ -359,8 +355,6 @@ def train_trial(
         prefix_cache: fine-tune on cached frozen-prefix activations where the trial allows it
             (:mod:`autotransfer.tune.prefix`; ``params["prefix_cut"]`` of the outcome names the cut).
     """
-    from autotransfer.data import image_dataset  # lazy: imports TensorFlow's image ops
-
     t0 = time.time()
     keras.utils.set_random_seed(seed)
     flags = _Flags()
@@ -368,7 +362,7 @@ def train_trial(
     n_unfreeze, max_epochs = effective["unfreeze_blocks"], effective["max_epochs"]
     y_train = np.asarray(data.labels, dtype="int64")[splits.train]
     y_val = np.asarray(data.labels, dtype="int64")[splits.val]
-    val_ds = image_dataset(data, splits.val, image_size=spec.input_size, batch_size=64, cache=True)
+    val_ds = modalities.for_data(data).dataset(data, splits.val, size=spec.input_size, batch_size=64, cache=True)
 
     def timing_callbacks(offset: int) -> list[keras.callbacks.Callback]:
         cbs: list[keras.callbacks.Callback] = []

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import pandas as pd
 
+from autotransfer import interrupts
 from autotransfer.backbones import METADATA_FILE, BackboneSpec, HubBackbone, resolve_handle
 from autotransfer.errors import AutotransferError, UserInputError, check_param
 from autotransfer.tune.base import STATUSES, ObjectiveResult, ReportFn, TrialRecord, TunerBackend, get_backend, worker_id
@@ -201,6 +202,8 @@ class _TrialRunner:
             message = f"trial {trial_id}: {spec.name} val_accuracy={out.val_accuracy:.3f}"
             return ObjectiveResult(out.val_accuracy, out.epochs, "timeout" if out.timed_out else "ok", out.params)
         except Exception as exc:
+            if interrupts.requested():  # a Ctrl-C that TensorFlow reported as another error
+                raise KeyboardInterrupt from exc
             message = f"trial {trial_id}: {spec.name} failed ({type(exc).__name__})"
             record["status"] = f"failed: {type(exc).__name__}: {exc}".replace("\n", " ")[:300]
             raise
@@ -378,12 +381,10 @@ def _trial_features(memo: dict[tuple[str, int], dict], spec: BackboneSpec, featu
         return features
     key = (spec.name, spec.input_size)
     if key not in memo:
-        from autotransfer.data import image_dataset
-        from autotransfer.probe.featurize import extract_features
+        from autotransfer.probe.featurize import extract_features, feature_dataset
 
         bb = HubBackbone.from_spec(spec)
-        memo[key] = {s: extract_features(bb, image_dataset(data, getattr(splits, s), image_size=spec.input_size,
-                                                           batch_size=64, with_labels=False))
+        memo[key] = {s: extract_features(bb, feature_dataset(data, getattr(splits, s), spec.input_size, 64))
                      for s in ("train", "val")}
         del bb
     return {spec.name: memo[key]}

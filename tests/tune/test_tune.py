@@ -311,8 +311,53 @@ def test_interrupted_search_keeps_finished_trials_on_disk(backend, data_splits, 
     assert result.best_trial_id in result.models
 
 
+def test_a_ctrl_c_that_tensorflow_reports_as_another_error_still_interrupts(data_splits, specs, tmp_path,
+                                                                           monkeypatch):
+    from autotransfer import interrupts
+
+    tune_module = importlib.import_module("autotransfer.tune.tune")
+    real, calls, ctrl_c = tune_module.train_trial, [], [True]
+
+    def fake(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # Ctrl-C inside TF's C code: it surfaces as SystemError
+            monkeypatch.setitem(interrupts._state, "seen", ctrl_c[0])
+            raise SystemError("<built-in function ...> returned a result with an exception set")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tune_module, "train_trial", fake)
+    data, splits = data_splits
+    with pytest.raises(KeyboardInterrupt):
+        tune(specs[:1], data, splits, space=FAST, backend="optuna", max_trials=3, out_dir=tmp_path, seed=0)
+    assert list(pd.read_csv(tmp_path / "trials.csv")["status"]) == ["ok", "interrupted"]
+    ctrl_c[0] = False  # without a Ctrl-C the same error fails the trial
+    calls.clear()
+    tune(specs[:1], data, splits, space=FAST, backend="optuna", max_trials=3, out_dir=tmp_path / "b", seed=0)
+    assert list(pd.read_csv(tmp_path / "b" / "trials.csv")["status"].str[:19]) == [
+        "ok", "failed: SystemError", "ok"]
+
+
 def test_fresh_search_discards_an_earlier_one(data_splits, specs, tmp_path):
     data, splits = data_splits
     tune(specs[:1], data, splits, space=FAST, backend="optuna", max_trials=2, out_dir=tmp_path, seed=0)
     result = tune(specs[:1], data, splits, space=FAST, backend="optuna", max_trials=1, out_dir=tmp_path, seed=0)
     assert len(result.trials) == 1 and len(pd.read_csv(tmp_path / "trials.csv")) == 1
+
+
+def test_a_shared_study_takes_a_trial_for_dead_only_after_its_silence(tmp_path):
+    import optuna
+    from optuna.trial import TrialState
+
+    from autotransfer.tune.optuna_backend import OptunaBackend
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s", direction="maximize")
+    asked = study.ask()  # another worker's, before its first heartbeat
+    OptunaBackend(role="worker", stale_s=60)._requeue(study)
+    assert study.trials[asked.number].state == TrialState.RUNNING
+    asked.suggest_float("x", 0.0, 1.0)  # its worker goes on (this raised UpdateFinishedTrialError)
+    time.sleep(0.05)
+    OptunaBackend(role="worker", stale_s=0.01)._requeue(study)  # silent past stale_s: dead, run again
+    assert study.trials[asked.number].state == TrialState.FAIL
+    assert study.trials[asked.number].user_attrs["interrupted"] is True
+    assert [t.user_attrs.get("rerun_of") for t in study.trials[1:]] == [asked.number]

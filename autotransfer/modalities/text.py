@@ -1,0 +1,44 @@
+"""Texts: batches of raw UTF-8 strings ``[B]``; a text backbone tokenises them in its own graph."""
+from __future__ import annotations
+
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from autotransfer.modalities.base import Modality
+
+
+class TextModality(Modality):
+    """Raw strings, as TF Serving will send them; ``size`` (an image side) does not apply."""
+
+    name = "text"
+
+    def dataset(self, data: Any, indices: np.ndarray, *, size: int = 0, batch_size: int = 32, shuffle: bool = False,
+                seed: int = 0, with_labels: bool = True, cache: bool = False, raw: bool = False) -> tf.data.Dataset:
+        """The texts at ``indices`` (already raw: ``raw`` changes nothing)."""
+        indices = np.asarray(indices, dtype=np.int64)
+        texts = tf.constant([data.items[i] for i in indices.tolist()], dtype=tf.string, shape=[len(indices)])
+        labels = tf.constant(np.asarray(data.labels, dtype=np.int64)[indices], dtype=tf.int64)
+        ds = tf.data.Dataset.from_tensor_slices((texts, labels) if with_labels else texts)
+        if cache:
+            ds = ds.cache()
+        if shuffle:
+            ds = ds.shuffle(max(1, len(indices)), seed=seed, reshuffle_each_iteration=True)
+        return ds.batch(int(batch_size)).prefetch(1)
+
+    def input_spec(self, size: int = 0, dtype: Any = None) -> tf.TensorSpec:
+        return tf.TensorSpec([None], dtype or tf.string)
+
+    def dummy_input(self, size: int = 0, batch: int = 1) -> tf.Tensor:
+        return tf.constant(["a short example text"] * batch)
+
+    def keras_input(self, size: int = 0) -> Any:
+        return keras.Input((), dtype="string", name="text")
+
+    def to_model_input(self, batch: tf.Tensor) -> tf.Tensor:
+        return batch
+
+
+__all__ = ["TextModality"]
