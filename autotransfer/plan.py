@@ -323,9 +323,10 @@ def make_plan(
     t_mean = float(np.mean(list(trial_each.values())))
     t_max = max(trial_each.values())
     slowest = max(trial_each, key=trial_each.get)
-    finish = reserve_s + n_test * max(c.featurize_s_per_item for c in cs)
+    test_s = n_test * max(c.featurize_s_per_item for c in cs)
+    finish = reserve_s + test_s
     # The least a run can do: the cheapest candidate's probe and one trial, then one model finished.
-    min_finish = finish - reserve_s + (reserve_s if min_reserve_s is None else min_reserve_s)
+    min_finish = (reserve_s if min_reserve_s is None else min_reserve_s) + test_s
     min_budget = spent_s + min_finish + min(probe_each[c.name] + trial_each[c.name] for c in cs)
     until_deadline = max_trials is None
     if until_deadline:

@@ -10,6 +10,7 @@ from autotransfer import modalities
 from autotransfer.data import load_data
 from autotransfer.errors import UserInputError
 from autotransfer.modalities.base import Modality
+from autotransfer.probe.featurize import images_dtype
 from autotransfer.testing import pattern_images
 
 SIZE = 16
@@ -56,7 +57,7 @@ def test_raw_batches_become_the_same_model_inputs(case):
     idx = np.arange(len(data))
     ds = modality.dataset(data, idx, size=SIZE, batch_size=4, with_labels=False)
     raw = modality.dataset(data, idx, size=SIZE, batch_size=4, with_labels=False, raw=True)
-    assert modality.input_spec(SIZE, modality.element_dtype(raw)).is_compatible_with(next(iter(raw)))
+    assert modality.input_spec(SIZE, images_dtype(raw)).is_compatible_with(next(iter(raw)))
     for a, b in zip(ds, raw):
         np.testing.assert_array_equal(a.numpy(), modality.to_model_input(b).numpy())
 

@@ -141,7 +141,7 @@ def _list_items(
             )
         return _load_arrays(data, labels)
     if isinstance(data, (list, tuple)) and data and all(isinstance(t, str) for t in data) and (
-            text_column is not None or not any(text.looks_like_paths([t]) for t in data)):
+            text_column is not None or not any(has_image_extension(t) for t in data)):
         if labels is None:
             raise UserInputError("text list: labels are missing. Call load_data(texts, labels=y) with one label "
                                  "per text.")
@@ -174,8 +174,13 @@ def _no_labels_kwarg(labels: Any, what: str) -> None:
 # --------------------------------------------------------------------------------------- folder
 
 
+def has_image_extension(path: str) -> bool:
+    """Whether ``path`` ends in one of :data:`IMAGE_EXTENSIONS` (any case)."""
+    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+
+
 def _is_image_name(name: str) -> bool:
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+    return not name.startswith(".") and has_image_extension(name)
 
 
 def _dir_key(path: str | os.PathLike) -> tuple[int, int] | None:
@@ -378,7 +383,7 @@ def _table_items(
                 f"{row_name(i, idx)}: column '{path_column}' is empty. Give every row an image path."
             )
         rel = str(value).strip()
-        if os.path.splitext(rel)[1].lower() not in IMAGE_EXTENSIONS:
+        if not has_image_extension(rel):
             raise UserInputError(
                 f"{row_name(i, idx)}: file '{rel}' is not a supported image type ({_EXT_TEXT}). "
                 "Convert it or drop the row."

@@ -8,7 +8,6 @@ the text. Pure Python: no TensorFlow.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,12 +17,12 @@ import pandas as pd
 from autotransfer.data.checks import Skip, content_skips, strict_error
 from autotransfer.data.dataset import LabelledData
 from autotransfer.data.loaders import (
-    IMAGE_EXTENSIONS,
     _check_left,
     _finish,
     _is_blank,
     _Listing,
     check_columns,
+    has_image_extension,
     labels_and_split,
 )
 
@@ -49,7 +48,7 @@ def _holds_text(column: pd.Series) -> bool:
 
 def looks_like_paths(values: Sequence[Any]) -> bool:
     """Whether every value is a file name with an image extension (then they are images, not texts)."""
-    return all(os.path.splitext(str(v))[1].lower() in IMAGE_EXTENSIONS for v in values)
+    return all(has_image_extension(str(v)) for v in values)
 
 
 def table_texts(df: pd.DataFrame, where: str, row_name: Callable[[int, Any], str], text_column: str,

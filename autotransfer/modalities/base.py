@@ -22,7 +22,7 @@ class Modality(ABC):
         """Batched ``tf.data.Dataset`` of the items at ``indices`` (with int64 labels when
         ``with_labels``), reshuffled each epoch for ``seed`` when ``shuffle``, kept in memory after
         the first pass when ``cache``. ``raw``: the items as stored where that is exact and cheaper;
-        the consumer then applies :meth:`to_model_input` (check :meth:`element_dtype`)."""
+        the consumer then applies :meth:`to_model_input` (check the batches' dtype)."""
 
     @abstractmethod
     def input_spec(self, size: int, dtype: Any = None) -> Any:
@@ -39,12 +39,6 @@ class Modality(ABC):
     @abstractmethod
     def to_model_input(self, batch: Any) -> Any:
         """A batch from ``dataset(raw=True)`` as the model takes it (identity when already so)."""
-
-    @staticmethod
-    def element_dtype(dataset: Any) -> Any:
-        """The dtype of the inputs ``dataset`` yields (alone or as ``(inputs, labels)``)."""
-        spec = dataset.element_spec
-        return (spec[0] if isinstance(spec, (tuple, list)) else spec).dtype
 
 
 __all__ = ["Modality"]
