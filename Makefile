@@ -10,7 +10,7 @@ DEMO_ARGS ?= --time-budget 13m --top-k 2
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[zoo,test]"
+	$(BIN)/pip install -q -e ".[zoo,text,test]"
 	touch $@
 
 install: $(BIN)/.installed

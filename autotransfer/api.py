@@ -27,6 +27,8 @@ from autotransfer.result import Result
 # Evaluate, export and report need some seconds after the final model is trained, more with every
 # ensemble member (each is traced, verified and evaluated: ~15 s a member for the zoo at 224-260 px,
 # measured on 2- and 4-member exports); keep them out of the tuner's and the refit's share.
+#: The built-in search space for data of each modality when --search-space is not given.
+DEFAULT_SPACES = {"image": "offline", "text": "text-offline"}
 _EXPORT_RESERVE_S = 20.0
 _EXPORT_RESERVE_PER_MEMBER_S = 15.0
 #: Trials whose refit the tuner keeps time for: the ensembles measured had 1-3 fine-tuned members, most weight on 1-2.
@@ -81,6 +83,15 @@ class _Run:
     def timed(self, stage: str, t0: float) -> None:
         self.timings[stage] = time.monotonic() - t0
         _write_json(self.run_dir / "timings.json", self.timings)
+
+
+def _check_modality(space: Any, data: Any) -> None:
+    """The search space's candidates must take what the data holds."""
+    if space.modality != data.modality:
+        raise UserInputError(
+            f"{data.source} holds {data.modality} ({len(data)} items loaded), but search space {space.name!r} "
+            f"({space.path}) is for {space.modality}: pass --search-space {DEFAULT_SPACES[data.modality]} (or drop "
+            f"--search-space for the {data.modality} default), or a YAML with 'modality: {data.modality}'.")
 
 
 def _with_data(space: Any, data: Any) -> Any:
@@ -227,7 +238,7 @@ def _final_stage(run: _Run, probed: Any, tuned: Any, specs: dict) -> Any:
     y = np.asarray(data.labels, dtype=np.int64)
     heads = probe_heads(probed.features, specs, y[splits.train], data.num_classes, seed=c.seed) if c.ensemble > 1 else {}
     final = choose_members(tuned, heads, specs, y[splits.val], num_classes=data.num_classes, max_members=c.ensemble)
-    if c.tta:
+    if c.tta and data.modality == "image":  # flip averaging: a mirrored text is no text
         choose_flip(final, _val_batches(run, final), y[splits.val])
     if c.refit:
         idx = np.concatenate([splits.train, splits.val])
@@ -260,6 +271,7 @@ def _evaluate_stage(run: _Run, probed: Any, tuned: Any, final: Any) -> dict[str,
     Without a test split, the tuned model and the probes are scored on val instead (``split: val``
     and ``note`` say so): the refit model trained on val, so it has no score then.
     """
+    from autotransfer.baselines import baselines_for
     from autotransfer.evaluate import NO_TEST_NOTE, evaluate_model, evaluation_split, verdict
 
     t0 = time.monotonic()
@@ -296,6 +308,7 @@ def _evaluate_stage(run: _Run, probed: Any, tuned: Any, final: Any) -> dict[str,
         tuned={k: tuned_metrics[k] for k in ("accuracy", "macro_f1")},
         refit={k: metrics[k] for k in ("accuracy", "macro_f1")} if metrics is not tuned_metrics else None,
         ensemble=[m.name for m in final.members],
+        baselines=baselines_for(data, splits, seed=c.seed),
     )
     _write_json(run.run_dir / "test_metrics.json", metrics)
     run.timed("evaluate", t0)
@@ -303,7 +316,7 @@ def _evaluate_stage(run: _Run, probed: Any, tuned: Any, final: Any) -> dict[str,
 
 
 def _export_stage(run: _Run, final: Any, probed: Any) -> Path:
-    from autotransfer.data import image_dataset
+    from autotransfer import modalities
     from autotransfer.export import export_model
 
     t0 = time.monotonic()
@@ -311,10 +324,12 @@ def _export_stage(run: _Run, final: Any, probed: Any) -> Path:
     if run.config.refit_with_test:
         _refit_with_test(run, final, probed)
     model, sizes = final.model(refit=True)
-    # TF Serving warm-up with real validation images rather than zeros: same decode path, real shapes.
-    warm = next(iter(image_dataset(data, splits.val[:8], image_size=sizes[-1], batch_size=8, with_labels=False))).numpy()
+    # TF Serving warm-up with real validation items rather than zeros: same decode path, real shapes.
+    modality = modalities.for_data(data)
+    warm = next(iter(modality.dataset(data, splits.val[:8], size=sizes[-1], batch_size=8, with_labels=False))).numpy()
     path = export_model(model, class_names=data.class_names, input_size=sizes, export_dir=run.run_dir / "export",
-                        model_name=re.sub(r"[^A-Za-z0-9_-]+", "_", run.run_dir.name), warmup_images=warm)
+                        model_name=re.sub(r"[^A-Za-z0-9_-]+", "_", run.run_dir.name), warmup_examples=warm,
+                        modality=modality.name)
     run.timed("export", t0)
     return Path(path)
 
@@ -337,7 +352,7 @@ def run(
     data: Any,
     *,
     labels: Any = None,
-    search_space: str | Path = "offline",
+    search_space: str | Path | None = None,
     out: str | Path | None = None,
     name: str | None = None,
     tuner: str | None = None,
@@ -402,7 +417,7 @@ def run(
 
     start = time.monotonic()
     config = RunConfig(
-        search_space=str(search_space), out=None if out is None else str(out), name=name,
+        search_space=str(search_space or DEFAULT_SPACES["image"]), out=None if out is None else str(out), name=name,
         tuner=tuner or ("optuna" if storage else "keras-tuner"),
         time_budget_s=parse_duration(time_budget), max_trials=max_trials, top_k=top_k, scorer=scorer,
         halving=halving, multi_source=multi_source, seed=seed, batch_size=batch_size,
@@ -411,19 +426,19 @@ def run(
         max_pixels=max_pixels, path_column=path_column, label_column=label_column, split_column=split_column,
         text_column=text_column,
     ).validate()
-    space = load_search_space(search_space)
-    if batch_size is not None:
-        space = replace(space, tuning=replace(space.tuning, batch_size=batch_size))
+    space = load_search_space(search_space) if search_space is not None else None  # a bad one fails first
     # Claimed before the data is loaded: a busy or occupied --out fails at once, and two runs never mix files.
     claim = (RunDirLock.claim(_run_dir(out, name, ""), resume=resume, overwrite=overwrite)
              if out is not None or name is not None else None)
     try:
         dataset = load_data(data, labels=labels, strict=config.strict, max_pixels=config.max_pixels,
                             **config.columns())
-        if dataset.modality != "image":
-            raise UserInputError(f"{dataset.source} holds {dataset.modality} ({len(dataset)} items loaded), and "
-                                 f"autotransfer has no {dataset.modality} backbones yet: its search spaces, probe and "
-                                 "tuning take images. Pass an image folder, an image CSV or image arrays.")
+        if space is None:
+            config = replace(config, search_space=DEFAULT_SPACES[dataset.modality])
+            space = load_search_space(config.search_space)
+        _check_modality(space, dataset)
+        if batch_size is not None:
+            space = replace(space, tuning=replace(space.tuning, batch_size=batch_size))
         space = _with_data(space, dataset)
         if claim is None:  # a generated name needs the data's
             claim = RunDirLock.claim(_run_dir(None, None, dataset.source), resume=resume, overwrite=overwrite)

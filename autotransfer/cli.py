@@ -28,7 +28,9 @@ def _fail(message: str, code: int = 2) -> None:
 @app.command("run")
 def run_cmd(
     data: Path = typer.Argument(..., help="Image folder (one sub-folder per class) or CSV (path,label[,split])."),
-    search_space: str = typer.Option("offline", "--search-space", "-s", help="YAML file or built-in name (offline, online)."),
+    search_space: Optional[str] = typer.Option(
+        None, "--search-space", "-s",
+        help="YAML file or built-in name (offline, online, text-offline). Default: offline for images, text-offline for texts."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default reports/<name>)."),
     name: Optional[str] = typer.Option(None, "--name", help="Run name (default: data name + time)."),
     tuner: Optional[str] = typer.Option(None, "--tuner", help="keras-tuner (Hyperband; the default) or optuna (TPE + pruner; the default with --storage)."),

@@ -14,6 +14,8 @@ from autotransfer.errors import UserInputError, check_param, unknown_keys
 
 BUILTIN_SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
 TUNERS = ("keras-tuner", "optuna")
+#: Search-space modalities (``modality:`` at the top of the YAML; image when absent).
+MODALITIES = ("image", "text")
 #: Largest seed: scikit-learn's and NumPy's random_state take [0, 2**32 - 1].
 MAX_SEED = 2**32 - 1
 #: Tuning trials when neither max_trials nor a time budget is given.
@@ -33,6 +35,8 @@ class SearchSpace:
     tuning: Any
     description: str = ""
     path: str = ""
+    #: What every candidate takes (:mod:`autotransfer.modalities`); the data must hold the same.
+    modality: str = "image"
 
     def expanded(self) -> list[BackboneSpec]:
         """Every probe candidate: each entry times its ``layers`` and ``input_sizes``."""
@@ -43,6 +47,7 @@ class SearchSpace:
             "name": self.name,
             "description": self.description,
             "path": self.path,
+            "modality": self.modality,
             "candidates": [c.to_dict() for c in self.candidates],
             "tuning": self.tuning.to_dict() if hasattr(self.tuning, "to_dict") else asdict(self.tuning),
         }
@@ -79,17 +84,21 @@ def load_search_space(ref: str | Path = "offline") -> SearchSpace:
         raise UserInputError(f"{where}: {_yaml_problem(exc)}. Fix the syntax.") from None
     if not isinstance(raw, dict):
         raise UserInputError(f"{where}: must be a mapping with 'candidates' (and optional 'tuning').")
-    unknown_keys(raw, ("name", "description", "candidates", "tuning"), where)
+    unknown_keys(raw, ("name", "description", "modality", "candidates", "tuning"), where)
+    modality = raw.get("modality", "image")
+    if modality not in MODALITIES:
+        raise UserInputError(f"{where}: 'modality' must be one of {', '.join(MODALITIES)}. Got {modality!r}.")
     cands = raw.get("candidates")
     if not isinstance(cands, list) or not cands:
         raise UserInputError(f"{where}: 'candidates' must be a non-empty list of backbones.")
-    specs = [BackboneSpec.from_dict(c, f"{where}, candidates[{i}]", strict=True) for i, c in enumerate(cands)]
+    specs = [BackboneSpec.from_dict(c, f"{where}, candidates[{i}]", strict=True, sized=modality == "image")
+             for i, c in enumerate(cands)]
     names = [c.name for s in specs for c in s.expand()]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise UserInputError(f"{where}: candidate names must be unique; repeated: {', '.join(dupes)}.")
     tuning = TuneSpace.from_dict(raw.get("tuning") or {}, str(path))
-    return SearchSpace(raw.get("name", path.stem), specs, tuning, raw.get("description", ""), str(path))
+    return SearchSpace(raw.get("name", path.stem), specs, tuning, raw.get("description", ""), str(path), modality)
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

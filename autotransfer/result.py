@@ -30,11 +30,20 @@ class Result:
             self._loaded = tf.saved_model.load(str(self.export_path))
         return self._loaded
 
+    def _modality(self) -> str:
+        import json
+
+        from autotransfer.export import METADATA_FILE
+
+        meta = Path(self.export_path) / METADATA_FILE
+        return json.loads(meta.read_text()).get("modality", "image") if meta.is_file() else "image"
+
     def predict_proba(self, images: Any) -> np.ndarray:
         """Class probabilities from the exported SavedModel (exactly what TF Serving would return).
 
         ``images``: file paths (list of str/Path, sent as encoded bytes through ``serving_bytes``) or
-        an array [N, H, W, C] (uint8 0..255 or float 0..1, resized to the model's input size).
+        an array [N, H, W, C] (uint8 0..255 or float 0..1, resized to the model's input size); for a
+        text export, a list of strings (sent as they are).
         """
         return self._predict(images)["probabilities"]
 
@@ -46,7 +55,11 @@ class Result:
         import tensorflow as tf
 
         model = self._model()
-        if isinstance(images, (list, tuple)) and images and isinstance(images[0], (str, Path)):
+        if self._modality() == "text":
+            from autotransfer.modalities.text import TEXT_KEY
+
+            out = model.signatures["serving_default"](**{TEXT_KEY: tf.constant([str(t) for t in images], tf.string)})
+        elif isinstance(images, (list, tuple)) and images and isinstance(images[0], (str, Path)):
             raw = tf.constant([Path(p).read_bytes() for p in images])
             out = model.signatures["serving_bytes"](image_bytes=raw)
         else:

@@ -122,9 +122,12 @@ CASES: list[Case] = [
     ("--resume without --out", lambda t, s: ["run", str(t), "--resume"], ("--resume needs the run to continue",)),
     ("--storage with keras-tuner", lambda t, s: ["run", str(t), "--storage", "sqlite:///x.db", "--tuner", "keras-tuner"],
      ("optuna",)),
-    ("text CSV: no text backbones yet", lambda t, s: ["run", str(_text_csv(t / "c")), "--search-space", str(s),
-                                                      "--out", str(t / "o")],
-     ("CSV ", "reviews.csv holds text (6 items loaded)", "no text backbones yet")),
+    ("text CSV with an image search space", lambda t, s: ["run", str(_text_csv(t / "c")), "--search-space", str(s),
+                                                          "--out", str(t / "o")],
+     ("CSV ", "reviews.csv holds text (6 items loaded)", "is for image: pass --search-space text-offline")),
+    ("unknown search-space modality", lambda t, s: ["run", str(t), "--search-space", str(_space_file(
+        t / "m", "modality: audio\ncandidates: [{name: a, handle: h}]\n"))],
+     ("'modality' must be one of image, text", "Got 'audio'")),
     ("report on the data folder", lambda t, s: ["report", str(_folder(t / "d", {"a": 2, "b": 2}))],
      ("not a run directory",)),
 ]

@@ -22,6 +22,15 @@ if TYPE_CHECKING:
     from autotransfer.backbones.spec import BackboneSpec
 
 
+def _signature_modality(module: Any) -> str:
+    """``text`` when the module's ``__call__`` was traced for strings, else ``image``."""
+    for fn in getattr(getattr(module, "__call__", None), "concrete_functions", None) or []:
+        args = fn.structured_input_signature[0]
+        if args and isinstance(args[0], tf.TensorSpec):
+            return "text" if args[0].dtype == tf.string else "image"
+    return "image"
+
+
 def _var_name(v: tf.Variable) -> str:
     return v.name.split(":")[0]
 
@@ -66,6 +75,8 @@ class HubBackbone(keras.layers.Layer):
     """
 
     #: What the module takes (:mod:`autotransfer.modalities`): its preprocessor builds the inputs.
+    #: Set per module at load: the metadata's ``modality``, else ``text`` when ``__call__`` takes
+    #: strings (a TF-Hub text module), else ``image``.
     modality = "image"
 
     @classmethod
@@ -116,7 +127,9 @@ class HubBackbone(keras.layers.Layer):
                 f"Backbone {handle!r}: features_at[{layer!r}] is traced for inference only, so BatchNorm "
                 "can't train through it. Use bn_training=False, or the module's final features (no layer)."
             )
-        self.input_size = int(input_size or self.metadata.get("input_size") or 224)
+        self.modality = str(self.metadata.get("modality") or _signature_modality(module))
+        # A text module has no input size (0); an image module's defaults to the metadata's, else 224.
+        self.input_size = 0 if self.modality == "text" else int(input_size or self.metadata.get("input_size") or 224)
 
         tf_vars = list(module.variables)
         trainable_ids = {id(v) for v in getattr(module, "trainable_variables", tf_vars)}
@@ -137,14 +150,18 @@ class HubBackbone(keras.layers.Layer):
         self.set_unfrozen_blocks(0)
 
     def _check_contract(self) -> int:
-        """Run the module once on a dummy ``[1, S, S, 3]`` image batch; returns the feature width.
+        """Run the module once on its modality's dummy input (an all-zero ``[1, S, S, 3]`` image
+        batch, or one string); returns the feature width.
 
-        Raises BackboneError (one line) when the module cannot take images, does not return
+        Raises BackboneError (one line) when the module cannot take that input, does not return
         ``[B, D]`` features or returns non-finite values, so a broken candidate fails at load.
         """
+        from autotransfer import modalities
+
         size = self.input_size
+        dummy = modalities.get(self.modality).dummy_input(size)
         try:
-            out = self._forward(tf.zeros([1, size, size, 3]))
+            out = self._forward(dummy)
         except BackboneError:
             raise
         except Exception as exc:  # noqa: BLE001 - TF's signature mismatch is a 40-line dump: one line of it
@@ -152,10 +169,11 @@ class HubBackbone(keras.layers.Layer):
             expected = re.search(r"Expected these arguments.*?TensorSpec\(shape=\(([^)]*)\), dtype=tf\.(\w+)", text, re.S)
             why = (f"it takes {expected.group(2)} [{expected.group(1).rstrip(',')}]" if expected else
                    f"{type(exc).__name__}: {(text.strip().splitlines() or [''])[0][:200]}")
-            raise BackboneError(
-                f"Backbone {self.handle!r} cannot be called on a float32 [1, {size}, {size}, 3] image batch "
-                f"({why}). A TF-Hub image module takes images [B, H, W, 3]; fix the handle or its input_size."
-            ) from None
+            what = ("a batch of one string" if self.modality == "text" else
+                    f"a float32 [1, {size}, {size}, 3] image batch")
+            fix = ("A TF-Hub text module takes strings [B]; fix the handle." if self.modality == "text" else
+                   "A TF-Hub image module takes images [B, H, W, 3]; fix the handle or its input_size.")
+            raise BackboneError(f"Backbone {self.handle!r} cannot be called on {what} ({why}). {fix}") from None
         shape = [int(d) if d is not None else None for d in out.shape]
         if len(shape) != 2 or shape[0] != 1:
             raise BackboneError(
@@ -164,7 +182,8 @@ class HubBackbone(keras.layers.Layer):
             )
         if not bool(tf.reduce_all(tf.math.is_finite(tf.cast(out, tf.float32)))):
             raise BackboneError(
-                f"Backbone {self.handle!r} returns non-finite features (inf or NaN) on an all-zero image; "
+                f"Backbone {self.handle!r} returns non-finite features (inf or NaN) on "
+                f"{'a short text' if self.modality == 'text' else 'an all-zero image'}; "
                 "the module is broken. Remove it from the search space."
             )
         return shape[1]
@@ -194,9 +213,14 @@ class HubBackbone(keras.layers.Layer):
     # -- frozen prefix --------------------------------------------------------------------------
     def prefix_cut(self, n: int) -> str | None:
         """The block where the last ``n`` blocks start, when the module can be cut there
-        (``prefix_to`` / ``from_block`` of the module contract), else None."""
-        cuts = self.metadata.get("prefix_cuts") or {}
-        if self.layer is not None or not 0 < n <= self.num_blocks or not hasattr(self._module, "from_block"):
+        (``prefix_to`` with ``from_block``, or ``from_block_to[layer]`` for a layer candidate, of the
+        module contract), else None."""
+        if self.layer is None:
+            cuts, suffixes = self.metadata.get("prefix_cuts") or {}, getattr(self._module, "from_block", None)
+        else:
+            cuts = (self.metadata.get("layer_prefix_cuts") or {}).get(self.layer) or {}
+            suffixes = getattr(self._module, "from_block_to", None)
+        if not 0 < n <= self.num_blocks or suffixes is None or not hasattr(self._module, "prefix_to"):
             return None
         cut = self.blocks[self.num_blocks - n]
         return cut if cut in cuts else None
@@ -206,8 +230,25 @@ class HubBackbone(keras.layers.Layer):
         return self._module.prefix_to[cut](tf.convert_to_tensor(images, tf.float32))
 
     def suffix(self, cut: str, activations: tf.Tensor) -> tf.Tensor:
-        """The features from the activations entering ``cut``: trains the blocks from ``cut`` on."""
-        return self._module.from_block[cut](activations)
+        """The features (of ``layer`` when set) from the activations entering ``cut``: trains the
+        blocks from ``cut`` on."""
+        if self.layer is None:
+            return self._module.from_block[cut](activations)
+        return self._module.from_block_to[self.layer][cut](activations)
+
+    def resources(self) -> list[Any]:
+        """The module's lookup tables and other non-variable resources (a text module's vocabulary):
+        an export must track them, since an ExportArchive collects only variables by itself."""
+        found, seen, todo = [], set(), [self._module]
+        while todo:
+            obj = todo.pop()
+            if id(obj) in seen or isinstance(obj, tf.Variable):
+                continue
+            seen.add(id(obj))
+            if isinstance(obj, tf.saved_model.experimental.TrackableResource):
+                found.append(obj)
+            todo.extend(tf.train.TrackableView.children(obj).values())
+        return found
 
     def fingerprint(self) -> str:
         """Content fingerprint of the module (cache key component)."""

@@ -31,12 +31,18 @@ class BackboneSpec:
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @classmethod
-    def from_dict(cls, d: Any, where: str, *, strict: bool = False) -> "BackboneSpec":
+    def from_dict(cls, d: Any, where: str, *, strict: bool = False, sized: bool = True) -> "BackboneSpec":
         """Build from a YAML mapping; ``where`` names the place for error messages.
 
         ``strict`` (a user's search space): keys outside :data:`CANDIDATE_KEYS` are an error with a
         "did you mean"; otherwise (``to_dict`` round trips) they are kept in ``extra``.
+        ``sized=False`` (a text space): ``input_size`` does not apply and may be left out (0).
         """
+        if not sized and isinstance(d, dict) and "input_size" not in d:
+            d = {**d, "input_size": 0}
+        if not sized and isinstance(d, dict) and (d["input_size"] != 0 or "input_sizes" in d or "layers" in d):
+            raise UserInputError(f"{where}: candidate {d.get('name', '?')!r} is in a text search space, where "
+                                 "'input_size', 'input_sizes' and 'layers' do not apply. Remove them.")
         if not isinstance(d, dict):
             raise UserInputError(f"{where}: each candidate must be a mapping with 'name', 'handle' and 'input_size'. Got {d!r}.")
         if strict:
@@ -46,7 +52,9 @@ class BackboneSpec:
         if missing:
             raise UserInputError(f"{where}: candidate {d.get('name', '?')!r} is missing {', '.join(missing)}. Add it (e.g. 'input_size: 224').")
         size = d["input_size"]
-        for key, value in [("input_size", size)] + [("input_sizes", s) for s in d.get("input_sizes") or []]:
+        # 0 = no input size (a text candidate, as a round trip of to_dict writes it)
+        checked = sized and (strict or size != 0)
+        for key, value in [("input_size", size)] * checked + [("input_sizes", s) for s in d.get("input_sizes") or []]:
             if not isinstance(value, int) or isinstance(value, bool) or not 8 <= value <= 1024:
                 raise UserInputError(f"{where}: {key!r} of candidate {d['name']!r} must be integers in [8, 1024]. Got {value!r}.")
         for key in ("layers", "input_sizes"):

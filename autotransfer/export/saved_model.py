@@ -3,10 +3,14 @@
 Layout written (TF Serving's file-system source only loads numeric children of the model dir)::
 
     <export_dir>/<model_name>/<version>/
-        saved_model.pb, variables/            signatures serving_default, serving_bytes
+        saved_model.pb, variables/            signatures serving_default (+ serving_bytes for images)
         assets/labels.txt                     one class name per line, index order
-        assets.extra/tf_serving_warmup_requests   TFRecord of PredictionLog (both signatures)
-        autotransfer_export.json              class_names, input_size, signatures, created, versions
+        assets.extra/tf_serving_warmup_requests   TFRecord of PredictionLog (every signature)
+        autotransfer_export.json              modality, class_names, input_size, signatures, created, versions
+
+The signatures come from the data's modality (:meth:`autotransfer.modalities.base.Modality.serving_endpoints`):
+images get ``serving_default`` (float32 pixels) and ``serving_bytes`` (encoded images), text gets
+``serving_default`` on a batch of raw strings (input key ``texts``).
 
 The version is written under a hidden temporary name in the model dir and renamed into place
 only when complete (and, by default, reloaded and warmed up), so a server polling the model dir
@@ -31,7 +35,7 @@ import tensorflow as tf
 from autotransfer.errors import AutotransferError, UserInputError
 from autotransfer.locks import try_lock, unlock
 
-IMAGES_SIGNATURE = "serving_default"
+IMAGES_SIGNATURE = "serving_default"  # every modality's main signature
 BYTES_SIGNATURE = "serving_bytes"
 IMAGES_KEY = "images"
 BYTES_KEY = "image_bytes"
@@ -47,7 +51,6 @@ METADATA_FILE = "autotransfer_export.json"
 #: A version being written: ``.tmp-<version>-<random>`` (hidden, non-numeric), with a ``.lock`` beside it.
 TMP_PREFIX = ".tmp-"
 LOCK_SUFFIX = ".lock"
-_MAX_WARMUP_IMAGES = 8
 
 
 class VersionExistsError(AutotransferError, FileExistsError):
@@ -63,48 +66,30 @@ def existing_versions(model_dir: str | Path) -> list[int]:
 
 
 def _sizes(input_size: int | list[int] | tuple[int, ...]) -> list[int]:
-    """Input sizes ascending; the largest is what ``serving_default`` takes."""
+    """Input sizes ascending; the largest is what ``serving_default`` takes (0: none, text)."""
     return sorted({int(input_size)}) if isinstance(input_size, (int, np.integer)) else sorted({int(s) for s in input_size})
 
 
-def _signature_specs(input_size: int) -> dict[str, tf.TensorSpec]:
-    return {
-        IMAGES_SIGNATURE: tf.TensorSpec([None, input_size, input_size, 3], tf.float32, name=IMAGES_KEY),
-        BYTES_SIGNATURE: tf.TensorSpec([None], tf.string, name=BYTES_KEY),
-    }
+def _resources(layer: Any) -> list[Any]:
+    """Non-variable resources of every backbone inside ``layer`` (a model, ensemble or branch)."""
+    own = layer.resources() if callable(getattr(layer, "resources", None)) else []
+    inner = list(getattr(layer, "layers", None) or []) + list(getattr(layer, "backbones", None) or [])
+    return own + [r for child in inner if child is not layer for r in _resources(child)]
 
 
-def model_call(model: keras.Model, sizes: list[int]) -> Any:
-    """``fn(images at max(sizes)) -> probabilities``: a model with one input per size (an ensemble
-    whose members take different sizes) gets the other sizes resized from the largest."""
-    from autotransfer.data import resize_images
-
-    def call(images: tf.Tensor) -> tf.Tensor:
-        if len(sizes) == 1:
-            return model(images, training=False)
-        return model([resize_images(images, s) for s in sizes], training=False)
-
-    return call
-
-
-def _build_archive(model: keras.Model, class_names: list[str], sizes: list[int], max_pixels: int | None = None) -> Any:
-    """An ExportArchive with both serving signatures.
+def _build_archive(model: keras.Model, class_names: list[str], sizes: list[int], modality: Any,
+                   max_pixels: int | None = None) -> Any:
+    """An ExportArchive with the modality's serving signatures (:meth:`Modality.serving_endpoints`:
+    for images ``serving_default`` and ``serving_bytes``, for text ``serving_default`` on strings).
 
     ExportArchive (not a hand-made tf.Module) because it collects every variable the endpoint
     graphs capture -- including the HubBackbone's module variables behind their keras.Variable
     wrappers. The model is deliberately not ``track()``ed: in Keras 3.15 that also saves the
     keras.Variable wrappers as separate checkpoint entries, doubling the variables file, and
-    serving needs no ``loaded.variables``. ``serving_bytes`` decodes every image once per input
-    size with the training pipeline's own ops, so each member sees exactly its training input.
-    Both check their input in the graph (TF Serving does not): ``serving_default`` the image shape,
-    ``serving_bytes`` each image's pixel count from its header, before decoding (``max_pixels``).
+    serving needs no ``loaded.variables``. The signatures check their input in the graph (TF
+    Serving does not).
     """
-    from autotransfer.data import decode_image_sizes
-    from autotransfer.export.serving import check_image_batch, check_pixel_limit
-
     labels = tf.constant(list(class_names), dtype=tf.string)
-    largest = sizes[-1]
-    call = model_call(model, sizes)
 
     def outputs(probs: tf.Tensor) -> dict[str, tf.Tensor]:
         # Cast: a mixed-precision model may emit float16; the contract is float32.
@@ -112,65 +97,27 @@ def _build_archive(model: keras.Model, class_names: list[str], sizes: list[int],
         index = tf.argmax(probs, axis=-1, output_type=tf.int64)
         return {"probabilities": probs, "class_index": index, "label": tf.gather(labels, index)}
 
-    def serve_images(images: tf.Tensor) -> dict[str, tf.Tensor]:
-        return outputs(call(check_image_batch(images, largest)))
-
-    def serve_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
-        # Per image: encoded sizes differ, so decoding cannot be batched.
-        specs = tuple(tf.TensorSpec([s, s, 3], tf.float32) for s in sizes)
-        limit = {} if max_pixels is None else {"max_pixels": max_pixels}
-        decoded = tf.map_fn(lambda b: decode_image_sizes(check_pixel_limit(b, **limit), sizes), image_bytes,
-                            fn_output_signature=specs)
-        return outputs(model(decoded[0] if len(sizes) == 1 else list(decoded), training=False))
-
-    specs = _signature_specs(largest)
     archive = keras.export.ExportArchive()
-    archive.add_endpoint(IMAGES_SIGNATURE, serve_images, input_signature=[specs[IMAGES_SIGNATURE]])
-    archive.add_endpoint(BYTES_SIGNATURE, serve_bytes, input_signature=[specs[BYTES_SIGNATURE]])
+    for resource in _resources(model):
+        archive.track(resource)
+    for name, (fn, spec) in modality.serving_endpoints(model, sizes, outputs, max_pixels).items():
+        archive.add_endpoint(name, fn, input_signature=[spec])
     return archive
 
 
-def _warmup_arrays(warmup_images: np.ndarray | None, input_size: int) -> tuple[np.ndarray, list[bytes]]:
-    """(float32 [n, S, S, 3] in [0, 1], PNG bytes of the same images) for the warmup requests."""
-    if warmup_images is None:
-        x = np.zeros((2, input_size, input_size, 3), np.float32)
-    else:
-        x = np.asarray(warmup_images)
-        if x.ndim == 3:
-            x = x[None]
-        if x.ndim != 4 or x.shape[-1] != 3 or len(x) == 0:
-            raise UserInputError(
-                f"export_model: warmup_images must be [N, H, W, 3] with N >= 1. Got shape {x.shape}."
-            )
-        x = x[:_MAX_WARMUP_IMAGES]
-        # Same convention as the data stage: uint8 or float > 1.5 means 0..255.
-        scale = 1.0 / 255.0 if x.dtype == np.uint8 or float(np.max(x)) > 1.5 else 1.0
-        x = np.clip(x.astype(np.float32) * scale, 0.0, 1.0)
-        if x.shape[1:3] != (input_size, input_size):
-            x = tf.image.resize(x, [input_size, input_size], method="bilinear", antialias=True).numpy()
-            x = np.clip(x, 0.0, 1.0)
-    pngs = [tf.io.encode_png(tf.cast(tf.round(img * 255.0), tf.uint8)).numpy() for img in x]
-    return x.astype(np.float32), pngs
-
-
-def write_warmup_requests(
-    path: str | Path, *, model_name: str, images: np.ndarray, image_bytes: list[bytes]
-) -> int:
-    """Write a TFRecord of ``PredictionLog`` warmup records for both signatures; returns the count.
-
-    One request with the whole batch and one with a single image per signature, since TF Serving
-    may specialise kernels per batch size.
-    """
+def write_warmup_requests(path: str | Path, *, model_name: str, batches: dict[str, Any],
+                          input_keys: dict[str, str] | None = None) -> int:
+    """Write a TFRecord of ``PredictionLog`` warmup records, two per signature in ``batches``
+    (name -> a batch of inputs): the whole batch and its first item, since TF Serving may
+    specialise kernels per batch size. ``input_keys``: name -> input key where it is not the
+    signature's known one. Returns the count."""
     from tensorflow_serving.apis import prediction_log_pb2
 
     from autotransfer.export.serving import make_predict_request
 
-    requests = [
-        make_predict_request(images, model_name=model_name, signature_name=IMAGES_SIGNATURE),
-        make_predict_request(images[:1], model_name=model_name, signature_name=IMAGES_SIGNATURE),
-        make_predict_request(list(image_bytes), model_name=model_name, signature_name=BYTES_SIGNATURE),
-        make_predict_request(list(image_bytes[:1]), model_name=model_name, signature_name=BYTES_SIGNATURE),
-    ]
+    keys = input_keys or {}
+    requests = [make_predict_request(part, model_name=model_name, signature_name=name, input_key=keys.get(name))
+                for name, batch in batches.items() for part in (batch, batch[:1])]
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:
         for request in requests:
@@ -200,8 +147,7 @@ def _package_version() -> str | None:
         return None
 
 
-def _metadata(class_names: list[str], sizes: list[int], model_name: str, version: int) -> dict[str, Any]:
-    input_size = sizes[-1]
+def _metadata(class_names: list[str], sizes: list[int], model_name: str, version: int, modality: Any) -> dict[str, Any]:
     num_classes = len(class_names)
     outputs = {
         "probabilities": {"dtype": "float32", "shape": [None, num_classes]},
@@ -211,22 +157,14 @@ def _metadata(class_names: list[str], sizes: list[int], model_name: str, version
     return {
         "model_name": model_name,
         "version": version,
+        "modality": modality.name,
         "class_names": list(class_names),
         "num_classes": num_classes,
-        "input_size": input_size,
+        "input_size": sizes[-1],
         "member_input_sizes": list(sizes),
-        "signatures": {
-            IMAGES_SIGNATURE: {
-                "inputs": {IMAGES_KEY: {"dtype": "float32", "shape": [None, input_size, input_size, 3],
-                                        "range": [0.0, 1.0]}},
-                "outputs": outputs,
-            },
-            BYTES_SIGNATURE: {
-                "inputs": {BYTES_KEY: {"dtype": "string", "shape": [None],
-                                       "format": "encoded JPEG/PNG/GIF/BMP/WebP"}},
-                "outputs": outputs,
-            },
-        },
+        "signatures": {name: {"inputs": {key: about}, "outputs": outputs}
+                       for name, (key, _dtype, about) in modality.signature_inputs(sizes).items()},
+        "rest_example": modality.rest_example(sizes),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "autotransfer_version": _package_version(),
         "tensorflow_version": tf.__version__,
@@ -235,7 +173,7 @@ def _metadata(class_names: list[str], sizes: list[int], model_name: str, version
 
 
 def _check_args(model: Any, class_names: list[str], input_size: Any, model_name: str,
-                version: int | None) -> None:
+                version: int | None, sized: bool = True) -> None:
     if not isinstance(model, keras.Model):
         raise UserInputError(f"export_model: model must be a keras.Model. Got {type(model).__name__}.")
     if not class_names or not all(isinstance(c, str) and c for c in class_names):
@@ -243,7 +181,8 @@ def _check_args(model: Any, class_names: list[str], input_size: Any, model_name:
     if any("\n" in c or "\r" in c for c in class_names):
         raise UserInputError("export_model: class names cannot contain line breaks (labels.txt is one per line).")
     sizes = [input_size] if isinstance(input_size, (int, np.integer, bool)) else list(input_size)
-    if not sizes or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s <= 0 for s in sizes):
+    least = 1 if sized else 0  # 0: no input size (text)
+    if not sizes or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < least for s in sizes):
         raise UserInputError(f"export_model: input_size must be a positive int (or a list of them). Got {input_size!r}.")
     if not model_name or model_name.startswith(".") or "/" in model_name or os.sep in model_name:
         raise UserInputError(
@@ -260,30 +199,27 @@ def _check_args(model: Any, class_names: list[str], input_size: Any, model_name:
         )
 
 
-def _verify(version_dir: Path, model: keras.Model, images: np.ndarray, num_classes: int, sizes: list[int]) -> None:
-    """Reload the written SavedModel, run every warmup request, compare with the Keras model."""
-    from autotransfer.export.serving import run_predict_request
+def _verify(version_dir: Path, model: keras.Model, batches: dict[str, Any], num_classes: int, sizes: list[int],
+            modality: Any) -> None:
+    """Reload the written SavedModel, run every warmup request, compare ``serving_default`` with
+    the Keras model on the warm-up batch."""
+    from autotransfer.export.serving import make_predict_request, run_predict_request
 
     loaded = tf.saved_model.load(str(version_dir))
     for log in read_warmup_requests(version_dir / "assets.extra" / WARMUP_FILE):
         out = run_predict_request(loaded, log.predict_log.request)
         if out["probabilities"].shape[1:] != (num_classes,):
             raise AutotransferError(f"export verification: probabilities have shape {out['probabilities'].shape}.")
-    served = run_predict_request(
-        loaded, _make_request(images, IMAGES_SIGNATURE)
-    )["probabilities"]
-    expected = np.asarray(keras.ops.convert_to_numpy(model_call(model, sizes)(tf.constant(images))), np.float32)
+    batch = batches[IMAGES_SIGNATURE]
+    key = modality.signature_inputs(sizes)[IMAGES_SIGNATURE][0]
+    served = run_predict_request(loaded, make_predict_request(batch, model_name="verify", input_key=key))["probabilities"]
+    inputs = tf.constant(batch) if not isinstance(batch, list) else tf.constant(batch, tf.string)
+    expected = np.asarray(keras.ops.convert_to_numpy(modality.model_call(model, sizes)(inputs)), np.float32)
     diff = float(np.max(np.abs(served - expected)))
     if not diff <= 1e-4:
         raise AutotransferError(
             f"export verification: the reloaded SavedModel differs from the Keras model by {diff:g}."
         )
-
-
-def _make_request(images: np.ndarray, signature_name: str) -> Any:
-    from autotransfer.export.serving import make_predict_request
-
-    return make_predict_request(images, model_name="verify", signature_name=signature_name)
 
 
 def export_model(
@@ -296,8 +232,11 @@ def export_model(
     version: int | None = None,
     warmup_images: np.ndarray | None = None,
     verify: bool = True,
+    modality: str = "image",
+    warmup_examples: Any = None,
 ) -> Path:
-    """Export ``model`` (float32 ``[None, S, S, 3]`` in [0, 1] -> probabilities ``[None, K]``).
+    """Export ``model`` (float32 ``[None, S, S, 3]`` in [0, 1], or with ``modality="text"`` a batch
+    of strings, -> probabilities ``[None, K]``).
 
     ``input_size``: S, or a list of sizes for a model with one input per size (ascending, as
     :func:`autotransfer.tune.task.build_ensemble` makes them); ``serving_default`` then takes the
@@ -307,12 +246,14 @@ def export_model(
     ``version=None`` takes the next integer after the existing numeric versions; an explicit
     version that exists raises :class:`VersionExistsError`. ``warmup_images`` (uint8 or float
     ``[N, H, W, 3]``, resized to ``input_size`` if needed; first 8 used) feed the warmup requests;
-    zeros when omitted. ``verify`` reloads the result and checks it against ``model`` before the
-    version becomes visible.
+    zeros when omitted; ``warmup_examples`` is the same for any modality (texts: up to 8 strings).
+    ``verify`` reloads the result and checks it against ``model`` before the version becomes visible.
     """
-    _check_args(model, class_names, input_size, model_name, version)
+    from autotransfer import modalities
+
+    preprocessor = modalities.get(modality)
+    _check_args(model, class_names, input_size, model_name, version, sized=modality == "image")
     sizes = _sizes(input_size)
-    input_size = sizes[-1]
     model_dir = Path(export_dir) / model_name
     model_dir.mkdir(parents=True, exist_ok=True)
     if version is None:
@@ -332,17 +273,18 @@ def export_model(
     fd = try_lock(lock)
     assert fd is not None  # a fresh random name: nobody else holds it
     try:
-        _build_archive(model, class_names, sizes).write_out(str(tmp), verbose=False)
+        _build_archive(model, class_names, sizes, preprocessor).write_out(str(tmp), verbose=False)
         (tmp / "assets").mkdir(exist_ok=True)
         (tmp / "assets" / LABELS_FILE).write_text("".join(f"{c}\n" for c in class_names), encoding="utf-8")
-        images, pngs = _warmup_arrays(warmup_images, input_size)
-        write_warmup_requests(tmp / "assets.extra" / WARMUP_FILE, model_name=model_name,
-                              images=images, image_bytes=pngs)
+        batches = preprocessor.warmup_batches(warmup_examples if warmup_examples is not None else warmup_images, sizes)
+        keys = {name: key for name, (key, _, _) in preprocessor.signature_inputs(sizes).items()}
+        write_warmup_requests(tmp / "assets.extra" / WARMUP_FILE, model_name=model_name, batches=batches,
+                              input_keys=keys)
         (tmp / METADATA_FILE).write_text(
-            json.dumps(_metadata(class_names, sizes, model_name, version), indent=2), encoding="utf-8"
+            json.dumps(_metadata(class_names, sizes, model_name, version, preprocessor), indent=2), encoding="utf-8"
         )
         if verify:
-            _verify(tmp, model, images, len(class_names), sizes)
+            _verify(tmp, model, batches, len(class_names), sizes, preprocessor)
         if final.exists():  # another export took this version meanwhile
             raise VersionExistsError(f"export_model: {final} appeared during the export; not overwriting it.")
         os.rename(tmp, final)

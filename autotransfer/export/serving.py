@@ -25,6 +25,7 @@ from autotransfer.export.saved_model import (
     SIGNATURE_INPUTS,
     existing_versions,
 )
+from autotransfer.modalities.text import TEXT_KEY
 
 
 #: Most pixels (height x width) ``serving_bytes`` decodes per image (the data stage's limit too):
@@ -110,6 +111,10 @@ def _is_bytes_list(values: Any) -> bool:
     )
 
 
+def _is_text_list(values: Any) -> bool:
+    return isinstance(values, (list, tuple)) and len(values) > 0 and all(isinstance(v, str) for v in values)
+
+
 def _image_array(values: Any) -> np.ndarray:
     """Float32 pixels in [0, 1] under the data stage's convention (uint8 or max > 1.5: 0..255)."""
     x = np.asarray(values)
@@ -138,8 +143,9 @@ def make_predict_request(
 
     ``inputs``: images ``[N, S, S, 3]`` (uint8, or float in [0, 1]; converted to float32 in [0, 1]
     the way the data stage does) for ``serving_default``; a list of encoded image bytes for
-    ``serving_bytes``; or a mapping of input key -> values sent as given. ``input_key`` overrides
-    the signature's known input key.
+    ``serving_bytes``; a list of strings for a text export's ``serving_default`` (key ``texts``);
+    or a mapping of input key -> values sent as given. ``input_key`` overrides the signature's
+    known input key.
     """
     from tensorflow_serving.apis import predict_pb2
 
@@ -152,7 +158,11 @@ def make_predict_request(
         for key, values in inputs.items():
             request.inputs[key].CopyFrom(_tensor_proto(values, None))
         return request
+    if _is_text_list(inputs):  # texts: UTF-8 bytes under the text signature's key
+        inputs, input_key = [t.encode("utf-8") for t in inputs], input_key or TEXT_KEY
     known_key, known_dtype = SIGNATURE_INPUTS.get(signature_name, (None, None))
+    if input_key is not None and input_key != known_key:  # another modality's signature of that name
+        known_key, known_dtype = None, None
     is_bytes = _is_bytes_list(inputs)
     key = input_key or known_key or (BYTES_KEY if is_bytes else IMAGES_KEY)
     if known_dtype is not None and is_bytes != (known_dtype == tf.string):
@@ -245,6 +255,8 @@ def _decode_b64(value: Any) -> Any:
 
 def _column_proto(key: str, values: Sequence[Any], signature_name: str) -> Any:
     known_key, known_dtype = SIGNATURE_INPUTS.get(signature_name, (None, None))
+    if _is_text_list(values):
+        return tf.make_tensor_proto([v.encode("utf-8") for v in values], dtype=tf.string)
     if values and all(isinstance(v, bytes) for v in values):
         return tf.make_tensor_proto(list(values), dtype=tf.string)
     if any(isinstance(v, bytes) for v in values):
@@ -265,7 +277,8 @@ def rest_to_request(body: Mapping[str, Any], *, model_name: str, version: int | 
     Row format ``{"signature_name": ..., "instances": [...]}``: each instance is one example, either
     the value of the single input (``[[...pixels...]]`` or ``{"b64": "..."}``) or an object of
     named inputs (``{"image_bytes": {"b64": "..."}}``). Columnar ``{"inputs": ...}`` is accepted
-    too. ``{"b64": ...}`` objects become bytes. When ``signature_name`` is absent this picks
+    too. ``{"b64": ...}`` objects become bytes; plain strings are texts (a text export's ``texts``
+    input, ``{"instances": ["some text", ...]}``). When ``signature_name`` is absent this picks
     ``serving_bytes`` for bytes inputs (the real server would use ``serving_default`` and reject
     them, so send ``"signature_name": "serving_bytes"`` to TF Serving).
     """
@@ -301,6 +314,8 @@ def rest_to_request(body: Mapping[str, Any], *, model_name: str, version: int | 
         values = single if columns is None else [v for col in columns.values() for v in col]
         bytes_like = (columns is not None and BYTES_KEY in columns) or all(isinstance(v, bytes) for v in values)
         signature_name = BYTES_SIGNATURE if bytes_like else IMAGES_SIGNATURE
+    if columns is None and _is_text_list(single):  # a text export: its one input
+        columns = {TEXT_KEY: single}
     if columns is None:
         key = SIGNATURE_INPUTS.get(signature_name, (None, None))[0]
         if key is None:

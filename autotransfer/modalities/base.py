@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -39,6 +39,31 @@ class Modality(ABC):
     @abstractmethod
     def to_model_input(self, batch: Any) -> Any:
         """A batch from ``dataset(raw=True)`` as the model takes it (identity when already so)."""
+
+    # -- serving (the export's signatures; see :mod:`autotransfer.export.saved_model`) -------------
+    @abstractmethod
+    def model_call(self, model: Any, sizes: list[int]) -> Callable[[Any], Any]:
+        """``fn(batch for serving_default) -> probabilities`` of a trained task model whose members
+        take ``sizes`` (one size, or one per ensemble member; ignored where sizes do not apply)."""
+
+    @abstractmethod
+    def serving_endpoints(self, model: Any, sizes: list[int], outputs: Callable[[Any], dict],
+                          max_pixels: int | None = None) -> dict[str, tuple[Callable, Any]]:
+        """The export's signatures: name -> (function of one input batch returning
+        ``outputs(probabilities)``, its input ``tf.TensorSpec``); ``serving_default`` first."""
+
+    @abstractmethod
+    def signature_inputs(self, sizes: list[int]) -> dict[str, tuple[str, Any, dict]]:
+        """name -> (input key, dtype, description for the export's metadata) of every signature."""
+
+    @abstractmethod
+    def warmup_batches(self, examples: Any, sizes: list[int]) -> dict[str, Any]:
+        """name -> one batch of real inputs (at most 8) per signature for TF Serving's warm-up and the
+        export's check; ``examples`` (the data's items, as the data stage loads them) or None."""
+
+    @abstractmethod
+    def rest_example(self, sizes: list[int]) -> dict:
+        """A TF Serving REST ``:predict`` body for one item (the report's "How to serve")."""
 
 
 __all__ = ["Modality"]

@@ -1,7 +1,7 @@
 """Images: float32 ``[B, S, S, 3]`` in [0, 1], decoded and resized by :mod:`autotransfer.data.images`."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import keras
 import numpy as np
@@ -36,6 +36,88 @@ class ImageModality(Modality):
     def to_model_input(self, batch: tf.Tensor) -> tf.Tensor:
         """uint8 pixels scaled to [0, 1] (bit-identical to the pipeline's own scaling); float as is."""
         return unit_pixels(batch)
+
+    # -- serving ------------------------------------------------------------------------------------
+    def model_call(self, model: Any, sizes: list[int]) -> Callable[[tf.Tensor], tf.Tensor]:
+        """``fn(images at max(sizes)) -> probabilities``: a model with one input per size (an ensemble
+        whose members take different sizes) gets the other sizes resized from the largest."""
+        from autotransfer.data import resize_images
+
+        def call(images: tf.Tensor) -> tf.Tensor:
+            if len(sizes) == 1:
+                return model(images, training=False)
+            return model([resize_images(images, s) for s in sizes], training=False)
+
+        return call
+
+    def serving_endpoints(self, model: Any, sizes: list[int], outputs: Callable[[tf.Tensor], dict],
+                          max_pixels: int | None = None) -> dict[str, tuple[Callable, tf.TensorSpec]]:
+        """``serving_default`` (float32 pixels at the largest size, shape checked in the graph) and
+        ``serving_bytes`` (encoded images, decoded once per member size with the training pipeline's
+        own ops after a header check of the pixel count, ``max_pixels``)."""
+        from autotransfer.data import decode_image_sizes
+        from autotransfer.export.serving import check_image_batch, check_pixel_limit
+
+        largest = sizes[-1]
+        call = self.model_call(model, sizes)
+
+        def serve_images(images: tf.Tensor) -> dict[str, tf.Tensor]:
+            return outputs(call(check_image_batch(images, largest)))
+
+        def serve_bytes(image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
+            # Per image: encoded sizes differ, so decoding cannot be batched.
+            specs = tuple(tf.TensorSpec([s, s, CHANNELS], tf.float32) for s in sizes)
+            limit = {} if max_pixels is None else {"max_pixels": max_pixels}
+            decoded = tf.map_fn(lambda b: decode_image_sizes(check_pixel_limit(b, **limit), sizes), image_bytes,
+                                fn_output_signature=specs)
+            return outputs(model(decoded[0] if len(sizes) == 1 else list(decoded), training=False))
+
+        inputs = self.signature_inputs(sizes)
+        return {name: (fn, tf.TensorSpec(*_shape_dtype(inputs[name]), name=inputs[name][0]))
+                for name, fn in (("serving_default", serve_images), ("serving_bytes", serve_bytes))}
+
+    def signature_inputs(self, sizes: list[int]) -> dict[str, tuple[str, Any, dict]]:
+        s = sizes[-1]
+        return {
+            "serving_default": ("images", tf.float32, {"dtype": "float32", "shape": [None, s, s, CHANNELS],
+                                                       "range": [0.0, 1.0]}),
+            "serving_bytes": ("image_bytes", tf.string, {"dtype": "string", "shape": [None],
+                                                         "format": "encoded JPEG/PNG/GIF/BMP/WebP"}),
+        }
+
+    def warmup_batches(self, examples: Any, sizes: list[int]) -> dict[str, Any]:
+        """Float32 ``[n, S, S, 3]`` in [0, 1] (``examples`` uint8 or float ``[N, H, W, 3]``, resized to
+        the largest size; zeros when None) and the PNG bytes of the same images."""
+        from autotransfer.errors import UserInputError
+
+        size = sizes[-1]
+        if examples is None:
+            x = np.zeros((2, size, size, CHANNELS), np.float32)
+        else:
+            x = np.asarray(examples)
+            x = x[None] if x.ndim == 3 else x
+            if x.ndim != 4 or x.shape[-1] != CHANNELS or len(x) == 0:
+                raise UserInputError(
+                    f"export_model: warmup_images must be [N, H, W, 3] with N >= 1. Got shape {x.shape}.")
+            x = x[:MAX_WARMUP]
+            # Same convention as the data stage: uint8 or float > 1.5 means 0..255.
+            scale = 1.0 / 255.0 if x.dtype == np.uint8 or float(np.max(x)) > 1.5 else 1.0
+            x = np.clip(x.astype(np.float32) * scale, 0.0, 1.0)
+            if x.shape[1:3] != (size, size):
+                x = np.clip(tf.image.resize(x, [size, size], method="bilinear", antialias=True).numpy(), 0.0, 1.0)
+        pngs = [tf.io.encode_png(tf.cast(tf.round(img * 255.0), tf.uint8)).numpy() for img in x]
+        return {"serving_default": x.astype(np.float32), "serving_bytes": pngs}
+
+    def rest_example(self, sizes: list[int]) -> dict:
+        return {"signature_name": "serving_bytes", "instances": [{"b64": "<base64 JPEG/PNG bytes>"}]}
+
+
+def _shape_dtype(entry: tuple[str, Any, dict]) -> tuple[list, Any]:
+    return entry[2]["shape"], entry[1]
+
+
+#: Warm-up and check examples per signature (TF Serving replays each request at load).
+MAX_WARMUP = 8
 
 
 __all__ = ["ImageModality"]

@@ -1,7 +1,7 @@
 """Texts: batches of raw UTF-8 strings ``[B]``; a text backbone tokenises them in its own graph."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import keras
 import numpy as np
@@ -40,5 +40,33 @@ class TextModality(Modality):
     def to_model_input(self, batch: tf.Tensor) -> tf.Tensor:
         return batch
 
+    # -- serving ------------------------------------------------------------------------------------
+    def model_call(self, model: Any, sizes: list[int]) -> Callable[[tf.Tensor], tf.Tensor]:
+        return lambda texts: model(texts, training=False)
 
-__all__ = ["TextModality"]
+    def serving_endpoints(self, model: Any, sizes: list[int], outputs: Callable[[tf.Tensor], dict],
+                          max_pixels: int | None = None) -> dict[str, tuple[Callable, tf.TensorSpec]]:
+        """``serving_default``: a batch of raw UTF-8 strings (the backbone tokenises in its graph)."""
+        call = self.model_call(model, sizes)
+        return {"serving_default": (lambda texts: outputs(call(texts)), tf.TensorSpec([None], tf.string, name=TEXT_KEY))}
+
+    def signature_inputs(self, sizes: list[int]) -> dict[str, tuple[str, Any, dict]]:
+        return {"serving_default": (TEXT_KEY, tf.string, {"dtype": "string", "shape": [None],
+                                                          "format": "raw UTF-8 text"})}
+
+    def warmup_batches(self, examples: Any, sizes: list[int]) -> dict[str, Any]:
+        """Up to 8 of ``examples`` (strings), else two stock sentences, as UTF-8 bytes."""
+        given = list(examples)[:8] if examples is not None and len(examples) else []
+        texts = [t.decode("utf-8") if isinstance(t, bytes) else str(t) for t in given]
+        texts = texts or ["A short example text.", "Another one, a little longer than the first."]
+        return {"serving_default": [t.encode("utf-8") for t in texts]}
+
+    def rest_example(self, sizes: list[int]) -> dict:
+        return {"signature_name": "serving_default", "instances": ["the text to classify"]}
+
+
+#: The input key of a text export's ``serving_default``.
+TEXT_KEY = "texts"
+
+
+__all__ = ["TEXT_KEY", "TextModality"]

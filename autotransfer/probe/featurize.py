@@ -106,17 +106,19 @@ def extract_features(
     :func:`forward_fn` of this backbone for the dataset's dtype, traced earlier (reused across
     calls, e.g. halving rungs).
     """
+    from autotransfer import modalities
+
     fn = forward if forward is not None else forward_fn(backbone, images_dtype(dataset))
-    size = backbone.input_size
+    want = modalities.for_backbone(backbone).input_spec(backbone.input_size).shape
     out: np.ndarray | None = None
     chunks: list[np.ndarray] = []
     done = 0
     for element in dataset:
         images = _images(element)
-        if images.shape[1] != size or images.shape[2] != size:
+        if not want.is_compatible_with(images.shape):
             raise ValueError(
-                f"Backbone {backbone.handle!r} expects {size}x{size} images; the dataset yields "
-                f"{images.shape[1]}x{images.shape[2]}. Build it with image_size={size}."
+                f"Backbone {backbone.handle!r} expects inputs of shape {want.as_list()}; the dataset yields "
+                f"{images.shape.as_list()}. Build it for input size {backbone.input_size}."
             )
         feats = fn(images).numpy()
         if feats.ndim != 2:

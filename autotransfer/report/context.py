@@ -102,6 +102,53 @@ def _version_key(p: Path) -> tuple[int, int | str]:
     return (1, int(p.name)) if p.name.isdigit() else (0, p.name)
 
 
+def _export_modality(version_dir: Path) -> str:
+    meta = version_dir / "autotransfer_export.json"
+    try:
+        return str(json.loads(meta.read_text(encoding="utf-8")).get("modality", "image"))
+    except (OSError, ValueError, AttributeError):
+        return "image"
+
+
+def _export_paths(model_dir: Path, version_dir: Path, versions: list[Path], signatures: Any, labels: Any) -> dict:
+    source = model_dir.resolve().as_posix()
+    model = model_dir.name
+    return {
+        "model_name": model, "version": version_dir.name, "path": version_dir.resolve().as_posix(),
+        "model_base_path": source, "versions": [p.name for p in versions], "signatures": signatures,
+        "signature_names_known": signatures is not None, "labels": labels,
+        "has_warmup": (version_dir / "assets.extra" / "tf_serving_warmup_requests").is_file(),
+        "docker_command": ("docker run --rm -p 8501:8501 -p 8500:8500 \\\n"
+                           f"  --mount type=bind,source={source},target=/models/{model} \\\n"
+                           f"  -e MODEL_NAME={model} tensorflow/serving"),
+        "status_command": f"curl -s localhost:8501/v1/models/{model}",
+    }
+
+
+def _image_commands(model: str, sig_names: list[str]) -> dict[str, str]:
+    """An image export: base64 JPEG/PNG bytes to ``serving_bytes``."""
+    signature = "serving_bytes" if "serving_bytes" in sig_names or not sig_names else sig_names[0]
+    return {
+        "curl_command": (
+            f'B64=$(base64 -w0 image.jpg)   # macOS: base64 -i image.jpg\n'
+            f"curl -s -X POST localhost:8501/v1/models/{model}:predict \\\n"
+            "  -H 'Content-Type: application/json' \\\n"
+            f'  -d "{{\\"signature_name\\":\\"{signature}\\",'
+            f'\\"instances\\":[{{\\"b64\\":\\"$B64\\"}}]}}"'
+        ),
+        "request_body": f'{{"signature_name": "{signature}", "instances": [{{"b64": "<base64 JPEG/PNG bytes>"}}]}}',
+    }
+
+
+def _text_commands(model: str) -> dict[str, str]:
+    """A text export takes raw strings on ``serving_default``: the REST body is plain JSON."""
+    body = '{"signature_name": "serving_default", "instances": ["the text to classify", "another one"]}'
+    return {"curl_command": (f"curl -s -X POST localhost:8501/v1/models/{model}:predict \\\n"
+                             "  -H 'Content-Type: application/json' \\\n"
+                             f"  -d '{body}'"),
+            "request_body": body}
+
+
 def _export_info(run_dir: Path, config: dict | None) -> dict[str, Any] | None:
     """The latest ``export/<model>/<version>`` with its signatures, labels and serving commands."""
     root = run_dir / "export"
@@ -121,37 +168,10 @@ def _export_info(run_dir: Path, config: dict | None) -> dict[str, Any] | None:
         labels_file = version_dir / "assets" / "labels.txt"
         labels = labels_file.read_text(encoding="utf-8").splitlines() if labels_file.is_file() else None
         signatures = read_signatures(version_dir)
-        model = model_dir.name
-        source = model_dir.resolve().as_posix()
-        sig_names = [s["name"] for s in signatures or []]
-        signature = "serving_bytes" if "serving_bytes" in sig_names or not sig_names else sig_names[0]
-        return {
-            "model_name": model,
-            "version": version_dir.name,
-            "path": version_dir.resolve().as_posix(),
-            "model_base_path": source,
-            "versions": [p.name for p in versions],
-            "signatures": signatures,
-            "signature_names_known": signatures is not None,
-            "labels": labels,
-            "has_warmup": (version_dir / "assets.extra" / "tf_serving_warmup_requests").is_file(),
-            "docker_command": (
-                "docker run --rm -p 8501:8501 -p 8500:8500 \\\n"
-                f"  --mount type=bind,source={source},target=/models/{model} \\\n"
-                f"  -e MODEL_NAME={model} tensorflow/serving"
-            ),
-            "curl_command": (
-                f'B64=$(base64 -w0 image.jpg)   # macOS: base64 -i image.jpg\n'
-                f"curl -s -X POST localhost:8501/v1/models/{model}:predict \\\n"
-                "  -H 'Content-Type: application/json' \\\n"
-                f'  -d "{{\\"signature_name\\":\\"{signature}\\",'
-                f'\\"instances\\":[{{\\"b64\\":\\"$B64\\"}}]}}"'
-            ),
-            "request_body": (
-                f'{{"signature_name": "{signature}", "instances": [{{"b64": "<base64 JPEG/PNG bytes>"}}]}}'
-            ),
-            "status_command": f"curl -s localhost:8501/v1/models/{model}",
-        }
+        info = _export_paths(model_dir, version_dir, versions, signatures, labels)
+        if _export_modality(version_dir) == "text":
+            return {**info, **_text_commands(model_dir.name)}
+        return {**info, **_image_commands(model_dir.name, [s["name"] for s in signatures or []])}
     return None
 
 

@@ -8,7 +8,8 @@ mean brightness, which is the same for every class. So quality: grid 4 > grid 2 
 Like the zoo's modules they also have ``features_at`` ({"block_00", "block_01", "head"} ->
 tf.function(images, training=False) -> [B, C], each computing only up to that block) and
 ``all_features(images)``, listed as ``feature_layers`` / ``feature_dims`` in the metadata, and
-(feature-vector modules) ``prefix_to`` / ``from_block`` for the cuts before ``block_01`` and ``head``.
+(feature-vector modules) ``prefix_to`` / ``from_block`` for the cuts before ``block_01`` and ``head``,
+and ``from_block_to["block_01"]["block_01"]`` for the layer candidate ``block_01``.
 """
 from __future__ import annotations
 
@@ -62,9 +63,9 @@ class _TinyModule(tf.Module):
             x = self._block(x, i)
         return x
 
-    def suffix(self, x: tf.Tensor, cut: int) -> tf.Tensor:
-        """From what enters block ``cut`` to the features."""
-        for i in range(cut, len(self.w)):
+    def suffix(self, x: tf.Tensor, cut: int, stop: int | None = None) -> tf.Tensor:
+        """From what enters block ``cut`` to the features (block ``stop``'s output when given)."""
+        for i in range(cut, len(self.w) if stop is None else stop + 1):
             x = self._block(x, i)
         return x
 
@@ -132,7 +133,8 @@ def write_tiny_module(
     root.features_at = {b: features_fn(i) for i, b in enumerate(BLOCKS)}
     root.all_features = tf.function(lambda images: dict(zip(BLOCKS, module._features(images, upto=-1))),
                                     input_signature=[spec])
-    cuts = {}
+    cuts: dict = {}
+    layer_cuts: dict = {}
     if not num_source_classes:  # as the zoo's feature-vector modules: cut points for the prefix cache
         root.prefix_to, root.from_block = {}, {}
         for i, b in enumerate(BLOCKS[1:], start=1):
@@ -140,6 +142,10 @@ def write_tiny_module(
             root.prefix_to[b] = tf.function(lambda images, i=i: module.prefix(images, i), input_signature=[spec])
             root.from_block[b] = tf.function(lambda x, i=i: module.suffix(x, i),
                                              input_signature=[tf.TensorSpec([None, cuts[b]], tf.float32)])
+        # The layer candidate block_01, cut where it starts (as the zoo's from_block_to).
+        layer_cuts = {"block_01": {"block_01": cuts["block_01"]}}
+        root.from_block_to = {"block_01": {"block_01": tf.function(
+            lambda x: module.suffix(x, 1, stop=1), input_signature=[tf.TensorSpec([None, cuts["block_01"]], tf.float32)])}}
     tf.saved_model.save(root, str(path))
     blocks = BLOCKS + (["classifier"] if num_source_classes else [])
     meta = {
@@ -154,7 +160,7 @@ def write_tiny_module(
         "grid": grid,
         "feature_layers": list(BLOCKS),
         "feature_dims": {b: int(w.shape[1]) for b, w in zip(BLOCKS, module.w)},
-        **({"prefix_cuts": cuts} if cuts else {}),
+        **({"prefix_cuts": cuts, "layer_prefix_cuts": layer_cuts} if cuts else {}),
     }
     (path / METADATA_FILE).write_text(json.dumps(meta, indent=2))
     return path

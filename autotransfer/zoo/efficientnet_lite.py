@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 
 __all__ = ["LiteSpec", "BlockConfig", "SPECS", "block_configs", "build_keras_model", "feature_layers",
-           "keras_layer_of", "prefix_cuts", "MAX_PREFIX_CUT",
+           "keras_layer_of", "prefix_cuts", "layer_prefix_cuts", "MAX_PREFIX_CUT",
            "count_params", "count_macs", "BN_EPSILON", "BN_MOMENTUM", "NUM_CLASSES",
            "STEM_FILTERS", "HEAD_FILTERS", "INPUT_SCALE", "INPUT_OFFSET"]
 
@@ -126,6 +126,14 @@ def prefix_cuts(spec: LiteSpec) -> dict[str, int]:
     entering["head"] = blocks[-1].out_filters
     names = [b.name for b in blocks] + ["head"]
     return {n: entering[n] for n in names[-MAX_PREFIX_CUT:]}
+
+
+def layer_prefix_cuts(spec: LiteSpec) -> dict[str, dict[str, int]]:
+    """Cut points for fine-tuning up to the last block's pooled output (the deepest feature layer
+    before ``head``, a layer candidate of the search spaces): {layer: {block: channels entering it}}
+    over the last MAX_PREFIX_CUT blocks up to and including that layer."""
+    blocks = block_configs(spec)
+    return {blocks[-1].name: {b.name: b.in_filters for b in blocks[-MAX_PREFIX_CUT:]}}
 
 
 def keras_layer_of(layer: str, spec: LiteSpec) -> str:

@@ -11,7 +11,9 @@ time, 1.1 -> 2.2 s for lite0); and ``all_features(images)`` -> {layer: [B, C_lay
 such layer from one inference-mode forward pass.  The feature-vector module also has, for the
 last :data:`~autotransfer.zoo.efficientnet_lite.MAX_PREFIX_CUT` blocks, ``prefix_to[block](images)``
 (the activation map entering ``block``) and ``from_block[block](activations)`` (from there to the
-feature vector), both in inference mode: ``from_block[b](prefix_to[b](x)) == obj(x)``.  The forward pass is written with
+feature vector), both in inference mode: ``from_block[b](prefix_to[b](x)) == obj(x)``; and for the
+layer candidate at the last block, ``from_block_to[layer][block](activations)`` (to that layer's
+pooled output): ``from_block_to[l][b](prefix_to[b](x)) == features_at[l](x)``.  The forward pass is written with
 ``tf.nn`` ops over plain ``tf.Variable``s named ``<block>/<part>/<weight>``: a Keras 3 model
 can't be saved inside a ``tf.Module`` with those names, so the Keras model only supplies the
 weights and ``build`` checks the exported graph reproduces it.
@@ -25,7 +27,8 @@ from typing import Mapping
 import numpy as np
 
 from autotransfer.zoo.efficientnet_lite import (BN_EPSILON, BN_MOMENTUM, INPUT_OFFSET, INPUT_SCALE,
-                                                LiteSpec, block_configs, feature_layers, prefix_cuts)
+                                                LiteSpec, block_configs, feature_layers, layer_prefix_cuts,
+                                                prefix_cuts)
 
 __all__ = ["make_module", "save_module"]
 
@@ -96,13 +99,16 @@ def make_module(spec: LiteSpec, weights: Mapping[str, tuple[np.ndarray, bool]], 
             x = block(x, b, False)
         return x
 
-    def suffix(x, cut: str):
-        """From the activation entering ``cut`` to the pooled features, inference mode."""
+    def suffix(x, cut: str, stop: str | None = None):
+        """From the activation entering ``cut`` to the pooled features (of block ``stop`` when
+        given, else the head's), inference mode."""
         started = False
         for b in blocks:
             started = started or b.name == cut
             if started:
                 x = block(x, b, False)
+            if b.name == stop:
+                return tf.reduce_mean(x, axis=[1, 2])
         return head(x, False)
 
     def forward(images, training: bool):
@@ -148,16 +154,23 @@ def make_module(spec: LiteSpec, weights: Mapping[str, tuple[np.ndarray, bool]], 
     if not include_top:
         # Cut points for trials that fine-tune only the last blocks (BatchNorm in inference mode):
         # prefix_to[cut](images) is fixed, so a trial computes it once; from_block[cut](x) is what trains.
-        cuts = prefix_cuts(spec)
+        # from_block_to[layer][cut] does the same for a layer candidate (pooled output of ``layer``).
+        def suffix_fn(cut: str, channels: int, stop: str | None = None):
+            fn = tf.function(lambda x: suffix(x, cut, stop), autograph=False, input_signature=[
+                tf.TensorSpec([None, None, None, channels], tf.float32, name="activations")])
+            fn.get_concrete_function()
+            return fn
+
+        cuts, layer_cuts = prefix_cuts(spec), layer_prefix_cuts(spec)
+        entering = {**cuts, **{c: ch for by_cut in layer_cuts.values() for c, ch in by_cut.items()}}
         obj.prefix_to = {}
-        obj.from_block = {}
-        for cut, channels in cuts.items():
+        for cut in entering:
             obj.prefix_to[cut] = tf.function(lambda images, c=cut: prefix(images, c), input_signature=[image_spec],
                                              autograph=False)
-            obj.from_block[cut] = tf.function(lambda x, c=cut: suffix(x, c), autograph=False, input_signature=[
-                tf.TensorSpec([None, None, None, channels], tf.float32, name="activations")])
             obj.prefix_to[cut].get_concrete_function()
-            obj.from_block[cut].get_concrete_function()
+        obj.from_block = {cut: suffix_fn(cut, channels) for cut, channels in cuts.items()}
+        obj.from_block_to = {layer: {cut: suffix_fn(cut, channels, layer) for cut, channels in by_cut.items()}
+                             for layer, by_cut in layer_cuts.items()}
 
     key = "logits" if include_top else "feature_vector"
     obj.serving_default = tf.function(

@@ -14,6 +14,7 @@ from PIL import Image
 
 from autotransfer.backbones import HubBackbone
 from autotransfer.export import export_model, make_predict_request, run_predict_request
+from autotransfer import modalities
 from autotransfer.export.saved_model import _build_archive
 from autotransfer.export.serving import MAX_SERVING_PIXELS, encoded_image_shape
 
@@ -72,7 +73,7 @@ def test_serving_bytes_refuses_a_huge_image_before_decoding(loaded):
 
 
 def test_pixel_limit_applies_to_real_images(model, tmp_path):
-    _build_archive(model, ["a", "b", "c"], [SIZE], max_pixels=1000).write_out(str(tmp_path / "v"), verbose=False)
+    _build_archive(model, ["a", "b", "c"], [SIZE], modalities.get("image"), max_pixels=1000).write_out(str(tmp_path / "v"), verbose=False)
     fn = tf.saved_model.load(str(tmp_path / "v")).signatures["serving_bytes"]
     assert fn(image_bytes=tf.constant([_encode("JPEG", 40, 25)]))["label"].shape == (1,)  # 1000 px: at the limit
     with pytest.raises(tf.errors.InvalidArgumentError, match="over the limit of 1000 pixels"):

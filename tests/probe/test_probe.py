@@ -215,7 +215,7 @@ def test_extract_features_traces_once_and_handles_partial_batches(tiny_modules, 
     np.testing.assert_array_equal(pre, cat)
     assert pre.shape == (len(splits.train), 16) and pre.dtype == np.float32
     assert len(traces) == 2  # one concrete function per call, reused for every batch size
-    with pytest.raises(ValueError, match="expects 16x16"):
+    with pytest.raises(ValueError, match=r"expects inputs of shape \[None, 16, 16, 3\]"):
         extract_features(bb, image_dataset(data, splits.train, image_size=8, batch_size=5))
 
 

@@ -19,14 +19,16 @@ def spec(tiny_modules, tmp_path, monkeypatch):
     return BackboneSpec("good", tiny_modules["good"], 16)
 
 
-@pytest.mark.parametrize("blocks", [1, 2])
-def test_prefix_path_trains_the_same_model(spec, data_splits, blocks):
+@pytest.mark.parametrize("blocks, layer", [(1, None), (2, None), (1, "block_01")])
+def test_prefix_path_trains_the_same_model(spec, data_splits, blocks, layer):
     data, splits = data_splits
+    spec = BackboneSpec(spec.name, spec.handle, spec.input_size, layer=layer)
     params = {"unfreeze_blocks": blocks, "learning_rate": 1e-2, "patience": 3, "dropout": 0.1, "augment": "none"}
     runs = [train_trial(spec, params, data, splits, space=SPACE, num_classes=data.num_classes, seed=3,
                         prefix_cache=cached) for cached in (True, False)]
     cached, full = runs
-    assert cached.params["prefix_cut"] == ["block_01", "head"][2 - blocks] and full.params["prefix_cut"] == ""
+    want_cut = "block_01" if layer else ["block_01", "head"][2 - blocks]
+    assert cached.params["prefix_cut"] == want_cut and full.params["prefix_cut"] == ""
     assert cached.history["finetune"]["loss"] and len(cached.history["finetune"]["loss"]) == len(
         full.history["finetune"]["loss"])
     np.testing.assert_allclose(cached.history["finetune"]["loss"], full.history["finetune"]["loss"], rtol=1e-3)
@@ -45,6 +47,17 @@ def test_prefix_cut_only_where_the_prefix_is_fixed(spec, tiny_classifier_module)
     assert prefix_cut(bb, base) is None  # BatchNorm statistics would train
     other = HubBackbone(tiny_classifier_module, input_size=16)  # a module without cut points: full path
     assert prefix_cut(other, base) is None
+
+
+def test_a_layer_candidate_is_cut_through_its_own_suffix(spec):
+    bb = HubBackbone.from_spec(BackboneSpec(spec.name, spec.handle, spec.input_size, layer="block_01"))
+    assert bb.blocks == ["block_00", "block_01"]
+    assert prefix_cut(bb, {"unfreeze_blocks": 1, "augment": "none"}) == "block_01"
+    assert prefix_cut(bb, {"unfreeze_blocks": 2, "augment": "none"}) is None  # no cut before block_00
+    x = np.random.default_rng(0).uniform(size=(3, 16, 16, 3)).astype("float32")
+    # The layer's pooled features, not the head's: from_block_to, not from_block.
+    np.testing.assert_allclose(bb.suffix("block_01", bb.prefix("block_01", x)), bb(x), atol=1e-6)
+    assert bb.suffix("block_01", bb.prefix("block_01", x)).shape[1] == bb.output_dim
 
 
 def test_switch_off_takes_the_full_path(spec, monkeypatch):

@@ -361,3 +361,19 @@ def test_a_shared_study_takes_a_trial_for_dead_only_after_its_silence(tmp_path):
     assert study.trials[asked.number].state == TrialState.FAIL
     assert study.trials[asked.number].user_attrs["interrupted"] is True
     assert [t.user_attrs.get("rerun_of") for t in study.trials[1:]] == [asked.number]
+
+
+@pytest.mark.parametrize("backend", ["keras-tuner", "optuna"])
+def test_first_trials_follow_probe_order_without_augmentation(backend, data_splits, specs, tmp_path):
+    # One trial per candidate, best probe first, each unaugmented so it may take the cached-prefix path;
+    # the sampler alone would often augment (2 of 3 choices) and repeat a backbone.
+    data, splits = data_splits
+    space = replace(FAST, unfreeze_blocks=(1, 2), augment=("flip", "none", "flip+crop"))
+    order = [specs[1], specs[0]]
+    kw = {"max_epochs": 2} if backend == "keras-tuner" else {}
+    result = tune(order, data, splits, space=space, backend=get_backend(backend, **kw), max_trials=2,
+                  out_dir=tmp_path, seed=1)
+    trials = result.trials.sort_values("trial_id") if backend == "optuna" else result.trials
+    assert list(trials["backbone"]) == [s.name for s in order]
+    assert list(trials["augment"]) == ["none", "none"]
+    assert all(trials["prefix_cut"].astype(str).isin(["head", "block_01"]))  # took the cached path
