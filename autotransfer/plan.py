@@ -315,8 +315,9 @@ def make_plan(
     if not margin > 0:
         raise ValueError(f"make_plan: margin must be > 0. Got {margin!r}.")
     probe_each = {c.name: margin * probe_seconds(c, n_items, score_s=score_s) for c in cs}
-    scale = {c.name: float(np.mean([(px / c.input_size) ** 2 for px in (trial_sizes or {}).get(c.name, [c.input_size])]))
-             for c in cs}
+    # Per-item cost ~ pixels: trials at another input size scale by (size / measured size)^2 (1 for text).
+    scale = {c.name: float(np.mean([(px / c.input_size) ** 2 if c.input_size else 1.0
+                                    for px in (trial_sizes or {}).get(c.name, [c.input_size])])) for c in cs}
     trial_each = {c.name: margin * trial_seconds(c, n_train=n_train, n_val=n_val, epochs=max_epochs,
                                                  features_cached=features_cached, pixel_scale=scale[c.name]) for c in cs}
     probe_s = sum(probe_each.values())

@@ -25,9 +25,9 @@ class Result:
 
     def _model(self) -> Any:
         if self._loaded is None:
-            import tensorflow as tf
+            from autotransfer.backbones.sources import load_saved_model
 
-            self._loaded = tf.saved_model.load(str(self.export_path))
+            self._loaded = load_saved_model(self.export_path)
         return self._loaded
 
     def _modality(self) -> str:

@@ -60,8 +60,10 @@ def test_run_on_texts_exports_a_model_that_serves_raw_strings(text_modules, tmp_
     texts, labels = pattern_texts(20, num_classes=3, seed=0)
     names = np.array(["fruit", "water", "motor"])[labels]
     space = _text_space(tmp_path / "space.yaml", text_modules)
+    # With a time budget: the plan measures text candidates too (no pixels to scale by).
     res = autotransfer.run(texts, labels=list(names), search_space=space, out=tmp_path / "run", max_trials=2,
-                           top_k=2, ensemble=1)
+                           top_k=2, ensemble=1, time_budget="5m")
+    assert set(json.loads((tmp_path / "run" / "plan.json").read_text())["costs"]) == {"keywords", "blind"}
     meta = json.loads(next((tmp_path / "run" / "export").glob("*/1/autotransfer_export.json")).read_text())
     assert meta["modality"] == "text" and list(meta["signatures"]) == ["serving_default"]
     assert meta["signatures"]["serving_default"]["inputs"] == {"texts": {"dtype": "string", "shape": [None],
@@ -97,3 +99,17 @@ def test_text_data_with_an_image_space_names_the_text_default(tmp_path):
     texts, labels = pattern_texts(5, num_classes=2)
     with pytest.raises(UserInputError, match="is for image: pass --search-space text-offline"):
         autotransfer.run(texts, labels=labels, search_space="offline", out=tmp_path / "run")
+
+
+def test_an_ensemble_of_text_members_averages_them_on_one_string_input(text_modules):
+    import numpy as np
+    import tensorflow as tf
+
+    from autotransfer.tune.task import build_ensemble, build_task_model
+
+    models = [build_task_model(BackboneSpec(n, str(p), 0), 3, dropout=0.0)[0] for n, p in text_modules.items()]
+    ensemble, sizes = build_ensemble([(models[0], 0, 0.25, False), (models[1], 0, 0.75, False)])
+    texts = tf.constant(["The apple is here.", "A cloud and a river!"])
+    assert sizes == [0] and ensemble.inputs[0].dtype == "string"
+    want = 0.25 * models[0](texts).numpy() + 0.75 * models[1](texts).numpy()
+    np.testing.assert_allclose(ensemble(texts).numpy(), want, atol=1e-6)

@@ -15,8 +15,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from autotransfer.backbones.sources import METADATA_FILE, module_fingerprint, resolve_handle
-from autotransfer.errors import BackboneError
+from autotransfer.backbones.sources import METADATA_FILE, load_saved_model, module_fingerprint, resolve_handle
+from autotransfer.errors import BackboneError, MissingDependencyError
 
 if TYPE_CHECKING:
     from autotransfer.backbones.spec import BackboneSpec
@@ -101,7 +101,9 @@ class HubBackbone(keras.layers.Layer):
         self.output_key = output_key
         self.bn_training = bn_training
         try:
-            module = tf.saved_model.load(str(self.module_path))
+            module = load_saved_model(self.module_path)
+        except MissingDependencyError:
+            raise
         except Exception as exc:  # noqa: BLE001 - a broken module gets one clear message
             raise BackboneError(f"Backbone {handle!r}: tf.saved_model.load({self.module_path}) failed: {exc}") from exc
         if not callable(module) or not hasattr(module, "variables"):

@@ -6,15 +6,37 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from autotransfer.errors import BackboneError
+from autotransfer.errors import BackboneError, MissingDependencyError
 
 Resolver = Callable[[str], Path]
 _SOURCES: dict[str, Resolver] = {}
 
 METADATA_FILE = "autotransfer_module.json"
+
+
+def load_saved_model(path: str | Path) -> Any:
+    """``tf.saved_model.load`` after registering the ops of optional TensorFlow add-ons
+    (tensorflow-text's tokenisers, which text modules and their exports run in the graph): a graph
+    that uses them cannot load otherwise. A missing add-on is one clear error."""
+    import tensorflow as tf
+
+    try:
+        import tensorflow_text  # noqa: F401 - importing it registers its ops
+    except ImportError:
+        pass
+    try:
+        return tf.saved_model.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - TF's message is a page; the missing op is what matters
+        missing = re.search(r"Op type not registered '(\w+)'", str(exc))
+        if missing is None:
+            raise
+        raise MissingDependencyError(
+            f"{path} uses the op {missing.group(1)} of a TensorFlow add-on that is not installed; text modules "
+            "and their exports need tensorflow-text: pip install 'autotransfer[text]'.") from None
 
 
 def register_source(scheme: str, resolver: Resolver) -> None:

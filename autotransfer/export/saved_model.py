@@ -205,7 +205,9 @@ def _verify(version_dir: Path, model: keras.Model, batches: dict[str, Any], num_
     the Keras model on the warm-up batch."""
     from autotransfer.export.serving import make_predict_request, run_predict_request
 
-    loaded = tf.saved_model.load(str(version_dir))
+    from autotransfer.backbones.sources import load_saved_model
+
+    loaded = load_saved_model(version_dir)
     for log in read_warmup_requests(version_dir / "assets.extra" / WARMUP_FILE):
         out = run_predict_request(loaded, log.predict_log.request)
         if out["probabilities"].shape[1:] != (num_classes,):

@@ -345,4 +345,6 @@ def load_exported(path: str | Path) -> Any:
         if not versions:
             raise UserInputError(f"{path} holds no SavedModel and no numeric version directories.")
         path = path / str(versions[-1])
-    return tf.saved_model.load(str(path))
+    from autotransfer.backbones.sources import load_saved_model
+
+    return load_saved_model(path)

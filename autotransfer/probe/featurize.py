@@ -23,6 +23,10 @@ Progress = Callable[[int], None]
 FEATURE_BATCH_PIXELS = 2**20
 
 
+#: Featurization batch for modules without an input size (text).
+TEXT_FEATURE_BATCH = 32
+
+
 def auto_batch_size(input_size: int) -> int:
     """Featurization batch size for ``input_size`` px images: ~1M pixels per batch, a power of 2 in [8, 256].
 
@@ -33,7 +37,9 @@ def auto_batch_size(input_size: int) -> int:
     128 px: 16 -> 288, 64 -> 344; 224 px: 8 -> 101, 16 -> 109, 32 -> 116.
     This gives 256 / 256 / 64 / 16 for 32 / 64 / 128 / 224 px.
     """
-    size = max(1, int(input_size))
+    if int(input_size) <= 0:  # texts: up to 256 tokens each, attention memory ~ batch x heads x tokens^2
+        return TEXT_FEATURE_BATCH
+    size = int(input_size)
     return int(min(256, max(8, 2 ** round(math.log2(FEATURE_BATCH_PIXELS / size**2)))))
 
 

