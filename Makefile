@@ -6,7 +6,7 @@ DEMO_DATA := reports/demo-data/digits
 DEMO_ARGS ?= --time-budget 13m --top-k 2
 
 DEMO_TEXT_DATA := reports/demo-data/drugreviews.csv
-DEMO_TEXT_ARGS ?= --time-budget 5m
+DEMO_TEXT_ARGS ?= --time-budget 15m
 
 .PHONY: install zoo demo demo-text test parity parity-text clean
 

@@ -101,7 +101,7 @@ def test_text_data_with_an_image_space_names_the_text_default(tmp_path):
         autotransfer.run(texts, labels=labels, search_space="offline", out=tmp_path / "run")
 
 
-def test_an_ensemble_of_text_members_averages_them_on_one_string_input(text_modules):
+def test_an_ensemble_of_text_members_averages_them_on_one_string_input(text_modules, tmp_path):
     import numpy as np
     import tensorflow as tf
 
@@ -113,3 +113,11 @@ def test_an_ensemble_of_text_members_averages_them_on_one_string_input(text_modu
     assert sizes == [0] and ensemble.inputs[0].dtype == "string"
     want = 0.25 * models[0](texts).numpy() + 0.75 * models[1](texts).numpy()
     np.testing.assert_allclose(ensemble(texts).numpy(), want, atol=1e-6)
+    # Exported, the members' vocabulary tables travel with it (an ExportArchive tracks only variables).
+    from autotransfer.export import export_model, load_exported, make_predict_request, run_predict_request
+
+    path = export_model(ensemble, class_names=["a", "b", "c"], input_size=sizes, export_dir=tmp_path, model_name="m",
+                        modality="text", warmup_examples=["The apple is here."])
+    served = run_predict_request(load_exported(path), make_predict_request(["The apple is here.", "A cloud and a river!"],
+                                                                           model_name="m"))
+    np.testing.assert_allclose(served["probabilities"], want, atol=1e-5)

@@ -73,7 +73,8 @@ def _sizes(input_size: int | list[int] | tuple[int, ...]) -> list[int]:
 def _resources(layer: Any) -> list[Any]:
     """Non-variable resources of every backbone inside ``layer`` (a model, ensemble or branch)."""
     own = layer.resources() if callable(getattr(layer, "resources", None)) else []
-    inner = list(getattr(layer, "layers", None) or []) + list(getattr(layer, "backbones", None) or [])
+    inner = (list(getattr(layer, "layers", None) or []) + list(getattr(layer, "backbones", None) or [])
+             + [m for m in [getattr(layer, "member", None)] if m is not None])  # an ensemble's members
     return own + [r for child in inner if child is not layer for r in _resources(child)]
 
 
