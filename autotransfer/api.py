@@ -303,6 +303,7 @@ def _evaluate_stage(run: _Run, probed: Any, tuned: Any, final: Any) -> dict[str,
     metrics.update(
         split=split, note=None if split == "test" else NO_TEST_NOTE,
         probe_test_accuracy=float(probe_row[col]), probe_backbone=str(probe_row["name"]),
+        probe_test_macro_f1=float(probe_row["test_macro_f1"]) if split == "test" and "test_macro_f1" in probe_row else None,
         probe_pick=str(ok_rows.iloc[0]["name"]), probe_pick_test_accuracy=float(ok_rows.iloc[0][col]),
         finetune_beats_probe=beats, verdict=why, model="refit" if metrics is not tuned_metrics else "tuned",
         tuned={k: tuned_metrics[k] for k in ("accuracy", "macro_f1")},

@@ -80,7 +80,7 @@ def run_cmd(
     from rich.table import Table
 
     table = Table(title="probe leaderboard")
-    cols = [c for c in ("rank", "name", "input_size", "score", "std", "val_accuracy", "test_accuracy", "feature_seconds", "status") if c in result.leaderboard]
+    cols = [c for c in ("rank", "name", "input_size", "score", "std", "val_accuracy", "test_accuracy", "test_macro_f1", "feature_seconds", "status") if c in result.leaderboard]
     for c in cols:
         table.add_column(c, justify="right" if c not in ("name", "status") else "left")
     for _, row in result.leaderboard.iterrows():
@@ -98,6 +98,11 @@ def run_cmd(
     console.print(f"{m.get('split', 'test')} accuracy: {m['accuracy']:.4f} ({m.get('model', 'tuned')} model; tuned on train only: "
                   f"{tuned.get('accuracy', m['accuracy']):.4f})   best linear probe ({m['probe_backbone']}): "
                   f"{m['probe_test_accuracy']:.4f}")
+    if m.get("macro_f1") is not None:
+        console.print(f"{m.get('split', 'test')} macro-F1: {m['macro_f1']:.4f}   best linear probe: "
+                      f"{m.get('probe_test_macro_f1', float('nan')):.4f}"
+                      + "".join(f"   {b['name']}: {b['test_macro_f1']:.4f}" for b in m.get("baselines") or []
+                                if b.get("test_macro_f1") is not None))
     console.print(m["verdict"])
     console.print(f"export: {result.export_path}")
     console.print(f"report: {result.report_path}")

@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 import tensorflow as tf
+from sklearn.metrics import f1_score
 
 from autotransfer import modalities
 from autotransfer.backbones import BackboneSpec, HubBackbone, module_fingerprint, resolve_handle
@@ -50,7 +51,7 @@ ProgressFn = Callable[[str, int, int, str], None]
 SPLITS = ("train", "val", "test")
 LEADERBOARD_COLUMNS = [
     "rank", "name", "handle", "input_size", "params", "feature_dim", "score", "std", "scorer",
-    "feature_seconds", "score_seconds", "cached", "val_accuracy", "test_accuracy",
+    "feature_seconds", "score_seconds", "cached", "val_accuracy", "test_accuracy", "test_macro_f1",
 ]
 FEATURES_LAYER = "final"
 LOGITS_LAYER = "source_logits"
@@ -251,7 +252,7 @@ def _scores_key(feature_keys: list[str | None], splits: dict[str, np.ndarray], s
     return "scores-" + h.hexdigest()[:24]
 
 
-_SCORE_FIELDS = ("score", "std", "val_accuracy", "test_accuracy")
+_SCORE_FIELDS = ("score", "std", "val_accuracy", "test_accuracy", "test_macro_f1")
 
 
 def _isnan(v: Any) -> bool:
@@ -260,6 +261,14 @@ def _isnan(v: Any) -> bool:
 
 def _accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(model.predict(x.astype(np.float64)) == y)) if len(y) else math.nan
+
+
+def _macro_f1(model: Any, x: np.ndarray, y: np.ndarray, num_classes: int) -> float:
+    """Macro F1 over all ``num_classes`` (a class never predicted counts as 0), as evaluate.py."""
+    if not len(y):
+        return math.nan
+    return float(f1_score(y, model.predict(x.astype(np.float64)), average="macro", labels=list(range(num_classes)),
+                          zero_division=0))
 
 
 DEFAULT_EXTRA_SCORERS = ("linear", "linear_ll", "knn", "logme", "leep", "nleep")
@@ -525,7 +534,7 @@ def probe(
             "name": spec.name, "handle": spec.handle, "input_size": spec.input_size, "params": math.nan,
             "feature_dim": math.nan, "score": math.nan, "std": math.nan, "scorer": scorer_name,
             "feature_seconds": math.nan, "score_seconds": math.nan, "cached": False,
-            "val_accuracy": math.nan, "test_accuracy": math.nan,
+            "val_accuracy": math.nan, "test_accuracy": math.nan, "test_macro_f1": math.nan,
             **{c: math.nan for c in score_cols}, "status": "ok",
             **({"rung": 0, "halving_seconds": 0.0, "featurized_items": 0} if halving else {}),
         }
@@ -722,7 +731,7 @@ def probe(
             progress("probe", i, total, f"{spec.name}: scoring")
         try:
             _score_row(row, split_feats, y, logits, [fkey, lkey], split_idx, seed, all_scorers, main_like,
-                       combined is None, store)
+                       combined is None, store, len(data.class_names))
         except (ValueError, np.linalg.LinAlgError) as exc:  # the ranking scorer or the linear probe
             fail(row, exc)
             continue
@@ -760,7 +769,7 @@ def probe(
         top = [n for n in ranked["name"].tolist() if n in features][:multi_source]
         if len(top) >= 2:
             row, spec = _multi_source_row(top, by_name, features, board, y, seed, all_scorers, main_like,
-                                          combined is None, new_row, halving, full_rung)
+                                          combined is None, new_row, halving, full_rung, len(data.class_names))
             features[spec.name] = row.pop("_features")
             specs_added[spec.name] = spec
             board = pd.concat([board, pd.DataFrame([row])], ignore_index=True)
@@ -801,9 +810,10 @@ def _save_assembled(store: FeatureCache | None, spec: BackboneSpec, handle: str,
 
 def _score_row(row: dict[str, Any], split_feats: dict[str, np.ndarray], y: dict[str, np.ndarray],
                logits: np.ndarray | None, keys: list[str | None], split_idx: dict[str, np.ndarray], seed: int,
-               scorers: list[Scorer], main: Scorer, main_ranks: bool, store: FeatureCache | None) -> None:
+               scorers: list[Scorer], main: Scorer, main_ranks: bool, store: FeatureCache | None,
+               num_classes: int) -> None:
     """Fill ``row`` with every scorer's column, ``score``/``std`` (when ``main`` ranks) and the
-    linear probe's val/test accuracy; reads/writes the scores record in the cache."""
+    linear probe's val/test accuracy and test macro F1; reads/writes the scores record in the cache."""
     t0 = time.perf_counter()
     cols = [f"score_{s.name}" for s in scorers]
     fields = [*_SCORE_FIELDS, *cols]
@@ -824,6 +834,7 @@ def _score_row(row: dict[str, Any], split_feats: dict[str, np.ndarray], y: dict[
     model = fit_linear_probe(split_feats["train"], y["train"], seed=seed)
     row.update(val_accuracy=_accuracy(model, split_feats["val"], y["val"]),
                test_accuracy=_accuracy(model, split_feats["test"], y["test"]),
+               test_macro_f1=_macro_f1(model, split_feats["test"], y["test"], num_classes),
                score_seconds=time.perf_counter() - t0)
     if skey is not None:
         store.save_record(skey, {k: (None if _isnan(row[k]) else float(row[k])) for k in fields})
@@ -832,7 +843,7 @@ def _score_row(row: dict[str, Any], split_feats: dict[str, np.ndarray], y: dict[
 def _multi_source_row(top: list[str], by_name: dict[str, BackboneSpec], features: dict[str, dict[str, np.ndarray]],
                       board: pd.DataFrame, y: dict[str, np.ndarray], seed: int, scorers: list[Scorer], main: Scorer,
                       main_ranks: bool, new_row: Callable[[BackboneSpec], dict[str, Any]], halving: bool,
-                      full_rung: int) -> tuple[dict[str, Any], BackboneSpec]:
+                      full_rung: int, num_classes: int) -> tuple[dict[str, Any], BackboneSpec]:
     """The ``concat(a+b...)`` candidate: the sources' cached features side by side, scored alike.
 
     Source logits are not combined (LEEP stays NaN). Its spec keeps the first source's handle
@@ -855,6 +866,6 @@ def _multi_source_row(top: list[str], by_name: dict[str, BackboneSpec], features
     if main.needs_source_logits:
         row["status"] = f"failed: scorer {main.name!r} needs source logits, which a concatenation has not"
     else:
-        _score_row(row, split_feats, y, None, [None], {}, seed, scorers, main, main_ranks, None)
+        _score_row(row, split_feats, y, None, [None], {}, seed, scorers, main, main_ranks, None, num_classes)
     row["_features"] = split_feats
     return row, spec

@@ -21,7 +21,7 @@ from autotransfer.verdict import loss_reasons
 # Leaderboard columns in display order; unknown columns keep their file order after these.
 LEADERBOARD_COLUMNS = [
     "rank", "name", "handle", "input_size", "params", "feature_dim", "score", "std", "scorer",
-    "val_accuracy", "test_accuracy", "feature_seconds", "score_seconds", "cached", "status",
+    "val_accuracy", "test_accuracy", "test_macro_f1", "feature_seconds", "score_seconds", "cached", "status",
 ]
 TRIAL_COLUMNS = [
     "trial_id", "backbone", "unfreeze_blocks", "learning_rate", "patience", "dropout",

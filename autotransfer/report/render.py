@@ -75,7 +75,7 @@ def fmt_cell(v: Any, column: str) -> str:
     """Format a table cell by its column name."""
     if v is None:
         return "–"
-    if column.endswith("accuracy") or column in ("macro_f1", "dropout_rate"):
+    if column.endswith(("accuracy", "macro_f1")) or column == "dropout_rate":
         return fmt_pct(v)
     if column.endswith("seconds") or column == "seconds":
         return fmt_secs(v).split(" (")[0]

@@ -68,6 +68,22 @@ def test_features_per_split_and_progress(cold, pattern_data):
     assert calls[-1][:3] == ("probe", 3, 3) and all(c[0] == "probe" for c in calls)
 
 
+def test_test_macro_f1_is_the_probe_heads_on_test(cold, pattern_data):
+    from sklearn.metrics import f1_score
+
+    from autotransfer.probe.scorers import fit_linear_probe
+
+    result, _, _ = cold
+    data, _ = pattern_data
+    k = len(data.class_names)
+    for _, row in result.leaderboard.iterrows():
+        f, y = result.features[row["name"]], result.labels
+        pred = fit_linear_probe(f["train"], y["train"], seed=0).predict(f["test"].astype(np.float64))
+        want = f1_score(y["test"], pred, average="macro", labels=list(range(k)), zero_division=0)
+        assert row["test_macro_f1"] == pytest.approx(want)
+    assert result.leaderboard["test_macro_f1"].iloc[-1] < result.leaderboard["test_macro_f1"].iloc[0]
+
+
 def test_features_match_a_direct_forward_pass(cold, pattern_data, tiny_modules):
     result, _, _ = cold
     data, splits = pattern_data
