@@ -272,17 +272,12 @@ def _evaluate_stage(run: _Run, probed: Any, tuned: Any, final: Any) -> dict[str,
     and ``note`` say so): the refit model trained on val, so it has no score then.
     """
     from autotransfer.baselines import baselines_for
-    from autotransfer.evaluate import NO_TEST_NOTE, evaluate_model, evaluation_split, verdict
+    from autotransfer.evaluate import NO_TEST_NOTE, error_examples, evaluation_split, verdict
 
     t0 = time.monotonic()
     data, splits, c = run.data, run.splits, run.config
     idx, split = evaluation_split(splits)
-    tuned_model, sizes = final.model(refit=False)
-    tuned_metrics = evaluate_model(tuned_model, data, idx, input_size=sizes)
-    metrics = tuned_metrics
-    if split == "test" and (final.refit or any(m.refit_model is not None for m in final.members)):
-        refit_model, sizes = final.model(refit=True)
-        metrics = evaluate_model(refit_model, data, idx, input_size=sizes)
+    tuned_metrics, metrics, probs = _score_final(final, data, idx, refit=split == "test")
     lb = probed.leaderboard
     ok_rows = lb[lb["status"] == "ok"]
     # The baseline to beat is the best frozen probe on test, not only the probe's top-ranked pick:
@@ -312,8 +307,27 @@ def _evaluate_stage(run: _Run, probed: Any, tuned: Any, final: Any) -> dict[str,
         baselines=baselines_for(data, splits, seed=c.seed),
     )
     _write_json(run.run_dir / "test_metrics.json", metrics)
+    # The report shows the items the exported model got wrong, as the modality shows an item.
+    _write_json(run.run_dir / "test_examples.json", {"split": split, "model": metrics["model"],
+                                                      "examples": error_examples(probs, data, idx)})
     run.timed("evaluate", t0)
     return metrics
+
+
+def _score_final(final: Any, data: Any, idx: np.ndarray, *, refit: bool) -> tuple[dict, dict, np.ndarray]:
+    """``(tuned metrics, metrics of the model exported, its probabilities)`` on ``idx``; the two
+    metrics are one dict when no member was refit (or ``refit`` is False: no held-out split)."""
+    from autotransfer.evaluate import metrics_from_probs, predict_proba
+
+    y_eval, names = np.asarray(data.labels)[idx], list(data.class_names)
+    model, sizes = final.model(refit=False)
+    probs = predict_proba(model, data, idx, input_size=sizes, batch_size=16)
+    tuned_metrics = metrics = metrics_from_probs(probs, y_eval, names)
+    if refit and (final.refit or any(m.refit_model is not None for m in final.members)):
+        model, sizes = final.model(refit=True)
+        probs = predict_proba(model, data, idx, input_size=sizes, batch_size=16)
+        metrics = metrics_from_probs(probs, y_eval, names)
+    return tuned_metrics, metrics, probs
 
 
 def _export_stage(run: _Run, final: Any, probed: Any) -> Path:

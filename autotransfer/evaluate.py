@@ -13,7 +13,8 @@ from autotransfer import modalities
 from autotransfer.data import LabelledData
 from autotransfer.verdict import verdict
 
-__all__ = ["NO_TEST_NOTE", "evaluate_model", "evaluation_split", "model_inputs", "predict_proba", "verdict"]
+__all__ = ["NO_TEST_NOTE", "error_examples", "evaluate_model", "evaluation_split", "metrics_from_probs", "model_inputs",
+           "predict_proba", "verdict"]
 
 #: What test_metrics.json and the report say when the data has no test split.
 NO_TEST_NOTE = ("The data has no test split (its split column lists no 'test' rows), so these scores are on the "
@@ -60,17 +61,42 @@ def evaluate_model(
     No indices: NaN accuracy and F1, an all-zero confusion matrix and ``num_test`` 0.
     """
     indices = np.asarray(indices, dtype=np.int64)
-    k = len(data.class_names)
-    if len(indices) == 0:
-        return {"accuracy": math.nan, "macro_f1": math.nan, "confusion_matrix": [[0] * k for _ in range(k)],
-                "class_names": list(data.class_names), "num_test": 0}
     probs = predict_proba(model, data, indices, input_size=input_size, batch_size=batch_size)
-    y_true = np.asarray(data.labels)[indices]
+    return metrics_from_probs(probs, np.asarray(data.labels)[indices], list(data.class_names))
+
+
+def metrics_from_probs(probs: np.ndarray, y_true: np.ndarray, class_names: list[str]) -> dict[str, Any]:
+    """:func:`evaluate_model`'s metrics from class probabilities ``[N, K]`` and true labels ``[N]``."""
+    k = len(class_names)
+    if len(y_true) == 0:
+        return {"accuracy": math.nan, "macro_f1": math.nan, "confusion_matrix": [[0] * k for _ in range(k)],
+                "class_names": list(class_names), "num_test": 0}
     y_pred = probs.argmax(axis=1)
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "macro_f1": float(f1_score(y_true, y_pred, average="macro", labels=list(range(k)), zero_division=0)),
         "confusion_matrix": confusion_matrix(y_true, y_pred, labels=list(range(k))).tolist(),
-        "class_names": list(data.class_names),
-        "num_test": int(len(indices)),
+        "class_names": list(class_names),
+        "num_test": int(len(y_true)),
     }
+
+
+#: Misclassified items the report shows.
+MAX_EXAMPLES = 12
+
+
+def error_examples(probs: np.ndarray, data: LabelledData, indices: np.ndarray, *,
+                   limit: int = MAX_EXAMPLES) -> list[dict[str, Any]]:
+    """The ``limit`` misclassified items the model was surest of (most confident first), each with
+    its index, true and predicted class, confidence and how the modality shows it in the report."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if not len(indices):
+        return []
+    y_true = np.asarray(data.labels)[indices]
+    y_pred = probs.argmax(axis=1)
+    wrong = np.flatnonzero(y_pred != y_true)
+    wrong = wrong[np.argsort(-probs[wrong, y_pred[wrong]], kind="stable")][:limit]
+    shown = modalities.for_data(data).show(data, indices[wrong]) if len(wrong) else []
+    names = list(data.class_names)
+    return [{"index": int(indices[j]), "true": names[int(y_true[j])], "predicted": names[int(y_pred[j])],
+             "confidence": float(probs[j, y_pred[j]]), "item": item} for j, item in zip(wrong.tolist(), shown)]

@@ -93,3 +93,22 @@ def test_an_image_model_on_the_keras_input_takes_real_batches():
 def test_an_unknown_modality_is_one_clear_error():
     with pytest.raises(UserInputError, match=r"Unknown modality 'audio'; known: image, text"):
         modalities.get("audio")
+
+
+def test_the_report_shows_each_item_as_the_modality_draws_it(case):
+    import base64
+
+    modality, data = case
+    shown = modality.show(data, np.array([2, 0]))
+    assert len(shown) == 2 and {s["kind"] for s in shown} == {modality.name}
+    if modality.name == "text":
+        assert [s["text"] for s in shown] == [data.items[2], data.items[0]]
+        long = load_data(["word " * 200, "short", "a", "b"], labels=[0, 1, 0, 1])
+        [snippet] = modality.show(long, np.array([0]))
+        assert len(snippet["text"]) <= 240 and snippet["text"].endswith("\u2026")
+    else:
+        png = base64.b64decode(shown[0]["src"].split(",", 1)[1])
+        img = tf.io.decode_png(png).numpy()
+        assert img.shape == (64, 64, 3)
+        first = tf.io.decode_png(base64.b64decode(shown[1]["src"].split(",", 1)[1])).numpy()
+        assert not np.array_equal(img, first)  # the items asked for, in that order

@@ -48,6 +48,13 @@ def test_run_dir_holds_every_stage_file(result):
     assert metrics["probe_pick"] == board.iloc[0]["name"]
     html = result.report_path.read_text()
     assert "good" in html and metrics["verdict"].split(":")[0][:30] in html
+    examples = json.loads((result.run_dir / "test_examples.json").read_text())
+    wrong = int(round((1 - metrics["accuracy"]) * metrics["num_test"]))
+    assert examples["split"] == "test" and len(examples["examples"]) == min(wrong, 12)
+    for e in examples["examples"]:
+        assert e["item"]["src"].startswith("data:image/png;base64,") and e["item"]["src"] in html
+    confidences = [e["confidence"] for e in examples["examples"]]
+    assert confidences == sorted(confidences, reverse=True)
 
 
 def test_predict_matches_export_and_labels(result, pattern_folder):

@@ -90,6 +90,14 @@ def test_run_on_texts_exports_a_model_that_serves_raw_strings(text_modules, tmp_
 
     html = html_lib.unescape(res.report_path.read_text())
     assert "tfidf_logreg" in html and '"instances": ["the text to classify"' in html and "Classify a text" in html
+    # Probes carry their test macro-F1; the report shows misclassified texts as snippets.
+    board = res.leaderboard[res.leaderboard["status"] == "ok"]
+    assert board["test_macro_f1"].between(0, 1).all()
+    examples = json.loads((tmp_path / "run" / "test_examples.json").read_text())
+    wrong = int(round((1 - res.test_metrics["accuracy"]) * res.test_metrics["num_test"]))
+    assert len(examples["examples"]) == min(wrong, 12)
+    for e in examples["examples"]:
+        assert e["item"]["kind"] == "text" and e["item"]["text"] in html and e["true"] != e["predicted"]
 
 
 def test_text_data_with_an_image_space_names_the_text_default(tmp_path):

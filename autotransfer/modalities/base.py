@@ -65,5 +65,11 @@ class Modality(ABC):
     def rest_example(self, sizes: list[int]) -> dict:
         """A TF Serving REST ``:predict`` body for one item (the report's "How to serve")."""
 
+    # -- the report ---------------------------------------------------------------------------------
+    @abstractmethod
+    def show(self, data: Any, indices: np.ndarray) -> list[dict[str, str]]:
+        """How the items at ``indices`` appear in the report, one small JSON-able dict each:
+        ``{"kind": "image", "src": <data: URI of a thumbnail>}`` or ``{"kind": "text", "text": <snippet>}``."""
+
 
 __all__ = ["Modality"]

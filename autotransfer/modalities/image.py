@@ -11,6 +11,8 @@ from autotransfer.data.images import image_dataset, unit_pixels
 from autotransfer.modalities.base import Modality
 
 CHANNELS = 3
+#: Side of the report's thumbnails (pixels): enough to see what was confused, small in the HTML.
+THUMBNAIL = 64
 
 
 class ImageModality(Modality):
@@ -111,6 +113,19 @@ class ImageModality(Modality):
     def rest_example(self, sizes: list[int]) -> dict:
         return {"signature_name": "serving_bytes", "instances": [{"b64": "<base64 JPEG/PNG bytes>"}]}
 
+    # -- the report ---------------------------------------------------------------------------------
+    def show(self, data: Any, indices: np.ndarray) -> list[dict[str, str]]:
+        """PNG thumbnails (``THUMBNAIL`` px, decoded by the training pipeline) as data URIs."""
+        import base64
+
+        out: list[dict[str, str]] = []
+        ds = self.dataset(data, np.asarray(indices, dtype=np.int64), size=THUMBNAIL, batch_size=16, with_labels=False)
+        for batch in ds:
+            for img in tf.image.convert_image_dtype(batch, tf.uint8, saturate=True):
+                png = tf.io.encode_png(img).numpy()
+                out.append({"kind": "image", "src": "data:image/png;base64," + base64.b64encode(png).decode("ascii")})
+        return out
+
 
 def _shape_dtype(entry: tuple[str, Any, dict]) -> tuple[list, Any]:
     return entry[2]["shape"], entry[1]
@@ -121,3 +136,4 @@ MAX_WARMUP = 8
 
 
 __all__ = ["ImageModality"]
+

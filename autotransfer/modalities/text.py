@@ -10,6 +10,10 @@ import tensorflow as tf
 from autotransfer.modalities.base import Modality
 
 
+#: Characters of a text the report shows (the rest is elided).
+SNIPPET = 240
+
+
 class TextModality(Modality):
     """Raw strings, as TF Serving will send them; ``size`` (an image side) does not apply."""
 
@@ -63,6 +67,15 @@ class TextModality(Modality):
 
     def rest_example(self, sizes: list[int]) -> dict:
         return {"signature_name": "serving_default", "instances": ["the text to classify"]}
+
+    # -- the report ---------------------------------------------------------------------------------
+    def show(self, data: Any, indices: np.ndarray) -> list[dict[str, str]]:
+        """The first ``SNIPPET`` characters of each text, whitespace collapsed."""
+        out = []
+        for i in np.asarray(indices, dtype=np.int64).tolist():
+            text = " ".join(str(data.items[i]).split())
+            out.append({"kind": "text", "text": text if len(text) <= SNIPPET else text[:SNIPPET - 1] + "\u2026"})
+        return out
 
 
 #: The input key of a text export's ``serving_default``.

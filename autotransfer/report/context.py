@@ -255,6 +255,7 @@ def load_context(run_dir: str | Path) -> dict[str, Any]:
     }
     for key in ("config", "data", "best", "test_metrics", "timings", "final_model"):
         ctx[key] = _read_json(run_dir / f"{key}.json", warnings)
+    ctx["examples"] = _read_json(run_dir / "test_examples.json", warnings)  # absent in runs before it existed
 
     lb = _read_csv(run_dir / "leaderboard.csv", warnings)
     ctx["leaderboard"], ctx["leaderboard_columns"] = (lb[0], _order_columns(lb[1], LEADERBOARD_COLUMNS)) if lb else (None, [])
