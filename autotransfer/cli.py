@@ -57,7 +57,7 @@ def run_cmd(
     path_column: str = typer.Option("path", "--path-column", help="CSV column of the image paths."),
     label_column: str = typer.Option("label", "--label-column", help="CSV column of the labels."),
     split_column: str = typer.Option("split", "--split-column", help="CSV column of train/val/test (optional: without it the data is split 70/15/15)."),
-    text_column: Optional[str] = typer.Option(None, "--text-column", help="CSV column of texts (detected in a CSV without a path column); text loads and is checked, but runs need image data for now."),
+    text_column: Optional[str] = typer.Option(None, "--text-column", help="CSV column of texts (detected in a CSV without a path column); text runs default to --search-space text-offline."),
 ) -> None:
     """Probe every candidate, tune the best, export the winner and write the report."""
     from autotransfer import interrupts
