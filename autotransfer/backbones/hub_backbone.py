@@ -42,6 +42,21 @@ def _signature_modality(module: Any) -> str:
     return "text" if spec is not None and spec.dtype == tf.string else "image"
 
 
+def _takes_training(fn: Any) -> bool:
+    """Whether ``fn`` (a loaded module's ``__call__``) has a ``training`` argument. TF-Hub's reusable
+    SavedModel API makes it optional: text modules converted from TF1 (e.g. nnlm, USE) may lack it,
+    and calling them with it fails. Unknown (no signature): assume it has."""
+    import inspect
+
+    # A loaded module object: its restored __call__ function holds the traced signature.
+    target = fn if hasattr(fn, "function_type") else getattr(fn, "__call__", fn)
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.name == "training" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
 def _var_name(v: tf.Variable) -> str:
     return v.name.split(":")[0]
 
@@ -169,6 +184,7 @@ class HubBackbone(keras.layers.Layer):
         self._preprocess = None if preprocess_handle is None else self._load_preprocessor(preprocess_handle)
         self.layer = layer
         self._fn = module if layer is None else self._feature_layer(layer)
+        self._fn_takes_training = _takes_training(self._fn)
         meta_file = self.module_path / METADATA_FILE
         self.metadata: dict[str, Any] = json.loads(meta_file.read_text()) if meta_file.exists() else {}
         if layer is not None and bn_training and self.metadata.get("features_at_training") is False:
@@ -337,11 +353,12 @@ class HubBackbone(keras.layers.Layer):
 
     # -- forward ----------------------------------------------------------------------------------
     def _forward(self, inputs: tf.Tensor, training: bool = False) -> tf.Tensor:
+        kwargs = {"training": training} if self._fn_takes_training else {}
         if self._preprocess is None:
-            return self._pick(self._fn(inputs, training=training))
+            return self._pick(self._fn(inputs, **kwargs))
         # The preprocessor is a fixed function of the strings: nothing in it trains.
         encoder_inputs = self._preprocess(inputs)
-        return self._pick(self._fn(encoder_inputs, training=training), encoder_inputs)
+        return self._pick(self._fn(encoder_inputs, **kwargs), encoder_inputs)
 
     def _pick(self, out: Any, encoder_inputs: dict | None = None) -> tf.Tensor:
         """The features from the module's output: a tensor as is, else the dict's ``output_key``
