@@ -126,6 +126,9 @@ def _check_preprocess_handle(d: dict, where: str, *, sized: bool) -> None:
     if scheme not in known_schemes():
         raise UserInputError(f"{what} has the unknown scheme {scheme!r} ({value!r}). Use a local directory or one of "
                              f"{', '.join(s + '://' for s in known_schemes())}.")
+    if d.get("classifier_handle") is not None:
+        raise UserInputError(f"{what}: a pair has no source-task head for classifier_handle (the LEEP scorer's): "
+                             "remove classifier_handle.")
     if value == d["handle"]:
         raise UserInputError(f"{what} is its 'handle' too. 'handle' is the encoder, 'preprocess_handle' the "
                              "preprocessor that feeds it: give each its own module.")

@@ -37,9 +37,11 @@ def test_spec_keeps_preprocess_handle_through_yaml_and_round_trip():
     ("  ", "must be a non-empty string"),
     ("ftp://host/pre", "unknown scheme 'ftp'"),
     ("https://tfhub.dev/x/enc/2", "is its 'handle' too"),
+    ({"classifier_handle": "/cls"}, "remove classifier_handle"),
 ])
 def test_bad_preprocess_handle_is_one_line_naming_the_field(value, message):
-    d = {"name": "bert", "handle": "https://tfhub.dev/x/enc/2", "preprocess_handle": value}
+    extra = value if isinstance(value, dict) else {"preprocess_handle": value}
+    d = {"name": "bert", "handle": "https://tfhub.dev/x/enc/2", "preprocess_handle": "/pre", **extra}
     with pytest.raises(UserInputError, match=message) as info:
         BackboneSpec.from_dict(d, "space.yaml, candidates[0]", strict=True, sized=False)
     assert str(info.value).startswith("space.yaml, candidates[0]: ") and "\n" not in str(info.value)
