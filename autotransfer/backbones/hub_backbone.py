@@ -88,7 +88,8 @@ def infer_blocks(names: list[str]) -> list[str]:
     layers = [f"{stack}{i}" for i in sorted({int(m.group(2)) for m in matches if m is not None})]
     rest = _first_blocks([p for p, m in zip(parts, matches) if m is None], common)
     folder = stack.rpartition("/")[0]
-    after = [b for b in rest if b.split("/")[-1].startswith("pooler") or (folder and (b + "/").startswith(folder + "/"))]
+    after = [b for b in rest
+             if b.split("/")[-1].startswith("pooler") or (folder and (b + "/").startswith(folder + "/"))]
     before = [b for b in rest if b not in after]
     return before + layers[:-1] + ["+".join([layers[-1], *after])]
 
@@ -175,6 +176,7 @@ class HubBackbone(keras.layers.Layer):
         self.output_key = output_key
         self.bn_training = bn_training
         self.preprocess_handle = preprocess_handle
+        self.preprocess_path = None  # a pair's: set by _load_preprocessor
         module = _load(handle, self.module_path)
         if not callable(module) or not hasattr(module, "variables"):
             raise BackboneError(
@@ -265,8 +267,8 @@ class HubBackbone(keras.layers.Layer):
             fix = ("A TF-Hub text module takes strings [B]; fix the handle." if self.modality == "text" else
                    "A TF-Hub image module takes images [B, H, W, 3]; fix the handle or its input_size.")
             if self._preprocess is not None:
-                fix = (f"preprocess_handle {self.preprocess_handle!r} must map strings to input_word_ids, input_mask and "
-                       "input_type_ids, and handle (the encoder) take that dict; fix the pair.")
+                fix = (f"preprocess_handle {self.preprocess_handle!r} must map strings to input_word_ids, input_mask "
+                       "and input_type_ids, and handle (the encoder) take that dict; fix the pair.")
             raise BackboneError(f"Backbone {self.handle!r} cannot be called on {what} ({why}). {fix}") from None
         shape = [int(d) if d is not None else None for d in out.shape]
         if len(shape) != 2 or shape[0] != 1:
@@ -368,10 +370,11 @@ class HubBackbone(keras.layers.Layer):
         if encoder_inputs is not None and self.output_key == MEAN_SEQUENCE_OUTPUT and "sequence_output" in out:
             mask = tf.cast(encoder_inputs["input_mask"], out["sequence_output"].dtype)[:, :, None]
             return tf.reduce_sum(out["sequence_output"] * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
-        defaults = ("pooled_output",) if encoder_inputs is not None else ("default", "feature_vector", "pooled_output", "logits")
+        pair = encoder_inputs is not None
+        defaults = ("pooled_output",) if pair else ("default", "feature_vector", "pooled_output", "logits")
         key = self.output_key or next((k for k in defaults if k in out), None)
         if key is None or key not in out:
-            extra = f" or {MEAN_SEQUENCE_OUTPUT}" if encoder_inputs is not None else ""
+            extra = f" or {MEAN_SEQUENCE_OUTPUT}" if pair else ""
             raise BackboneError(f"Backbone {self.handle!r} returns a dict {sorted(out)}; set output_key to one of "
                                 f"them{extra} (got {self.output_key!r}).")
         return out[key]

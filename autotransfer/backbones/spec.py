@@ -7,8 +7,8 @@ from typing import Any
 from autotransfer.errors import UserInputError, unknown_keys
 
 #: Keys a search-space candidate may have (the YAML schema; see docs/ARCHITECTURE.md).
-CANDIDATE_KEYS = ("name", "handle", "input_size", "classifier_handle", "preprocess_handle", "output_key", "layer", "layers",
-                  "input_sizes")
+CANDIDATE_KEYS = ("name", "handle", "input_size", "classifier_handle", "preprocess_handle", "output_key", "layer",
+                  "layers", "input_sizes")
 
 
 @dataclass(frozen=True)
