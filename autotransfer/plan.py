@@ -112,7 +112,8 @@ def measure_costs(
     for spec in candidates:
         base = getattr(spec, "base", None) or spec.handle
         twin = next((costs[c.name] for c in candidates if c.name in costs and c.handle == spec.handle
-                     and c.input_size == spec.input_size), None)
+                     and c.input_size == spec.input_size
+                     and getattr(c, "preprocess_handle", None) == getattr(spec, "preprocess_handle", None)), None)
         if twin is not None:
             # A layer variant of a module measured at this size: the probe runs both in one pass
             # (all_features), so it costs no more; reuse the measurement instead of a second load.

@@ -72,3 +72,34 @@ def test_layers_and_sizes_expand_into_candidates(tmp_path):
     assert by_name["a"].layer is None and by_name["a@16"].base == "a"
     with pytest.raises(UserInputError, match="input_sizes"):
         load_search_space(_write(tmp_path, "candidates:\n  - {name: a, handle: /x, input_size: 32, input_sizes: [4]}\n"))
+
+
+def test_text_online_space_loads_offline_with_its_bert_pairs(monkeypatch):
+    from autotransfer.backbones import BackboneSpec, sources
+
+    def no_network(handle):
+        raise AssertionError(f"loading a search space resolved {handle}")
+
+    for scheme in ("http", "https"):
+        monkeypatch.setitem(sources._SOURCES, scheme, no_network)
+    assert "text-online" in builtin_spaces()
+    space = load_search_space("text-online")
+    assert space.modality == "text"
+    assert [c.name for c in space.candidates] == ["nnlm_en_dim50", "universal_sentence_encoder",
+                                                  "small_bert_L4_H512", "electra_small"]
+    assert all(c.handle.startswith("https://tfhub.dev/") and c.input_size == 0 for c in space.candidates)
+    pre = "https://tfhub.dev/tensorflow/bert_en_uncased_preprocess/3"
+    assert {c.name: c.preprocess_handle for c in space.candidates if c.is_pair} == {
+        "small_bert_L4_H512": pre, "electra_small": pre}
+    assert space.tuning.unfreeze_blocks == (0, 2) and space.tuning.head_warmup == "probe"
+    # config.json keeps the pairs
+    assert [BackboneSpec.from_dict(d, "config.json") for d in space.to_dict()["candidates"]] == space.candidates
+
+
+def test_a_pair_in_an_image_space_is_one_line_naming_the_fix(tmp_path):
+    text = ("candidates:\n  - {name: bert, handle: /enc, preprocess_handle: /pre, input_size: 224}\n")
+    with pytest.raises(UserInputError, match=r"candidates\[0\]: 'preprocess_handle' of candidate 'bert'.*"
+                                             r"'modality: text'"):
+        load_search_space(_write(tmp_path, text))
+    with pytest.raises(UserInputError, match="unknown key 'preprocess' \\(did you mean 'preprocess_handle'\\?\\)"):
+        load_search_space(_write(tmp_path, "modality: text\ncandidates:\n  - {name: b, handle: /e, preprocess: /p}\n"))

@@ -129,3 +129,63 @@ def test_an_ensemble_of_text_members_averages_them_on_one_string_input(text_modu
     served = run_predict_request(load_exported(path), make_predict_request(["The apple is here.", "A cloud and a river!"],
                                                                            model_name="m"))
     np.testing.assert_allclose(served["probabilities"], want, atol=1e-5)
+
+
+# -- TF-Hub BERT-style encoder + preprocessor pairs --------------------------------------------------
+def test_run_with_a_bert_pair_exports_a_model_that_serves_raw_strings(text_modules, tmp_path):
+    import json
+    import shutil
+
+    import numpy as np
+    import pandas as pd
+    import yaml
+
+    import autotransfer
+    from autotransfer.export import load_exported, make_predict_request, run_predict_request
+    from autotransfer.testing import write_tiny_bert_pair
+
+    enc, pre = write_tiny_bert_pair(tmp_path / "pair", seed=0)
+    texts, labels = pattern_texts(20, num_classes=3, seed=0)
+    names = np.array(["fruit", "water", "motor"])[labels]
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({
+        "name": "tiny-bert", "modality": "text",
+        "candidates": [{"name": "tiny_bert", "handle": str(enc), "preprocess_handle": str(pre)},
+                       {"name": "blind", "handle": str(text_modules["blind"])}],
+        # every trial fine-tunes the last block: transformer layer 1 and the pooler
+        "tuning": {"unfreeze_blocks": [1, 1], "max_epochs": 3, "batch_size": 8, "augment": "none",
+                   "head_warmup": "probe"}}, sort_keys=False))
+    res = autotransfer.run(texts, labels=list(names), search_space=space, out=tmp_path / "run", max_trials=2,
+                           top_k=1, ensemble=1)
+    board = pd.read_csv(tmp_path / "run" / "leaderboard.csv")
+    assert board["name"].iloc[0] == "tiny_bert" and board["feature_dim"].iloc[0] == 16
+    assert board["val_accuracy"].iloc[0] >= 0.9
+    trials = pd.read_csv(tmp_path / "run" / "trials.csv")
+    assert set(trials["backbone"]) == {"tiny_bert"} and set(trials["unfreeze_blocks"]) == {1}
+    assert set(trials["status"]) == {"ok"}
+    meta = json.loads(next((tmp_path / "run" / "export").glob("*/1/autotransfer_export.json")).read_text())
+    assert meta["modality"] == "text" and list(meta["signatures"]["serving_default"]["inputs"]) == ["texts"]
+    # The export carries the preprocessor's vocabulary and the encoder: it serves with the modules gone.
+    shutil.rmtree(tmp_path / "pair")
+    queries = ["The apple was very good!", "A river here.", "It is an engine today?"]
+    served = run_predict_request(load_exported(res.export_path), make_predict_request(queries, model_name="m"))
+    assert [b.decode() for b in served["label"]] == ["fruit", "water", "motor"]
+    np.testing.assert_allclose(served["probabilities"].sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.xfail(strict=True, reason="probe.py keys cached features by module_fingerprint(spec.handle) alone; it "
+                   "needs backbone_fingerprint(spec.handle, spec.preprocess_handle) (probe.py is not this branch's)")
+def test_probe_cache_keeps_features_of_different_preprocessors_apart(text_data, tmp_path):
+    import numpy as np
+
+    from autotransfer.testing import write_tiny_bert_pair
+
+    data, splits = text_data
+    enc, pre = write_tiny_bert_pair(tmp_path / "uncased", seed=0)
+    _, cased = write_tiny_bert_pair(tmp_path / "cased", seed=0, lowercase=False)
+    specs = [BackboneSpec("uncased", str(enc), 0, preprocess_handle=str(pre)),
+             BackboneSpec("cased", str(enc), 0, preprocess_handle=str(cased))]
+    result = probe(specs, data, splits, cache_dir=tmp_path / "cache", top_k=2)
+    # The cased preprocessor does not know the capitalised first words: other features, never a cache hit.
+    assert not result.leaderboard.set_index("name").loc["cased", "cached"]
+    assert not np.allclose(result.features["uncased"]["train"], result.features["cased"]["train"], atol=1e-3)

@@ -4,6 +4,10 @@
 ``tf.saved_model.load`` and wraps each of its ``tf.Variable``s in a ``keras.Variable`` (a wrapper that
 shares storage, not a copy). Keras then sees the module's weights as its own and trains the ones
 whose ``trainable`` flag is set; after changing flags the model must be recompiled.
+
+A text backbone is a string-in module, or a TF-Hub BERT-style pair: a preprocessor (strings ->
+``{input_word_ids, input_mask, input_type_ids}``, never trained) feeding an encoder (-> a dict with
+``pooled_output`` and ``sequence_output``), run as one layer that takes strings.
 """
 from __future__ import annotations
 
@@ -15,24 +19,50 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from autotransfer.backbones.sources import METADATA_FILE, load_saved_model, module_fingerprint, resolve_handle
+from autotransfer.backbones.sources import (METADATA_FILE, backbone_fingerprint, load_saved_model, module_fingerprint,
+                                            resolve_handle)
 from autotransfer.errors import BackboneError, MissingDependencyError
 
 if TYPE_CHECKING:
     from autotransfer.backbones.spec import BackboneSpec
 
 
-def _signature_modality(module: Any) -> str:
-    """``text`` when the module's ``__call__`` was traced for strings, else ``image``."""
+def _first_arg_spec(module: Any) -> tf.TensorSpec | None:
+    """The spec of the first argument ``__call__`` was traced for, when it is one tensor."""
     for fn in getattr(getattr(module, "__call__", None), "concrete_functions", None) or []:
         args = fn.structured_input_signature[0]
         if args and isinstance(args[0], tf.TensorSpec):
-            return "text" if args[0].dtype == tf.string else "image"
-    return "image"
+            return args[0]
+    return None
+
+
+def _signature_modality(module: Any) -> str:
+    """``text`` when the module's ``__call__`` was traced for strings, else ``image``."""
+    spec = _first_arg_spec(module)
+    return "text" if spec is not None and spec.dtype == tf.string else "image"
+
+
+def _takes_training(fn: Any) -> bool:
+    """Whether ``fn`` (a loaded module's ``__call__``) has a ``training`` argument. TF-Hub's reusable
+    SavedModel API makes it optional: text modules converted from TF1 (e.g. nnlm, USE) may lack it,
+    and calling them with it fails. Unknown (no signature): assume it has."""
+    import inspect
+
+    # A loaded module object: its restored __call__ function holds the traced signature.
+    target = fn if hasattr(fn, "function_type") else getattr(fn, "__call__", fn)
+    try:
+        params = inspect.signature(target).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.name == "training" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def _var_name(v: tf.Variable) -> str:
     return v.name.split(":")[0]
+
+
+#: A stacked layer's path: ``[...]/layer_<i>`` (a TF-Hub BERT encoder's ``transformer/layer_0``).
+_STACKED_LAYER = re.compile(r"^((?:[^/]+/)*?layer_)(\d+)(?=/|$)")
 
 
 def infer_blocks(names: list[str]) -> list[str]:
@@ -40,11 +70,32 @@ def infer_blocks(names: list[str]) -> list[str]:
 
     Drops the path components every name shares (e.g. ``MobilenetV2/``) and takes the next component
     as the block, in first-appearance order: good enough to unfreeze "the last n blocks".
+    A stack of numbered layers (one prefix ending in ``layer_<i>``, as TF-Hub BERT encoders'
+    ``transformer/layer_0`` ..) is one block per layer, in numeric order, after the other blocks
+    (embeddings); what runs after the stack (``pooler*`` blocks, anything in the stack's folder
+    outside its layers) joins the last layer's block, named ``LAST+POOLER``: the last n blocks are
+    then the last n layers and the pooler.
     """
     parts = [n.split("/") for n in names]
     common = 0
     while parts and all(len(p) > common + 1 and p[common] == parts[0][common] for p in parts):
         common += 1
+    matches = [_STACKED_LAYER.match(n) for n in names]
+    stacks = {m.group(1) for m in matches if m is not None}
+    if len(stacks) != 1:
+        return _first_blocks(parts, common)
+    stack = stacks.pop()
+    layers = [f"{stack}{i}" for i in sorted({int(m.group(2)) for m in matches if m is not None})]
+    rest = _first_blocks([p for p, m in zip(parts, matches) if m is None], common)
+    folder = stack.rpartition("/")[0]
+    after = [b for b in rest
+             if b.split("/")[-1].startswith("pooler") or (folder and (b + "/").startswith(folder + "/"))]
+    before = [b for b in rest if b not in after]
+    return before + layers[:-1] + ["+".join([layers[-1], *after])]
+
+
+def _first_blocks(parts: list[list[str]], common: int) -> list[str]:
+    """The distinct ``common + 1``-component prefixes of ``parts``, in first-appearance order."""
     blocks: list[str] = []
     for p in parts:
         block = "/".join(p[: common + 1])
@@ -54,35 +105,58 @@ def infer_blocks(names: list[str]) -> list[str]:
 
 
 def _block_of(name: str, blocks: list[str]) -> str | None:
-    best = None
+    """The block holding variable ``name``: the one with the longest prefix of it (a block may
+    join several prefixes with ``+``)."""
+    best, best_len = None, -1
     for b in blocks:
-        if (name == b or name.startswith(b + "/")) and (best is None or len(b) > len(best)):
-            best = b
+        for prefix in b.split("+"):
+            if (name == prefix or name.startswith(prefix + "/")) and len(prefix) > best_len:
+                best, best_len = b, len(prefix)
     return best
 
 
+def _load(handle: str, path: Any, role: str | None = None) -> Any:
+    """``load_saved_model(path)``; any failure but a missing add-on becomes one BackboneError line."""
+    try:
+        return load_saved_model(path)
+    except MissingDependencyError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a broken module gets one clear message
+        raise BackboneError(f"{role or 'Backbone'} {handle!r}: tf.saved_model.load({path}) failed: {exc}") from exc
+
+
+#: ``output_key`` of a pair for the mean of ``sequence_output`` over the real tokens (``input_mask``).
+MEAN_SEQUENCE_OUTPUT = "sequence_output:mean"
+
+
 class HubBackbone(keras.layers.Layer):
-    """Keras 3 layer running a TF-Hub-format image module (float32 images in [0, 1]).
+    """Keras 3 layer running a TF-Hub-format image module (float32 images in [0, 1]), or a text one
+    (a batch of raw strings): a string-in module, or an encoder + preprocessor pair.
 
     Args:
         handle: local directory, ``file://``, ``zoo://`` or tfhub.dev/Kaggle URL.
         input_size: native input size (from the module's metadata when omitted).
-        output_key: key to pick when the module returns a dict.
+        output_key: key to pick when the module returns a dict (a pair: ``pooled_output`` when
+            omitted; :data:`MEAN_SEQUENCE_OUTPUT` averages ``sequence_output`` over the input mask).
         bn_training: pass ``training=True`` to the module while training. Off by default so that
             BatchNorm keeps its moving statistics during fine-tuning of small datasets.
         layer: an earlier block to take pooled features from, through the module's ``features_at``
             functions (the zoo's modules have them); blocks after it are dropped.
+        preprocess_handle: a TF-Hub BERT-style preprocessor (strings -> ``{input_word_ids,
+            input_mask, input_type_ids}``) feeding ``handle``, the encoder. It is never trained:
+            only the encoder's variables are wrapped, and its blocks come from the encoder.
     """
 
     #: What the module takes (:mod:`autotransfer.modalities`): its preprocessor builds the inputs.
     #: Set per module at load: the metadata's ``modality``, else ``text`` when ``__call__`` takes
-    #: strings (a TF-Hub text module), else ``image``.
+    #: strings (a TF-Hub text module) or for a pair, else ``image``.
     modality = "image"
 
     @classmethod
     def from_spec(cls, spec: "BackboneSpec", **kwargs: Any) -> "HubBackbone":
-        """The layer for a search-space candidate (handle, input size, output key, layer)."""
+        """The layer for a search-space candidate (handle, input size, output key, layer, preprocessor)."""
         kwargs.setdefault("layer", spec.layer)
+        kwargs.setdefault("preprocess_handle", spec.preprocess_handle)
         return cls(spec.handle, input_size=spec.input_size, output_key=spec.output_key, **kwargs)
 
     def __init__(
@@ -93,6 +167,7 @@ class HubBackbone(keras.layers.Layer):
         output_key: str | None = None,
         bn_training: bool = False,
         layer: str | None = None,
+        preprocess_handle: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -100,28 +175,18 @@ class HubBackbone(keras.layers.Layer):
         self.module_path = resolve_handle(handle)
         self.output_key = output_key
         self.bn_training = bn_training
-        try:
-            module = load_saved_model(self.module_path)
-        except MissingDependencyError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a broken module gets one clear message
-            raise BackboneError(f"Backbone {handle!r}: tf.saved_model.load({self.module_path}) failed: {exc}") from exc
+        self.preprocess_handle = preprocess_handle
+        self.preprocess_path = None  # a pair's: set by _load_preprocessor
+        module = _load(handle, self.module_path)
         if not callable(module) or not hasattr(module, "variables"):
             raise BackboneError(
                 f"Backbone {handle!r} is not a TF-Hub reusable SavedModel (needs __call__ and .variables)."
             )
         self._module = module
+        self._preprocess = None if preprocess_handle is None else self._load_preprocessor(preprocess_handle)
         self.layer = layer
-        self._fn = module
-        if layer is not None:
-            fns = getattr(module, "features_at", None)
-            available = sorted(fns.keys()) if fns is not None else []
-            if layer not in available:
-                raise BackboneError(
-                    f"Backbone {handle!r} has no feature layer {layer!r} (available: {', '.join(available) or 'none'}). "
-                    "Fix 'layers' in the search space."
-                )
-            self._fn = fns[layer]
+        self._fn = module if layer is None else self._feature_layer(layer)
+        self._fn_takes_training = _takes_training(self._fn)
         meta_file = self.module_path / METADATA_FILE
         self.metadata: dict[str, Any] = json.loads(meta_file.read_text()) if meta_file.exists() else {}
         if layer is not None and bn_training and self.metadata.get("features_at_training") is False:
@@ -129,10 +194,39 @@ class HubBackbone(keras.layers.Layer):
                 f"Backbone {handle!r}: features_at[{layer!r}] is traced for inference only, so BatchNorm "
                 "can't train through it. Use bn_training=False, or the module's final features (no layer)."
             )
-        self.modality = str(self.metadata.get("modality") or _signature_modality(module))
+        # A pair takes what its preprocessor takes: strings.
+        self.modality = "text" if self._preprocess is not None else str(
+            self.metadata.get("modality") or _signature_modality(module))
         # A text module has no input size (0); an image module's defaults to the metadata's, else 224.
         self.input_size = 0 if self.modality == "text" else int(input_size or self.metadata.get("input_size") or 224)
+        self._wrap_variables(module, layer)
+        self.output_dim = self._check_contract()
+        self.unfrozen_blocks = 0
+        self.set_unfrozen_blocks(0)
 
+    def _load_preprocessor(self, handle: str) -> Any:
+        """The pair's preprocessor: loaded (its tensorflow-text ops registered), taking strings."""
+        self.preprocess_path = resolve_handle(handle)
+        pre = _load(handle, self.preprocess_path, role=f"Preprocessor of backbone {self.handle!r}")
+        spec = _first_arg_spec(pre)
+        if not callable(pre) or (spec is not None and spec.dtype != tf.string):
+            raise BackboneError(
+                f"preprocess_handle {handle!r} of backbone {self.handle!r} does not take strings: it must be a TF-Hub "
+                "text preprocessor (strings -> input_word_ids, input_mask, input_type_ids). Fix preprocess_handle.")
+        return pre
+
+    def _feature_layer(self, layer: str) -> Any:
+        fns = getattr(self._module, "features_at", None)
+        available = sorted(fns.keys()) if fns is not None else []
+        if layer not in available:
+            raise BackboneError(
+                f"Backbone {self.handle!r} has no feature layer {layer!r} (available: {', '.join(available) or 'none'}). "
+                "Fix 'layers' in the search space."
+            )
+        return fns[layer]
+
+    def _wrap_variables(self, module: Any, layer: str | None) -> None:
+        """Wrap the module's variables (a pair: the encoder's only) as Keras variables, by block."""
         tf_vars = list(module.variables)
         trainable_ids = {id(v) for v in getattr(module, "trainable_variables", tf_vars)}
         self._source_trainable = [id(v) in trainable_ids for v in tf_vars]
@@ -147,9 +241,6 @@ class HubBackbone(keras.layers.Layer):
             for v, t, n in zip(tf_vars, self._source_trainable, self.variable_names)
         ]
         self.num_params = int(sum(np.prod(v.shape) for v in tf_vars))
-        self.output_dim = self._check_contract()
-        self.unfrozen_blocks = 0
-        self.set_unfrozen_blocks(0)
 
     def _check_contract(self) -> int:
         """Run the module once on its modality's dummy input (an all-zero ``[1, S, S, 3]`` image
@@ -175,6 +266,9 @@ class HubBackbone(keras.layers.Layer):
                     f"a float32 [1, {size}, {size}, 3] image batch")
             fix = ("A TF-Hub text module takes strings [B]; fix the handle." if self.modality == "text" else
                    "A TF-Hub image module takes images [B, H, W, 3]; fix the handle or its input_size.")
+            if self._preprocess is not None:
+                fix = (f"preprocess_handle {self.preprocess_handle!r} must map strings to input_word_ids, input_mask "
+                       "and input_type_ids, and handle (the encoder) take that dict; fix the pair.")
             raise BackboneError(f"Backbone {self.handle!r} cannot be called on {what} ({why}). {fix}") from None
         shape = [int(d) if d is not None else None for d in out.shape]
         if len(shape) != 2 or shape[0] != 1:
@@ -241,7 +335,8 @@ class HubBackbone(keras.layers.Layer):
     def resources(self) -> list[Any]:
         """The module's lookup tables and other non-variable resources (a text module's vocabulary):
         an export must track them, since an ExportArchive collects only variables by itself."""
-        found, seen, todo = [], set(), [self._module]
+        # A pair's vocabulary lives in its preprocessor: without it the export could not take strings.
+        found, seen, todo = [], set(), [m for m in (self._module, self._preprocess) if m is not None]
         while todo:
             obj = todo.pop()
             if id(obj) in seen or isinstance(obj, tf.Variable):
@@ -253,20 +348,36 @@ class HubBackbone(keras.layers.Layer):
         return found
 
     def fingerprint(self) -> str:
-        """Content fingerprint of the module (cache key component)."""
-        return module_fingerprint(self.module_path)
+        """Content fingerprint of the module, and of its preprocessor for a pair (cache key component)."""
+        if self._preprocess is None:
+            return module_fingerprint(self.module_path)
+        return backbone_fingerprint(str(self.module_path), str(self.preprocess_path))
 
     # -- forward ----------------------------------------------------------------------------------
-    def _forward(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
-        out = self._fn(images, training=training)
-        if isinstance(out, dict):
-            key = self.output_key or next(
-                (k for k in ("default", "feature_vector", "pooled_output", "logits") if k in out), None
-            )
-            if key is None or key not in out:
-                raise BackboneError(f"Backbone {self.handle!r} returns a dict {sorted(out)}; set output_key.")
-            out = out[key]
-        return out
+    def _forward(self, inputs: tf.Tensor, training: bool = False) -> tf.Tensor:
+        kwargs = {"training": training} if self._fn_takes_training else {}
+        if self._preprocess is None:
+            return self._pick(self._fn(inputs, **kwargs))
+        # The preprocessor is a fixed function of the strings: nothing in it trains.
+        encoder_inputs = self._preprocess(inputs)
+        return self._pick(self._fn(encoder_inputs, **kwargs), encoder_inputs)
+
+    def _pick(self, out: Any, encoder_inputs: dict | None = None) -> tf.Tensor:
+        """The features from the module's output: a tensor as is, else the dict's ``output_key``
+        (default: a pair's ``pooled_output``; the first of default, feature_vector, pooled_output, logits)."""
+        if not isinstance(out, dict):
+            return out
+        if encoder_inputs is not None and self.output_key == MEAN_SEQUENCE_OUTPUT and "sequence_output" in out:
+            mask = tf.cast(encoder_inputs["input_mask"], out["sequence_output"].dtype)[:, :, None]
+            return tf.reduce_sum(out["sequence_output"] * mask, axis=1) / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+        pair = encoder_inputs is not None
+        defaults = ("pooled_output",) if pair else ("default", "feature_vector", "pooled_output", "logits")
+        key = self.output_key or next((k for k in defaults if k in out), None)
+        if key is None or key not in out:
+            extra = f" or {MEAN_SEQUENCE_OUTPUT}" if pair else ""
+            raise BackboneError(f"Backbone {self.handle!r} returns a dict {sorted(out)}; set output_key to one of "
+                                f"them{extra} (got {self.output_key!r}).")
+        return out[key]
 
     def call(self, images: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         return self._forward(images, training=bool(training) and self.bn_training)
@@ -277,5 +388,5 @@ class HubBackbone(keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(handle=self.handle, input_size=self.input_size, output_key=self.output_key,
-                      bn_training=self.bn_training, layer=self.layer)
+                      bn_training=self.bn_training, layer=self.layer, preprocess_handle=self.preprocess_handle)
         return config

@@ -81,6 +81,11 @@ def _hub(handle: str) -> Path:
         ) from exc
 
 
+def known_schemes() -> list[str]:
+    """The handle schemes a source is registered for (``file`` also covers plain paths)."""
+    return sorted(_SOURCES)
+
+
 register_source("file", _local)
 register_source("zoo", _zoo)
 register_source("http", _hub)
@@ -107,3 +112,14 @@ def module_fingerprint(path: str | os.PathLike) -> str:
     for f in sorted((path / "variables").glob("variables.data-*")):
         h.update(f"{f.name}:{f.stat().st_size}".encode())
     return h.hexdigest()[:16]
+
+
+def backbone_fingerprint(handle: str, preprocess_handle: str | None = None) -> str:
+    """The fingerprint of a backbone's modules: the handle's :func:`module_fingerprint`, combined
+    with its preprocessor's for an encoder + preprocessor pair (so features cached for one
+    preprocessor are never read back for another)."""
+    encoder = module_fingerprint(resolve_handle(handle))
+    if preprocess_handle is None:
+        return encoder
+    pre = module_fingerprint(resolve_handle(preprocess_handle))
+    return hashlib.sha256(f"{encoder}|preprocess={pre}".encode()).hexdigest()[:16]

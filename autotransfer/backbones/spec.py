@@ -7,7 +7,8 @@ from typing import Any
 from autotransfer.errors import UserInputError, unknown_keys
 
 #: Keys a search-space candidate may have (the YAML schema; see docs/ARCHITECTURE.md).
-CANDIDATE_KEYS = ("name", "handle", "input_size", "classifier_handle", "output_key", "layer", "layers", "input_sizes")
+CANDIDATE_KEYS = ("name", "handle", "input_size", "classifier_handle", "preprocess_handle", "output_key", "layer",
+                  "layers", "input_sizes")
 
 
 @dataclass(frozen=True)
@@ -16,7 +17,10 @@ class BackboneSpec:
 
     ``handle`` is a local TF-Hub-format directory, ``file://...``, ``zoo://NAME/OUTPUT`` (the offline
     zoo) or a tfhub.dev / Kaggle URL. ``classifier_handle`` optionally points at the same network with
-    its source-task head, for scorers that use source-label predictions (LEEP). ``layer`` names an
+    its source-task head, for scorers that use source-label predictions (LEEP). ``preprocess_handle``
+    (text) makes ``handle`` the encoder of a TF-Hub BERT-style pair: the preprocessor maps strings to
+    ``{input_word_ids, input_mask, input_type_ids}``, the encoder those to ``pooled_output`` (or
+    ``output_key``), and the two act as one string-in backbone. ``layer`` names an
     earlier block whose pooled output is used instead of the final features (None = final);
     ``base`` is the name of the search-space entry this candidate was expanded from.
     """
@@ -25,6 +29,7 @@ class BackboneSpec:
     handle: str
     input_size: int
     classifier_handle: str | None = None
+    preprocess_handle: str | None = None
     output_key: str | None = None
     layer: str | None = None
     base: str | None = None
@@ -47,7 +52,7 @@ class BackboneSpec:
             raise UserInputError(f"{where}: each candidate must be a mapping with 'name', 'handle' and 'input_size'. Got {d!r}.")
         if strict:
             unknown_keys(d, CANDIDATE_KEYS, f"{where} (candidate {d.get('name', '?')!r})")
-        known = {"name", "handle", "input_size", "classifier_handle", "output_key", "layer", "layers", "input_sizes", "base"}
+        known = {*CANDIDATE_KEYS, "base"}
         missing = [k for k in ("name", "handle", "input_size") if k not in d]
         if missing:
             raise UserInputError(f"{where}: candidate {d.get('name', '?')!r} is missing {', '.join(missing)}. Add it (e.g. 'input_size: 224').")
@@ -63,16 +68,24 @@ class BackboneSpec:
         for key in ("name", "handle"):
             if not isinstance(d[key], str) or not d[key].strip():
                 raise UserInputError(f"{where}: {key!r} of candidate {d.get('name')!r} must be a non-empty string. Got {d[key]!r}.")
+        if d.get("preprocess_handle") is not None:
+            _check_preprocess_handle(d, where, sized=sized and (strict or size != 0))
         return cls(
             name=d["name"],
             handle=d["handle"],
             input_size=size,
             classifier_handle=d.get("classifier_handle"),
+            preprocess_handle=d.get("preprocess_handle"),
             output_key=d.get("output_key"),
             layer=d.get("layer"),
             base=d.get("base"),
             extra={k: v for k, v in d.items() if k not in known or k in ("layers", "input_sizes")},
         )
+
+    @property
+    def is_pair(self) -> bool:
+        """True for an encoder + preprocessor pair (``preprocess_handle`` set)."""
+        return self.preprocess_handle is not None
 
     def expand(self) -> list["BackboneSpec"]:
         """One candidate per (layer, input size) the entry lists in ``layers`` / ``input_sizes``.
@@ -97,3 +110,28 @@ class BackboneSpec:
         extra = d.pop("extra")
         d.update(extra)
         return {k: v for k, v in d.items() if v is not None}
+
+
+def _check_preprocess_handle(d: dict, where: str, *, sized: bool) -> None:
+    """A pair's ``preprocess_handle``: a handle string of a known scheme, other than the encoder's,
+    on a text candidate (an image module takes pixels, not token ids)."""
+    from autotransfer.backbones.sources import known_schemes
+
+    name, value = d.get("name", "?"), d["preprocess_handle"]
+    what = f"{where}: 'preprocess_handle' of candidate {name!r}"
+    if not isinstance(value, str) or not value.strip():
+        raise UserInputError(f"{what} must be a non-empty string (a handle like "
+                             f"https://tfhub.dev/tensorflow/bert_en_uncased_preprocess/3). Got {value!r}.")
+    scheme = value.split("://", 1)[0] if "://" in value else "file"
+    if scheme not in known_schemes():
+        raise UserInputError(f"{what} has the unknown scheme {scheme!r} ({value!r}). Use a local directory or one of "
+                             f"{', '.join(s + '://' for s in known_schemes())}.")
+    if d.get("classifier_handle") is not None:
+        raise UserInputError(f"{what}: a pair has no source-task head for classifier_handle (the LEEP scorer's): "
+                             "remove classifier_handle.")
+    if value == d["handle"]:
+        raise UserInputError(f"{what} is its 'handle' too. 'handle' is the encoder, 'preprocess_handle' the "
+                             "preprocessor that feeds it: give each its own module.")
+    if sized:
+        raise UserInputError(f"{what}: encoder + preprocessor pairs are text backbones. Put the candidate in a "
+                             "search space with 'modality: text' (and no 'input_size').")

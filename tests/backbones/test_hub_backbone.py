@@ -52,3 +52,21 @@ def test_spec_validation_names_the_field():
         BackboneSpec.from_dict({"name": "a", "handle": "/x", "input_size": "224"}, "space.yaml")
     spec = BackboneSpec.from_dict({"name": "a", "handle": "/x", "input_size": 32, "note": 1}, "s")
     assert spec.extra == {"note": 1} and BackboneSpec.from_dict(spec.to_dict(), "s") == spec
+
+
+def test_a_module_whose_call_has_no_training_argument_loads_and_runs(tmp_path):
+    # TF-Hub text modules converted from TF1 (nnlm, universal-sentence-encoder) may have no
+    # `training` argument; calling them with one fails, so the layer leaves it out for them.
+    import tensorflow as tf
+
+    obj = tf.__internal__.tracking.AutoTrackable()
+    v = tf.Variable(np.arange(3, dtype="float32"), name="embeddings/e")
+    obj.variables = obj.trainable_variables = [v]
+    obj.regularization_losses = []
+    obj.__call__ = tf.function(lambda texts: tf.cast(tf.strings.length(texts), tf.float32)[:, None] * v,
+                               input_signature=[tf.TensorSpec([None], tf.string)])
+    tf.saved_model.save(obj, str(tmp_path / "m"))
+    bb = HubBackbone(str(tmp_path / "m"))
+    assert bb.modality == "text" and bb.output_dim == 3
+    for training in (False, True):
+        np.testing.assert_allclose(bb(tf.constant(["a", "bc"]), training=training).numpy(), [[0, 1, 2], [0, 2, 4]])
