@@ -30,6 +30,9 @@ TRIAL_COLUMNS = [
     "val_accuracy", "val_loss", "epochs", "finetune_epochs", "seconds", "status",
 ]
 ProgressFn = Callable[[str, int, int, str], None]
+#: Least share of a trial's seconds a refit is reserved: the model load, the head and the input
+#: pipeline cost that much even when no fine-tuning epoch is replayed.
+REFIT_MIN_SHARE = 0.1
 #: Trained models checkpointed for the ensemble and the export (the best by validation).
 KEEP_MODELS = 6
 
@@ -47,6 +50,17 @@ class TrialSummary:
     finetune_epochs: int           # what a refit replays (0: the warmed-up head alone)
     seconds: float
     pruned: bool = False
+    finetune_epochs_run: int | None = None  # fine-tuning epochs the trial trained (None: not recorded)
+
+    @property
+    def refit_seconds(self) -> float:
+        """About what a refit of this trial costs: it replays the kept fine-tuning epochs only, so a
+        trial whose fine-tuning was reverted to its head refits in a fraction of its time. Unknown
+        epochs, or none run (a head-only trial): the whole trial's seconds."""
+        if not self.finetune_epochs_run:
+            return self.seconds
+        share = self.finetune_epochs / self.finetune_epochs_run
+        return self.seconds * max(share, REFIT_MIN_SHARE)
 
     @property
     def key(self) -> tuple[bool, float, float]:
@@ -112,9 +126,9 @@ class _Kept:
 
 def refit_reserve(summaries: dict[int, TrialSummary], *, members: int, factor: float) -> float:
     """Seconds to keep free after tuning for refitting the likely ensemble members: ``factor``
-    (train+val over train items) times the trial seconds of the ``members`` best trials."""
+    (train+val over train items) times the refit seconds of the ``members`` best trials."""
     best = sorted(summaries.values(), key=lambda s: s.key, reverse=True)[:members]
-    return factor * sum(s.seconds for s in best)
+    return factor * sum(s.refit_seconds for s in best)
 
 
 @dataclass
@@ -199,12 +213,14 @@ class _TrialRunner:
         message = f"trial {trial_id}: {spec.name} interrupted"
         try:
             name, out = self._train(spec, p, report)
+            ran = len(out.history.get("finetune", {}).get("loss", []))
             summary = TrialSummary(trial_id, name, dict(out.params), out.val_accuracy, out.val_loss,
-                                   out.val_probs, out.finetune_epochs, out.seconds, out.pruned)
+                                   out.val_probs, out.finetune_epochs, out.seconds, out.pruned, ran)
             status = "pruned" if out.pruned else "timeout" if out.timed_out else "ok"
             record.update(params={**out.params, "val_loss": out.val_loss, "finetune_epochs": out.finetune_epochs},
                           val_accuracy=out.val_accuracy, epochs=out.epochs, status=status,
-                          finetune_epochs=out.finetune_epochs, trial_seconds=out.seconds, pruned=out.pruned)
+                          finetune_epochs=out.finetune_epochs, finetune_epochs_run=ran, trial_seconds=out.seconds,
+                          pruned=out.pruned)
             record["seconds"] = round(time.monotonic() - started, 3)
             self.store.save(record, out.val_probs)
             summaries = self.summaries()
@@ -262,7 +278,7 @@ def _summaries(store: TrialStore) -> dict[int, TrialSummary]:
         out[r["trial_id"]] = TrialSummary(r["trial_id"], params["backbone"], params, float(r["val_accuracy"]),
                                           float(r["params"].get("val_loss", math.nan)), probs,
                                           int(r.get("finetune_epochs", 0)), float(r.get("trial_seconds", r.get("seconds", 0.0))),
-                                          bool(r.get("pruned", False)))
+                                          bool(r.get("pruned", False)), r.get("finetune_epochs_run"))
     return out
 
 

@@ -377,3 +377,20 @@ def test_first_trials_follow_probe_order_without_augmentation(backend, data_spli
     assert list(trials["backbone"]) == [s.name for s in order]
     assert list(trials["augment"]) == ["none", "none"]
     assert all(trials["prefix_cut"].astype(str).isin(["head", "block_01"]))  # took the cached path
+
+
+def test_the_refit_reserve_counts_the_epochs_a_refit_replays():
+    from autotransfer.tune.tune import REFIT_MIN_SHARE, TrialSummary, refit_reserve
+
+    def trial(i, acc, kept, ran, seconds=100.0):
+        return TrialSummary(i, "b", {}, acc, 0.5, np.zeros((2, 2)), kept, seconds, False, ran)
+
+    kept_all = trial(0, 0.9, 10, 10)         # a cosine run keeps its last epoch: the whole trial again
+    reverted = trial(1, 0.8, 0, 10)          # fine-tuning never beat the head: a head-only refit
+    early = trial(2, 0.7, 3, 6)              # early stopping kept epoch 3 of 6
+    unknown = trial(3, 0.6, 2, None)         # a record from before the field: assume the whole trial
+    assert kept_all.refit_seconds == 100.0 and early.refit_seconds == 50.0 and unknown.refit_seconds == 100.0
+    assert reverted.refit_seconds == 100.0 * REFIT_MIN_SHARE
+    trials = {t.trial_id: t for t in (kept_all, reverted, early, unknown)}
+    assert refit_reserve(trials, members=2, factor=1.5) == 1.5 * (100.0 + 100.0 * REFIT_MIN_SHARE)
+    assert refit_reserve(trials, members=4, factor=1.0) == 100.0 + 10.0 + 50.0 + 100.0
