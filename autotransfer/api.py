@@ -510,9 +510,13 @@ def _stages(r: _Run, candidates: list, progress: bool) -> tuple:
     with RichProgress(progress) as prog:
         probed, candidates = _probe_stage(r, candidates, prog)
         specs = {c.name: c for c in candidates}
+        interrupts.check()  # a Ctrl-C whose exception was lost stops at the next stage boundary
         tuned = _tune_stage(r, probed, specs, expected, prog)
+        interrupts.check()
         final = _final_stage(r, probed, tuned, specs)
+        interrupts.check()
         metrics = _evaluate_stage(r, probed, tuned, final)
+        interrupts.check()
         export_path = _export_stage(r, final, probed)
         r.timings["total"] = time.monotonic() - r.start
         _write_json(r.run_dir / "timings.json", r.timings)

@@ -99,8 +99,9 @@ def run_cmd(
                   f"{tuned.get('accuracy', m['accuracy']):.4f})   best linear probe ({m['probe_backbone']}): "
                   f"{m['probe_test_accuracy']:.4f}")
     if m.get("macro_f1") is not None:
-        console.print(f"{m.get('split', 'test')} macro-F1: {m['macro_f1']:.4f}   best linear probe: "
-                      f"{m.get('probe_test_macro_f1', float('nan')):.4f}"
+        probe_f1 = m.get("probe_test_macro_f1")  # None when the scores are on val (no test split)
+        console.print(f"{m.get('split', 'test')} macro-F1: {m['macro_f1']:.4f}"
+                      + (f"   best linear probe: {probe_f1:.4f}" if probe_f1 is not None else "")
                       + "".join(f"   {b['name']}: {b['test_macro_f1']:.4f}" for b in m.get("baselines") or []
                                 if b.get("test_macro_f1") is not None))
     console.print(m["verdict"])

@@ -46,10 +46,18 @@ def requested() -> bool:
     return _state["seen"]
 
 
+def check() -> None:
+    """Raise KeyboardInterrupt when a first Ctrl-C arrived: its exception can be lost on the way
+    (raised inside a garbage-collection or weakref callback, Python prints "Exception ignored" and
+    goes on), so long loops and stage boundaries ask here too."""
+    if _state["seen"]:
+        raise KeyboardInterrupt
+
+
 def install() -> None:
     """First Ctrl-C: KeyboardInterrupt (outside shielded blocks); second: exit 130 at once."""
     _state.update(depth=0, pending=False, seen=False)
     signal.signal(signal.SIGINT, _on_sigint)
 
 
-__all__ = ["install", "requested", "shielded"]
+__all__ = ["check", "install", "requested", "shielded"]

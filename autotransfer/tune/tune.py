@@ -228,6 +228,7 @@ class _TrialRunner:
             if self.refit_members:
                 self.deadline.reserve_s = refit_reserve(summaries, members=self.refit_members, factor=self.factor)
             message = f"trial {trial_id}: {spec.name} val_accuracy={out.val_accuracy:.3f}"
+            interrupts.check()  # a Ctrl-C whose exception was lost mid-trial: no next trial
             return ObjectiveResult(out.val_accuracy, out.epochs, "timeout" if out.timed_out else "ok", out.params)
         except Exception as exc:
             if interrupts.requested():  # a Ctrl-C that TensorFlow reported as another error
