@@ -13,7 +13,6 @@ runs successive halving on TRAIN subsamples first (:mod:`autotransfer.probe.halv
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import logging
 import math
@@ -26,7 +25,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from sklearn.metrics import f1_score
 
 from autotransfer import modalities
 from autotransfer.backbones import BackboneSpec, HubBackbone, module_fingerprint, resolve_handle
@@ -42,17 +40,15 @@ from autotransfer.probe.featurize import (
     forward_fn,
     images_dtype,
 )
-from autotransfer.probe.combine import CombinedScore, apply_combined
-from autotransfer.probe.scorers import Scorer, ScoreResult, fit_linear_probe, get_scorer
+from autotransfer.probe.combine import CombinedScore
+from autotransfer.probe.halving import SuccessiveHalving
+# LEADERBOARD_COLUMNS stays importable from here: autotransfer.probe exports it from this module.
+from autotransfer.probe.leaderboard import LEADERBOARD_COLUMNS, SPLITS, Leaderboard, ScorerSet  # noqa: F401
+from autotransfer.probe.scorers import Scorer, ScoreResult
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, int, int, str], None]
-SPLITS = ("train", "val", "test")
-LEADERBOARD_COLUMNS = [
-    "rank", "name", "handle", "input_size", "params", "feature_dim", "score", "std", "scorer",
-    "feature_seconds", "score_seconds", "cached", "val_accuracy", "test_accuracy", "test_macro_f1",
-]
 FEATURES_LAYER = "final"
 LOGITS_LAYER = "source_logits"
 
@@ -145,11 +141,6 @@ def check_finite(values: np.ndarray, name: str, what: str = "features") -> None:
         )
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
-
-
 def _layer_name(spec: BackboneSpec, layer: str) -> str:
     return spec.layer if layer != LOGITS_LAYER and spec.layer else layer
 
@@ -231,44 +222,6 @@ def _all_features_pass(all_features: Callable[..., dict[str, tf.Tensor]], data: 
         for layer in layers:
             chunks[layer].append(out[layer].numpy().astype(np.float32, copy=False))
     return {layer: np.concatenate(c) for layer, c in chunks.items()}
-
-
-def _scores_key(feature_keys: list[str | None], splits: dict[str, np.ndarray], seed: int, scorers: list[Scorer]) -> str | None:
-    """Key of a candidate's scores: same features, splits, seed and scorer settings -> same scores.
-
-    Scorers are deterministic for a seed (the conformance contract), so a warm re-run can skip
-    the scoring as well as the featurization.
-    """
-    if feature_keys[0] is None:
-        return None
-    import sklearn
-
-    h = hashlib.sha256()
-    h.update(json.dumps([feature_keys, seed, sklearn.__version__, np.__version__]).encode())
-    for s in scorers:
-        h.update(f"{type(s).__module__}.{type(s).__qualname__}:{s.name}:{sorted(vars(s).items())!r}".encode())
-    for name in SPLITS:
-        h.update(name.encode() + np.ascontiguousarray(splits[name], dtype=np.int64).tobytes())
-    return "scores-" + h.hexdigest()[:24]
-
-
-_SCORE_FIELDS = ("score", "std", "val_accuracy", "test_accuracy", "test_macro_f1")
-
-
-def _isnan(v: Any) -> bool:
-    return isinstance(v, float) and math.isnan(v)
-
-
-def _accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(model.predict(x.astype(np.float64)) == y)) if len(y) else math.nan
-
-
-def _macro_f1(model: Any, x: np.ndarray, y: np.ndarray, num_classes: int) -> float:
-    """Macro F1 over all ``num_classes`` (a class never predicted counts as 0), as evaluate.py."""
-    if not len(y):
-        return math.nan
-    return float(f1_score(y, model.predict(x.astype(np.float64)), average="macro", labels=list(range(num_classes)),
-                          zero_division=0))
 
 
 DEFAULT_EXTRA_SCORERS = ("linear", "linear_ll", "knn", "logme", "leep", "nleep")
@@ -413,33 +366,6 @@ def _group_key(spec: BackboneSpec) -> tuple[str, int, str | None]:
     return (spec.handle, spec.input_size, spec.output_key)
 
 
-def _with_se(r: ScoreResult | None) -> tuple[float, float]:
-    """``(score, standard error)``: the fold spread over sqrt(folds) for CV scores, else 0."""
-    if r is None:
-        return math.nan, 0.0
-    folds = r.details.get("folds") if isinstance(r.details, dict) else None
-    return r.score, (r.std / math.sqrt(folds) if folds else 0.0)
-
-
-def _score_all(scorers: list[Scorer], x: np.ndarray, y: np.ndarray, logits: np.ndarray | None, seed: int,
-               spec_name: str, strict: str | None) -> dict[str, ScoreResult]:
-    """``{scorer name: ScoreResult}``; a scorer needing absent logits is skipped (NaN).
-
-    The scorer named ``strict`` (the ranking scorer) lets its errors propagate; others log them.
-    """
-    out: dict[str, ScoreResult] = {}
-    for s in scorers:
-        if s.needs_source_logits and logits is None:
-            continue
-        try:
-            out[s.name] = s.score(x, y, source_logits=logits, seed=seed)
-        except (ValueError, np.linalg.LinAlgError) as exc:
-            if s.name == strict:
-                raise
-            log.warning("probe: scorer %s failed on %s: %s", s.name, spec_name, exc)
-    return out
-
-
 def probe(
     candidates: Sequence[BackboneSpec],
     data: LabelledData,
@@ -498,22 +424,9 @@ def probe(
     if not candidates:
         raise UserInputError("probe: no candidates given. Add at least one backbone to the search space.")
     _FP_MEMO.clear()
-    combined: CombinedScore | None = None
-    if isinstance(scorer, CombinedScore):
-        combined = scorer
-    elif isinstance(scorer, str) and scorer == "combined":
-        combined = CombinedScore()
     halving = bool(halving or rungs)
-    if combined is not None:
-        comps = [get_scorer(c) for c in combined.components]
-        main_like = comps[0]
-        extras = comps[1:] + [s for s in (get_scorer(e) for e in extra_scorers) if s.name not in combined.components]
-        scorer_name = combined.name
-    else:
-        main_like = get_scorer(scorer)  # type: ignore[arg-type]
-        extras = [s for s in (get_scorer(e) for e in extra_scorers) if s.name != main_like.name]
-        scorer_name = main_like.name
-    all_scorers = [main_like, *extras]
+    scorers = ScorerSet.resolve(scorer, extra_scorers)
+    main_like, combined = scorers.main, scorers.combined
     store = _resolve_cache(cache, cache_dir)
     labels_all = np.asarray(data.labels, dtype=np.int64)
     split_idx = {s: np.asarray(getattr(splits, s), dtype=np.int64) for s in SPLITS}
@@ -524,29 +437,13 @@ def probe(
     data_fp = data.fingerprint() if store is not None else ""
     ctx = _Ctx(data, data_fp, store, batch_size, idx, ikey)
     total = len(candidates)
-    score_cols = [f"score_{s.name}" for s in all_scorers]
+    board = Leaderboard(scorers, halving=halving, labels=y, split_idx=split_idx, seed=seed, store=store,
+                        num_classes=len(data.class_names))
+    rows = board.rows
 
     def needs_logits(spec: BackboneSpec) -> bool:
-        return bool(spec.classifier_handle) and any(s.needs_source_logits for s in all_scorers)
+        return bool(spec.classifier_handle) and scorers.wants_logits
 
-    def new_row(spec: BackboneSpec) -> dict[str, Any]:
-        return {
-            "name": spec.name, "handle": spec.handle, "input_size": spec.input_size, "params": math.nan,
-            "feature_dim": math.nan, "score": math.nan, "std": math.nan, "scorer": scorer_name,
-            "feature_seconds": math.nan, "score_seconds": math.nan, "cached": False,
-            "val_accuracy": math.nan, "test_accuracy": math.nan, "test_macro_f1": math.nan,
-            **{c: math.nan for c in score_cols}, "status": "ok",
-            **({"rung": 0, "halving_seconds": 0.0, "featurized_items": 0} if halving else {}),
-        }
-
-    def fail(row: dict[str, Any], exc: BaseException) -> None:
-        log.warning("probe: candidate %s failed: %s", row["name"], _first_line(exc))
-        errors.append((row["name"], exc))
-        row["status"] = f"failed: {_first_line(exc)}"
-
-    rows: dict[str, dict[str, Any]] = {}
-    features: dict[str, dict[str, np.ndarray]] = {}
-    errors: list[tuple[str, BaseException]] = []
     items: dict[str, tuple[_Items, _Items | None]] = {}
     rung_info: list[dict[str, Any]] = []
     by_name = {c.name: c for c in candidates}
@@ -592,11 +489,9 @@ def probe(
 
     # -- successive halving: rank on subsamples of TRAIN, keep the best ------------------------------
     survivors = [c.name for c in candidates]
+    hres = None
     if halving:
-        from autotransfer.probe.halving import successive_halving
-
-        rank_scorers = [main_like] if combined is None else comps
-        rank_logits = any(sc.needs_source_logits for sc in rank_scorers)
+        rank_logits = any(sc.needs_source_logits for sc in scorers.ranking)
 
         def release_except(keep: Sequence[str]) -> None:
             for n, hs in items.items():
@@ -615,7 +510,7 @@ def probe(
             shared_s = fill_groups(names, tr)
             for j, name in enumerate(names):
                 spec = by_name[name]
-                row = rows.setdefault(name, new_row(spec))
+                row = board.row(spec)
                 # Few candidates left: keep their modules loaded (and traced) for the next rung.
                 for h in holders(spec):
                     if h is not None:
@@ -624,37 +519,31 @@ def probe(
                     progress("probe", 0, total, f"rung {r}: {name} ({len(tr)} items)")
                 t0 = time.perf_counter()
                 try:
-                    if main_like.needs_source_logits and not spec.classifier_handle and combined is None:
-                        raise BackboneError(f"scorer {main_like.name!r} needs source logits; give {spec.name!r} a classifier_handle.")
+                    scorers.check_rankable(spec)
                     f_items, l_items = holders(spec)
                     x = f_items.get(tr, ctx, None)
                     check_finite(x, name)
                     lg = l_items.get(tr, ctx, None) if l_items is not None and rank_logits else None
                     if lg is not None:
                         check_finite(lg, name, "source logits")
-                    per[name] = _score_all(rank_scorers, x, labels_all[tr], lg, seed, name,
-                                           main_like.name if combined is None else None)
+                    per[name] = scorers.score_ranking(x, labels_all[tr], lg, seed, name)
                 except UserInputError:
                     raise
                 except (BackboneError, tf.errors.OpError, ValueError, OSError, np.linalg.LinAlgError) as exc:
-                    fail(row, exc)
+                    board.fail(row, exc)
                     continue
                 row["halving_seconds"] = (row.get("halving_seconds", 0.0) + time.perf_counter() - t0
                                           + shared_s.get(name, 0.0))
-            if combined is None:
-                scores = {n: _with_se(per[n].get(main_like.name)) for n in per}
-            else:
-                frame = pd.DataFrame([{f"score_{k}": v.score for k, v in per[n].items()} for n in per], index=list(per))
-                scores = {n: (v, 0.0) for n, v in dict(combined(frame)[0]).items()} if len(frame) else {}
+            scores = scorers.rung_scores(per)
             for n, v in scores.items():
                 rows[n][f"score_rung{r}"] = v[0]
                 rows[n]["rung"] = r
             return scores
 
         t_h = time.perf_counter()
-        hres = successive_halving([c.name for c in candidates], split_idx["train"], labels_all, score_rung,
-                                  eta=eta, min_per_class=min_per_class, top_k=top_k, rungs=rungs, seed=seed,
-                                  keep_within=keep_within)
+        hres = SuccessiveHalving(eta=eta, min_per_class=min_per_class, top_k=top_k, rungs=rungs, seed=seed,
+                                 keep_within=keep_within).run([c.name for c in candidates], split_idx["train"],
+                                                              labels_all, score_rung)
         survivors = hres.survivors
         release_except(survivors)
         rung_info = [r.to_dict() for r in hres.rungs]
@@ -675,7 +564,7 @@ def probe(
     for i, spec in enumerate(candidates):
         if spec.name not in survivors:
             continue
-        row = rows.setdefault(spec.name, new_row(spec))
+        row = board.row(spec)
         if halving:
             row["rung"] = full_rung
 
@@ -686,18 +575,17 @@ def probe(
         if progress is not None:
             progress("probe", i, total, f"{spec.name}: features")
         try:
-            if main_like.needs_source_logits and not spec.classifier_handle and combined is None:
-                raise BackboneError(f"scorer {main_like.name!r} needs source logits; give {spec.name!r} a classifier_handle.")
+            scorers.check_rankable(spec)
             t0 = time.perf_counter()
             logits, lkey = None, None
             if halving:
                 f_items, l_items = holders(spec)
                 feats = f_items.get(idx, ctx, on_batch)
                 meta, cached = f_items.meta, f_items.all_cached
-                fkey = _save_assembled(store, spec, spec.handle, FEATURES_LAYER, ctx, feats, meta, f_items)
+                fkey = _save_assembled(ctx, spec, spec.handle, FEATURES_LAYER, feats, meta, f_items)
                 if l_items is not None:
                     logits_all = l_items.get(idx, ctx, on_batch)
-                    lkey = _save_assembled(store, spec, spec.classifier_handle, LOGITS_LAYER, ctx, logits_all,
+                    lkey = _save_assembled(ctx, spec, spec.classifier_handle, LOGITS_LAYER, logits_all,
                                            l_items.meta, l_items)
                     logits = np.asarray(logits_all)[pos["train"]]
                     cached = cached and l_items.all_cached
@@ -723,82 +611,35 @@ def probe(
         except UserInputError:
             raise  # bad data fails every candidate: report it once, now
         except (BackboneError, tf.errors.OpError, ValueError, OSError) as exc:
-            fail(row, exc)
+            board.fail(row, exc)
             continue
 
         split_feats = {s: np.asarray(feats[pos[s]]) for s in SPLITS}
         if progress is not None:
             progress("probe", i, total, f"{spec.name}: scoring")
         try:
-            _score_row(row, split_feats, y, logits, [fkey, lkey], split_idx, seed, all_scorers, main_like,
-                       combined is None, store, len(data.class_names))
+            from_record = board.score(row, split_feats, logits, [fkey, lkey])
         except (ValueError, np.linalg.LinAlgError) as exc:  # the ranking scorer or the linear probe
-            fail(row, exc)
+            board.fail(row, exc)
             continue
-        features[spec.name] = split_feats
         if progress is not None:
-            progress("probe", i + 1, total, f"{spec.name}: {scorer_name if combined is None else main_like.name} "
-                     f"{row[f'score_{main_like.name}']:.3f}{' (cached)' if row.get('_record') else ''}")
-        row.pop("_record", None)
+            progress("probe", i + 1, total, f"{spec.name}: {main_like.name} "
+                     f"{row[f'score_{main_like.name}']:.3f}{' (cached)' if from_record else ''}")
 
-    if len(errors) == len(candidates):
-        reasons = "; ".join(f"{n}: {_first_line(e).rstrip('.')}" for n, e in errors)
-        raise BackboneError(f"probe: every candidate failed ({reasons}). Fix or replace the search space's "
-                            "candidates.") from errors[0][1]
+    board.check_any_ok(len(candidates))
     for name, (f_items, l_items) in (items.items() if halving else ()):  # items run through the modules, all rungs
         rows[name]["featurized_items"] = f_items.featurized + (l_items.featurized if l_items is not None else 0)
-    board = pd.DataFrame([rows[c.name] for c in candidates if c.name in rows])
-    full_ok = (board["status"] == "ok") & board["name"].isin(features)  # scored on full data
-    combo = combined or CombinedScore(tuple(s.name for s in all_scorers))
-
-    def rank_by_combined(b: pd.DataFrame) -> pd.DataFrame:
-        ok = (b["status"] == "ok") & b["name"].isin(features)
-        b["score_combined"] = apply_combined(b, combo, ok)
-        if combined is not None:
-            s, sd = combo(b[ok]) if ok.any() else (pd.Series(dtype=float), pd.Series(dtype=float))
-            b["score"] = math.nan
-            b["std"] = math.nan
-            b.loc[ok, "score"] = s
-            b.loc[ok, "std"] = sd
-        return b
-
-    board = rank_by_combined(board)
-    specs_added: dict[str, BackboneSpec] = {}
-    if multi_source and multi_source >= 2:
-        ranked = board[full_ok].sort_values(["score", "val_accuracy"], ascending=[False, False], kind="mergesort")
-        top = [n for n in ranked["name"].tolist() if n in features][:multi_source]
-        if len(top) >= 2:
-            row, spec = _multi_source_row(top, by_name, features, board, y, seed, all_scorers, main_like,
-                                          combined is None, new_row, halving, full_rung, len(data.class_names))
-            features[spec.name] = row.pop("_features")
-            specs_added[spec.name] = spec
-            board = pd.concat([board, pd.DataFrame([row])], ignore_index=True)
-            board = rank_by_combined(board)
-        else:
-            log.warning("probe: multi_source=%d needs at least 2 scored candidates; got %d.", multi_source, len(top))
-    # Failed rows last; ties on the score fall back to val accuracy, then to the candidates' order.
-    # With halving, eliminated candidates (NaN score) follow, later rung and better rung score first.
-    if halving:
-        elim = {n: k for k, n in enumerate(hres.eliminated_order())}
-        board["_elim"] = board["name"].map(elim).fillna(-1)
-        board["_failed"] = board["status"] != "ok"
-        board = board.sort_values(["_failed", "score", "val_accuracy", "_elim"], ascending=[True, False, False, True],
-                                  na_position="last", kind="mergesort").drop(columns=["_elim", "_failed"])
-    else:
-        board = board.sort_values(["score", "val_accuracy"], ascending=[False, False],
-                                  na_position="last", kind="mergesort")
-    board = board.reset_index(drop=True)
-    board.insert(0, "rank", np.arange(1, len(board) + 1))
-    extra_cols = [c for c in board.columns if c not in LEADERBOARD_COLUMNS and c != "status"]
-    board = board[LEADERBOARD_COLUMNS + extra_cols + ["status"]]
-    return ProbeResult(leaderboard=board, features=features, labels=y, scorer=scorer_name, specs=specs_added,
+    table, specs_added = board.table(candidates, multi_source, full_rung,
+                                     hres.eliminated_order() if hres is not None else None)
+    return ProbeResult(leaderboard=table, features=board.features, labels=y, scorer=scorers.name, specs=specs_added,
                        rungs=rung_info)
 
 
-def _save_assembled(store: FeatureCache | None, spec: BackboneSpec, handle: str, layer: str, ctx: _Ctx,
-                    values: np.ndarray, meta: dict[str, Any], holder: _Items) -> str | None:
+def _save_assembled(ctx: _Ctx, spec: BackboneSpec, handle: str, layer: str, values: np.ndarray,
+                    meta: dict[str, Any], holder: _Items) -> str | None:
     """Cache halving's assembled full-data array under the full index key (what a default probe
     reads); returns that key. Skipped when the entry exists already."""
+    store = ctx.store
     if store is None:
         return None
     key = store.key(_fingerprint(handle), ctx.data_fp, ctx.full_ikey, spec.input_size, _layer_name(spec, layer))
@@ -806,66 +647,3 @@ def _save_assembled(store: FeatureCache | None, spec: BackboneSpec, handle: str,
         info = {**meta, "num_items": int(len(values)), "seconds": holder.seconds, "assembled": True}
         store.save(key, {"features": np.asarray(values)}, info)
     return key
-
-
-def _score_row(row: dict[str, Any], split_feats: dict[str, np.ndarray], y: dict[str, np.ndarray],
-               logits: np.ndarray | None, keys: list[str | None], split_idx: dict[str, np.ndarray], seed: int,
-               scorers: list[Scorer], main: Scorer, main_ranks: bool, store: FeatureCache | None,
-               num_classes: int) -> None:
-    """Fill ``row`` with every scorer's column, ``score``/``std`` (when ``main`` ranks) and the
-    linear probe's val/test accuracy and test macro F1; reads/writes the scores record in the cache."""
-    t0 = time.perf_counter()
-    cols = [f"score_{s.name}" for s in scorers]
-    fields = [*_SCORE_FIELDS, *cols]
-    skey = _scores_key(keys, split_idx, seed, scorers) if store is not None else None
-    record = store.load_record(skey) if skey is not None else None
-    if record is not None and all(k in record for k in fields):
-        row.update({k: (math.nan if v is None else v) for k, v in record.items()})
-        row["score_seconds"] = time.perf_counter() - t0
-        row["_record"] = True
-        return
-    res = _score_all(scorers, split_feats["train"], y["train"], logits, seed, row["name"],
-                     main.name if main_ranks else None)
-    for s in scorers:
-        if s.name in res:
-            row[f"score_{s.name}"] = res[s.name].score
-    if main_ranks:
-        row.update(score=res[main.name].score, std=res[main.name].std)
-    model = fit_linear_probe(split_feats["train"], y["train"], seed=seed)
-    row.update(val_accuracy=_accuracy(model, split_feats["val"], y["val"]),
-               test_accuracy=_accuracy(model, split_feats["test"], y["test"]),
-               test_macro_f1=_macro_f1(model, split_feats["test"], y["test"], num_classes),
-               score_seconds=time.perf_counter() - t0)
-    if skey is not None:
-        store.save_record(skey, {k: (None if _isnan(row[k]) else float(row[k])) for k in fields})
-
-
-def _multi_source_row(top: list[str], by_name: dict[str, BackboneSpec], features: dict[str, dict[str, np.ndarray]],
-                      board: pd.DataFrame, y: dict[str, np.ndarray], seed: int, scorers: list[Scorer], main: Scorer,
-                      main_ranks: bool, new_row: Callable[[BackboneSpec], dict[str, Any]], halving: bool,
-                      full_rung: int, num_classes: int) -> tuple[dict[str, Any], BackboneSpec]:
-    """The ``concat(a+b...)`` candidate: the sources' cached features side by side, scored alike.
-
-    Source logits are not combined (LEEP stays NaN). Its spec keeps the first source's handle
-    (for tools that read one handle) and lists the sources in ``extra``; ``input_size`` is the
-    largest source's (the task model resizes per branch, see ``tune.task``).
-    """
-    srcs = [by_name[n] for n in top]
-    name = f"concat({'+'.join(top)})"
-    spec = BackboneSpec(name=name, handle=srcs[0].handle, input_size=max(s.input_size for s in srcs),
-                        extra={"sources": list(top), "source_specs": [s.to_dict() for s in srcs]})
-    row = new_row(spec)
-    row["handle"] = "+".join(s.handle for s in srcs)
-    split_feats = {s: np.concatenate([features[n][s] for n in top], axis=1) for s in SPLITS}
-    src_rows = board.set_index("name").loc[top]
-    row.update(params=float(src_rows["params"].sum()), feature_dim=int(split_feats["train"].shape[1]),
-               feature_seconds=0.0, cached=bool(src_rows["cached"].all()))
-    if halving:
-        row["rung"] = full_rung
-    scorers = [s for s in scorers if not s.needs_source_logits]
-    if main.needs_source_logits:
-        row["status"] = f"failed: scorer {main.name!r} needs source logits, which a concatenation has not"
-    else:
-        _score_row(row, split_feats, y, None, [None], {}, seed, scorers, main, main_ranks, None, num_classes)
-    row["_features"] = split_feats
-    return row, spec
