@@ -149,17 +149,14 @@ def _features_for(
     spec: BackboneSpec,
     handle: str,
     layer: str,
-    data: LabelledData,
-    data_fp: str,
+    ctx: "_Ctx",
     idx: np.ndarray,
     ikey: str,
-    cache: FeatureCache | None,
-    batch_size: int | None,
     on_batch: Callable[[int], None] | None,
     holder: "_Items | None" = None,
     final_features: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, Any], bool, str | None]:
-    """Features (or source logits) of items ``idx``, from the cache when possible.
+    """Features (or source logits) of items ``idx`` (index key ``ikey``), from the cache when possible.
 
     ``final_features`` (source logits only): the same items' final features, letting the logits
     come from the classifier head alone when the module allows (see ``extract_source_logits``).
@@ -167,41 +164,51 @@ def _features_for(
     Returns ``(array, meta, cached, cache_key)``.
     """
     key = None
+    cache = ctx.store
     if cache is not None:
         fp = _fingerprint(handle)
         # An earlier-block candidate caches under its block's name, the final features under "final".
-        key = cache.key(fp, data_fp, ikey, spec.input_size, _layer_name(spec, layer))
+        key = cache.key(fp, ctx.data_fp, ikey, spec.input_size, _layer_name(spec, layer))
         hit = cache.load(key, ["features"])
         if hit is not None:
             return hit["features"], cache.meta(key) or {}, True, key
     start = time.perf_counter()
-    ds = feature_dataset(data, idx, spec.input_size, batch_size)
+    ds = feature_dataset(ctx.data, idx, spec.input_size, ctx.batch_size)
     meta: dict[str, Any] = {"handle": handle, "input_size": spec.input_size, "layer": layer, "num_items": len(idx)}
+    feats = _run_module(spec, handle, layer, ds, len(idx), on_batch, meta, holder, final_features)
+    meta["seconds"] = time.perf_counter() - start
+    check_finite(feats, spec.name, "source logits" if layer == LOGITS_LAYER else "features")  # never cached
+    if cache is not None and key is not None:
+        cache.save(key, {"features": feats}, meta)
+    return feats, meta, False, key
+
+
+def _run_module(spec: BackboneSpec, handle: str, layer: str, ds: tf.data.Dataset, num_items: int,
+                on_batch: Callable[[int], None] | None, meta: dict[str, Any], holder: "_Items | None",
+                final_features: np.ndarray | None) -> np.ndarray:
+    """Run ``ds`` through ``handle``'s module (its classifier for source logits); adds the
+    module's ``params``/``feature_dim`` to ``meta`` when it was loaded here."""
     if holder is not None and holder.keep_loaded:
         # Successive halving: keep the module (and its traced forward) for the next rung.
         if holder.backbone is None:
             holder.backbone = (HubBackbone(handle, input_size=spec.input_size, output_key=spec.output_key)
                                if layer == LOGITS_LAYER else HubBackbone.from_spec(spec))
             holder.forward = forward_fn(holder.backbone, images_dtype(ds))
-        feats = extract_features(holder.backbone, ds, num_items=len(idx), on_batch=on_batch, forward=holder.forward)
+        feats = extract_features(holder.backbone, ds, num_items=num_items, on_batch=on_batch, forward=holder.forward)
         meta.update(params=holder.backbone.num_params, feature_dim=holder.backbone.output_dim)
     elif layer == LOGITS_LAYER:
         feats = extract_source_logits(handle, ds, input_size=spec.input_size, output_key=spec.output_key,
-                                      num_items=len(idx), on_batch=on_batch, features=final_features)
+                                      num_items=num_items, on_batch=on_batch, features=final_features)
     else:
         backbone = HubBackbone.from_spec(spec)
         try:
-            feats = extract_features(backbone, ds, num_items=len(idx), on_batch=on_batch)
+            feats = extract_features(backbone, ds, num_items=num_items, on_batch=on_batch)
             meta.update(params=backbone.num_params, feature_dim=backbone.output_dim)
         finally:
             # Free the module now so memory stays flat across candidates.
             del backbone
             gc.collect()
-    meta["seconds"] = time.perf_counter() - start
-    check_finite(feats, spec.name, "source logits" if layer == LOGITS_LAYER else "features")  # never cached
-    if cache is not None and key is not None:
-        cache.save(key, {"features": feats}, meta)
-    return feats, meta, False, key
+    return feats
 
 
 def _all_features_pass(all_features: Callable[..., dict[str, tf.Tensor]], data: LabelledData, idx: np.ndarray,
@@ -302,9 +309,8 @@ class _Items:
         missing = self.lookup(want, ctx)
         if len(missing):
             t0 = time.perf_counter()
-            feats, meta, cached, _ = _features_for(self.spec, self.handle, self.layer, ctx.data, ctx.data_fp, missing,
-                                                   index_key(missing, len(ctx.data)), ctx.store, ctx.batch_size, on_batch,
-                                                   self)
+            feats, meta, cached, _ = _features_for(self.spec, self.handle, self.layer, ctx, missing,
+                                                   index_key(missing, len(ctx.data)), on_batch, self)
             self.add(missing, feats, meta, cached=cached, seconds=time.perf_counter() - t0)
         assert self.values is not None
         return self.values[np.searchsorted(self.idx, want)]
@@ -364,6 +370,156 @@ class _Ctx:
 def _group_key(spec: BackboneSpec) -> tuple[str, int, str | None]:
     """Candidates with the same key differ only in ``layer``: one module forward serves them all."""
     return (spec.handle, spec.input_size, spec.output_key)
+
+
+@dataclass
+class _Featurized:
+    """One candidate's full-data features (rows in ``_Ctx.full_idx`` order) and its TRAIN rows'
+    source logits (None when no scorer needs them or it has no classifier)."""
+
+    features: np.ndarray
+    train_logits: np.ndarray | None
+    meta: dict[str, Any]
+    cached: bool
+    keys: list[str | None]  # the features' and the logits' cache keys (the scores record's key)
+
+
+class _Featurizer:
+    """Featurizes the candidates: per-candidate item holders (halving's growing subsamples), one
+    shared pass per module for layer candidates, and each candidate's full-data features."""
+
+    def __init__(self, by_name: dict[str, BackboneSpec], ctx: _Ctx, *, wants_logits: bool, train_pos: np.ndarray,
+                 halving: bool) -> None:
+        self.by_name, self.ctx, self.wants_logits, self.train_pos, self.halving = (
+            by_name, ctx, wants_logits, train_pos, halving)
+        self.items: dict[str, tuple[_Items, _Items | None]] = {}
+        # One loaded module per (handle, size) group of layer candidates (kept across halving rungs).
+        self.modules: dict[tuple[str, int, str | None], _SharedModule | None] = {}
+
+    def needs_logits(self, spec: BackboneSpec) -> bool:
+        return bool(spec.classifier_handle) and self.wants_logits
+
+    def holders(self, spec: BackboneSpec) -> tuple[_Items, _Items | None]:
+        """``spec``'s (features, source logits or None) holders, made on first need."""
+        if spec.name not in self.items:
+            self.items[spec.name] = (
+                _Items(spec, spec.handle, FEATURES_LAYER),
+                _Items(spec, spec.classifier_handle, LOGITS_LAYER) if self.needs_logits(spec) else None)
+        return self.items[spec.name]
+
+    def keep_loaded(self, spec: BackboneSpec, keep: bool) -> None:
+        """Whether ``spec``'s modules stay loaded (and traced) between rungs."""
+        for h in self.holders(spec):
+            if h is not None:
+                h.keep_loaded = keep
+
+    def fill_groups(self, names: Sequence[str], want: np.ndarray) -> dict[str, float]:
+        """Featurize the layer candidates among ``names`` that share a module with one pass per
+        module; returns each served candidate's share of the pass time (the rest fall back to
+        their own loads)."""
+        groups: dict[tuple[str, int, str | None], list[BackboneSpec]] = {}
+        for n in names:
+            if not self.by_name[n].extra.get("sources"):
+                groups.setdefault(_group_key(self.by_name[n]), []).append(self.by_name[n])
+        shares: dict[str, float] = {}
+        for g, specs_g in groups.items():
+            # A lone candidate uses the shared module only if a rung loaded it already.
+            if (len(specs_g) < 2 and g not in self.modules) or self.modules.get(g, True) is None:
+                continue
+            shares.update(self._fill_group(g, specs_g, want))
+        return shares
+
+    def _fill_group(self, g: tuple[str, int, str | None], specs_g: list[BackboneSpec],
+                    want: np.ndarray) -> dict[str, float]:
+        members = [self.holders(sp)[0] for sp in specs_g]
+        before = {m.spec.name: m.seconds for m in members}
+        try:
+            if g not in self.modules:
+                self.modules[g] = _SharedModule(specs_g[0])
+            if not self.modules[g].fill(members, want, self.ctx):
+                self.modules[g] = None  # no all_features: members load their own truncated modules
+        except (BackboneError, tf.errors.OpError, ValueError, OSError) as exc:
+            log.warning("probe: shared pass over %s failed (%s); featurizing its layers one by one", g[0], exc)
+            self.modules[g] = None
+            return {}
+        return {m.spec.name: m.seconds - before[m.spec.name] for m in members if m.seconds > before[m.spec.name]}
+
+    def release_except(self, keep: Sequence[str]) -> None:
+        """Drop the loaded modules of every candidate not in ``keep`` (eliminated by halving)."""
+        for n, hs in self.items.items():
+            if n not in keep:
+                for h in hs:
+                    if h is not None:
+                        h.release()
+        alive_groups = {_group_key(self.by_name[n]) for n in keep}
+        for g in [g for g in self.modules if g not in alive_groups]:
+            del self.modules[g]
+        gc.collect()
+
+    def rung_features(self, spec: BackboneSpec, tr: np.ndarray,
+                      with_logits: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """``spec``'s features of items ``tr`` (a rung's subsample) and, if ``with_logits`` and
+        it has a classifier, their source logits."""
+        f_items, l_items = self.holders(spec)
+        x = f_items.get(tr, self.ctx, None)
+        check_finite(x, spec.name)
+        lg = l_items.get(tr, self.ctx, None) if l_items is not None and with_logits else None
+        if lg is not None:
+            check_finite(lg, spec.name, "source logits")
+        return x, lg
+
+    def start_full(self, survivors: Sequence[str]) -> dict[str, float]:
+        """Before the full-data pass: featurize the survivors' layer candidates one pass per module
+        (see :meth:`fill_groups`, whose time shares it returns), then drop the shared modules."""
+        if self.halving:
+            # The survivors hold their rung items already: only the rest goes through the module.
+            shared = self.fill_groups(survivors, self.ctx.full_idx)
+        else:
+            # Layer candidates of one module: one load and one pass into the cache under the full-data
+            # keys, where the per-candidate pass finds them (without a cache it runs them alone).
+            shared = self.fill_groups(survivors, self.ctx.full_idx) if self.ctx.store is not None else {}
+            self.items.clear()
+        self.modules.clear()
+        return shared
+
+    def full_features(self, spec: BackboneSpec, on_batch: Callable[[int], None]) -> _Featurized:
+        """``spec``'s features of every probe item (and its TRAIN source logits), cached under the
+        full index key."""
+        return self._assemble(spec, on_batch) if self.halving else self._featurize(spec, on_batch)
+
+    def _assemble(self, spec: BackboneSpec, on_batch: Callable[[int], None]) -> _Featurized:
+        """Halving: complete the rung items held with the rest, then release the modules."""
+        ctx, logits, lkey = self.ctx, None, None
+        f_items, l_items = self.holders(spec)
+        feats = f_items.get(ctx.full_idx, ctx, on_batch)
+        meta, cached = f_items.meta, f_items.all_cached
+        fkey = _save_assembled(ctx, spec, spec.handle, FEATURES_LAYER, feats, meta, f_items)
+        if l_items is not None:
+            logits_all = l_items.get(ctx.full_idx, ctx, on_batch)
+            lkey = _save_assembled(ctx, spec, spec.classifier_handle, LOGITS_LAYER, logits_all, l_items.meta, l_items)
+            logits = np.asarray(logits_all)[self.train_pos]
+            cached = cached and l_items.all_cached
+        for h in (f_items, l_items):
+            if h is not None:
+                h.release()
+        return _Featurized(feats, logits, meta, cached, [fkey, lkey])
+
+    def _featurize(self, spec: BackboneSpec, on_batch: Callable[[int], None]) -> _Featurized:
+        """No halving: all items at once, from the cache or one module load per candidate."""
+        ctx, logits, lkey = self.ctx, None, None
+        feats, meta, cached, fkey = _features_for(spec, spec.handle, FEATURES_LAYER, ctx, ctx.full_idx, ctx.full_ikey,
+                                                  on_batch)
+        if self.needs_logits(spec):
+            logits_all, _, cached_l, lkey = _features_for(
+                spec, spec.classifier_handle, LOGITS_LAYER, ctx, ctx.full_idx, ctx.full_ikey, on_batch,
+                final_features=feats if spec.layer is None else None)
+            logits = np.asarray(logits_all)[self.train_pos]
+            cached = cached and cached_l
+        return _Featurized(feats, logits, meta, cached, [fkey, lkey])
+
+    def featurized_items(self) -> dict[str, int]:
+        """Items each held candidate ran through its modules (cache misses), over all rungs."""
+        return {n: f.featurized + (lg.featurized if lg is not None else 0) for n, (f, lg) in self.items.items()}
 
 
 def probe(
@@ -426,66 +582,23 @@ def probe(
     _FP_MEMO.clear()
     halving = bool(halving or rungs)
     scorers = ScorerSet.resolve(scorer, extra_scorers)
-    main_like, combined = scorers.main, scorers.combined
+    main_like = scorers.main
     store = _resolve_cache(cache, cache_dir)
     labels_all = np.asarray(data.labels, dtype=np.int64)
     split_idx = {s: np.asarray(getattr(splits, s), dtype=np.int64) for s in SPLITS}
     idx = np.unique(np.concatenate(list(split_idx.values())))
     pos = {s: np.searchsorted(idx, split_idx[s]) for s in SPLITS}
-    ikey = index_key(idx, len(data))
     y = {s: labels_all[split_idx[s]] for s in SPLITS}
-    data_fp = data.fingerprint() if store is not None else ""
-    ctx = _Ctx(data, data_fp, store, batch_size, idx, ikey)
+    ctx = _Ctx(data, data.fingerprint() if store is not None else "", store, batch_size, idx, index_key(idx, len(data)))
     total = len(candidates)
     board = Leaderboard(scorers, halving=halving, labels=y, split_idx=split_idx, seed=seed, store=store,
                         num_classes=len(data.class_names))
     rows = board.rows
-
-    def needs_logits(spec: BackboneSpec) -> bool:
-        return bool(spec.classifier_handle) and scorers.wants_logits
-
-    items: dict[str, tuple[_Items, _Items | None]] = {}
     rung_info: list[dict[str, Any]] = []
     by_name = {c.name: c for c in candidates}
     if len(by_name) != len(candidates):
         raise UserInputError("probe: candidate names must be unique.")
-
-    def holders(spec: BackboneSpec) -> tuple[_Items, _Items | None]:
-        if spec.name not in items:
-            items[spec.name] = (_Items(spec, spec.handle, FEATURES_LAYER),
-                                _Items(spec, spec.classifier_handle, LOGITS_LAYER) if needs_logits(spec) else None)
-        return items[spec.name]
-
-    # One loaded module per (handle, size) group of layer candidates (kept across halving rungs).
-    modules: dict[tuple[str, int, str | None], _SharedModule | None] = {}
-
-    def fill_groups(names: Sequence[str], want: np.ndarray) -> dict[str, float]:
-        """Featurize the layer candidates among ``names`` that share a module with one pass per
-        module; returns each served candidate's share of the pass time (the rest fall back to
-        their own loads)."""
-        groups: dict[tuple[str, int, str | None], list[BackboneSpec]] = {}
-        for n in names:
-            if not by_name[n].extra.get("sources"):
-                groups.setdefault(_group_key(by_name[n]), []).append(by_name[n])
-        shares: dict[str, float] = {}
-        for g, specs_g in groups.items():
-            # A lone candidate uses the shared module only if a rung loaded it already.
-            if (len(specs_g) < 2 and g not in modules) or modules.get(g, True) is None:
-                continue
-            members = [holders(sp)[0] for sp in specs_g]
-            before = {m.spec.name: m.seconds for m in members}
-            try:
-                if g not in modules:
-                    modules[g] = _SharedModule(specs_g[0])
-                if not modules[g].fill(members, want, ctx):
-                    modules[g] = None  # no all_features: members load their own truncated modules
-            except (BackboneError, tf.errors.OpError, ValueError, OSError) as exc:
-                log.warning("probe: shared pass over %s failed (%s); featurizing its layers one by one", g[0], exc)
-                modules[g] = None
-                continue
-            shares.update({m.spec.name: m.seconds - before[m.spec.name] for m in members
-                           if m.seconds > before[m.spec.name]})
-        return shares
+    featurizer = _Featurizer(by_name, ctx, wants_logits=scorers.wants_logits, train_pos=pos["train"], halving=halving)
 
     # -- successive halving: rank on subsamples of TRAIN, keep the best ------------------------------
     survivors = [c.name for c in candidates]
@@ -493,39 +606,21 @@ def probe(
     if halving:
         rank_logits = any(sc.needs_source_logits for sc in scorers.ranking)
 
-        def release_except(keep: Sequence[str]) -> None:
-            for n, hs in items.items():
-                if n not in keep:
-                    for h in hs:
-                        if h is not None:
-                            h.release()
-            alive_groups = {_group_key(by_name[n]) for n in keep}
-            for g in [g for g in modules if g not in alive_groups]:
-                del modules[g]
-            gc.collect()
-
         def score_rung(names: list[str], tr: np.ndarray, r: int) -> dict[str, tuple[float, float]]:
             per: dict[str, dict[str, ScoreResult]] = {}
-            release_except(names)  # candidates eliminated by the previous rung
-            shared_s = fill_groups(names, tr)
+            featurizer.release_except(names)  # candidates eliminated by the previous rung
+            shared_s = featurizer.fill_groups(names, tr)
             for j, name in enumerate(names):
                 spec = by_name[name]
                 row = board.row(spec)
                 # Few candidates left: keep their modules loaded (and traced) for the next rung.
-                for h in holders(spec):
-                    if h is not None:
-                        h.keep_loaded = len(names) <= HALVING_MAX_LOADED
+                featurizer.keep_loaded(spec, len(names) <= HALVING_MAX_LOADED)
                 if progress is not None:
                     progress("probe", 0, total, f"rung {r}: {name} ({len(tr)} items)")
                 t0 = time.perf_counter()
                 try:
                     scorers.check_rankable(spec)
-                    f_items, l_items = holders(spec)
-                    x = f_items.get(tr, ctx, None)
-                    check_finite(x, name)
-                    lg = l_items.get(tr, ctx, None) if l_items is not None and rank_logits else None
-                    if lg is not None:
-                        check_finite(lg, name, "source logits")
+                    x, lg = featurizer.rung_features(spec, tr, rank_logits)
                     per[name] = scorers.score_ranking(x, labels_all[tr], lg, seed, name)
                 except UserInputError:
                     raise
@@ -545,22 +640,14 @@ def probe(
                                  keep_within=keep_within).run([c.name for c in candidates], split_idx["train"],
                                                               labels_all, score_rung)
         survivors = hres.survivors
-        release_except(survivors)
+        featurizer.release_except(survivors)
         rung_info = [r.to_dict() for r in hres.rungs]
         log.info("probe: successive halving %d -> %d candidates in %.1f s over %d rungs", len(candidates),
                  len(survivors), time.perf_counter() - t_h, len(hres.rungs))
 
     # -- full-data probe of every (surviving) candidate ---------------------------------------------
     full_rung = len(rung_info)
-    if halving:
-        # The survivors hold their rung items already: only the rest goes through the module.
-        shared = fill_groups(survivors, idx)
-    else:
-        # Layer candidates of one module: one load and one pass into the cache under the full-data
-        # keys, where the per-candidate loop below finds them (without a cache it runs them alone).
-        shared = fill_groups(survivors, idx) if store is not None else {}
-        items.clear()
-    modules.clear()
+    shared = featurizer.start_full(survivors)
     for i, spec in enumerate(candidates):
         if spec.name not in survivors:
             continue
@@ -577,48 +664,25 @@ def probe(
         try:
             scorers.check_rankable(spec)
             t0 = time.perf_counter()
-            logits, lkey = None, None
-            if halving:
-                f_items, l_items = holders(spec)
-                feats = f_items.get(idx, ctx, on_batch)
-                meta, cached = f_items.meta, f_items.all_cached
-                fkey = _save_assembled(ctx, spec, spec.handle, FEATURES_LAYER, feats, meta, f_items)
-                if l_items is not None:
-                    logits_all = l_items.get(idx, ctx, on_batch)
-                    lkey = _save_assembled(ctx, spec, spec.classifier_handle, LOGITS_LAYER, logits_all,
-                                           l_items.meta, l_items)
-                    logits = np.asarray(logits_all)[pos["train"]]
-                    cached = cached and l_items.all_cached
-                for h in (f_items, l_items):
-                    if h is not None:
-                        h.release()
-            else:
-                feats, meta, cached, fkey = _features_for(spec, spec.handle, FEATURES_LAYER, data, data_fp, idx, ikey,
-                                                          store, batch_size, on_batch)
-                if needs_logits(spec):
-                    logits_all, _, cached_l, lkey = _features_for(
-                        spec, spec.classifier_handle, LOGITS_LAYER, data, data_fp, idx, ikey, store, batch_size,
-                        on_batch, final_features=feats if spec.layer is None else None)
-                    logits = np.asarray(logits_all)[pos["train"]]
-                    cached = cached and cached_l
-            check_finite(feats, spec.name)
-            if logits is not None:
-                check_finite(logits, spec.name, "source logits")
+            got = featurizer.full_features(spec, on_batch)
+            check_finite(got.features, spec.name)
+            if got.train_logits is not None:
+                check_finite(got.train_logits, spec.name, "source logits")
             # A shared layer pass computed this run's features just now: not a warm cache hit.
             row.update(feature_seconds=time.perf_counter() - t0 + shared.get(spec.name, 0.0),
-                       cached=cached and spec.name not in shared,
-                       params=meta.get("params", math.nan), feature_dim=int(feats.shape[1]))
+                       cached=got.cached and spec.name not in shared,
+                       params=got.meta.get("params", math.nan), feature_dim=int(got.features.shape[1]))
         except UserInputError:
             raise  # bad data fails every candidate: report it once, now
         except (BackboneError, tf.errors.OpError, ValueError, OSError) as exc:
             board.fail(row, exc)
             continue
 
-        split_feats = {s: np.asarray(feats[pos[s]]) for s in SPLITS}
+        split_feats = {s: np.asarray(got.features[pos[s]]) for s in SPLITS}
         if progress is not None:
             progress("probe", i, total, f"{spec.name}: scoring")
         try:
-            from_record = board.score(row, split_feats, logits, [fkey, lkey])
+            from_record = board.score(row, split_feats, got.train_logits, got.keys)
         except (ValueError, np.linalg.LinAlgError) as exc:  # the ranking scorer or the linear probe
             board.fail(row, exc)
             continue
@@ -627,8 +691,9 @@ def probe(
                      f"{row[f'score_{main_like.name}']:.3f}{' (cached)' if from_record else ''}")
 
     board.check_any_ok(len(candidates))
-    for name, (f_items, l_items) in (items.items() if halving else ()):  # items run through the modules, all rungs
-        rows[name]["featurized_items"] = f_items.featurized + (l_items.featurized if l_items is not None else 0)
+    if halving:  # items run through the modules, all rungs
+        for name, n in featurizer.featurized_items().items():
+            rows[name]["featurized_items"] = n
     table, specs_added = board.table(candidates, multi_source, full_rung,
                                      hres.eliminated_order() if hres is not None else None)
     return ProbeResult(leaderboard=table, features=board.features, labels=y, scorer=scorers.name, specs=specs_added,
