@@ -141,7 +141,8 @@ class ScorerSet:
     def check_rankable(self, spec: BackboneSpec) -> None:
         """Raise BackboneError when the ranking scorer cannot score ``spec`` (no source logits)."""
         if self.main.needs_source_logits and not spec.classifier_handle and self.main_ranks:
-            raise BackboneError(f"scorer {self.main.name!r} needs source logits; give {spec.name!r} a classifier_handle.")
+            raise BackboneError(f"scorer {self.main.name!r} needs source logits; "
+                                f"give {spec.name!r} a classifier_handle.")
 
     def score_ranking(self, x: np.ndarray, y: np.ndarray, logits: np.ndarray | None, seed: int,
                       name: str) -> dict[str, ScoreResult]:
@@ -197,7 +198,8 @@ class Leaderboard:
     def __init__(self, scorers: ScorerSet, *, halving: bool, labels: dict[str, np.ndarray],
                  split_idx: dict[str, np.ndarray], seed: int, store: FeatureCache | None, num_classes: int) -> None:
         self.scorers, self.halving = scorers, halving
-        self.labels, self.split_idx, self.seed, self.store, self.num_classes = labels, split_idx, seed, store, num_classes
+        self.labels, self.split_idx, self.seed = labels, split_idx, seed
+        self.store, self.num_classes = store, num_classes
         self.rows: dict[str, dict[str, Any]] = {}
         self.features: dict[str, dict[str, np.ndarray]] = {}
         self.errors: list[tuple[str, BaseException]] = []

@@ -9,6 +9,11 @@ Options: ``scorer="combined"`` (the default) ranks by a cross-candidate combinat
 leaderboard after every candidate is scored, :mod:`autotransfer.probe.combine`); ``halving=True``
 runs successive halving on TRAIN subsamples first (:mod:`autotransfer.probe.halving`);
 ``multi_source=n`` adds a ``concat(...)`` candidate of the top n candidates' features.
+
+Layout: :class:`_Featurizer` gets the candidates' features (cache, shared layer passes, halving's
+growing subsamples); :mod:`autotransfer.probe.leaderboard` scores them into rows and ranks the
+rows; :class:`_HalvingRungs` scores halving's rungs and :class:`_FullDataPass` the full-data
+probe; :func:`probe` wires them together.
 """
 from __future__ import annotations
 
@@ -41,7 +46,7 @@ from autotransfer.probe.featurize import (
     images_dtype,
 )
 from autotransfer.probe.combine import CombinedScore
-from autotransfer.probe.halving import SuccessiveHalving
+from autotransfer.probe.halving import HalvingResult, SuccessiveHalving
 # LEADERBOARD_COLUMNS stays importable from here: autotransfer.probe exports it from this module.
 from autotransfer.probe.leaderboard import LEADERBOARD_COLUMNS, SPLITS, Leaderboard, ScorerSet  # noqa: F401
 from autotransfer.probe.scorers import Scorer, ScoreResult
@@ -372,6 +377,20 @@ def _group_key(spec: BackboneSpec) -> tuple[str, int, str | None]:
     return (spec.handle, spec.input_size, spec.output_key)
 
 
+def _save_assembled(ctx: _Ctx, spec: BackboneSpec, handle: str, layer: str, values: np.ndarray,
+                    meta: dict[str, Any], holder: _Items) -> str | None:
+    """Cache halving's assembled full-data array under the full index key (what a default probe
+    reads); returns that key. Skipped when the entry exists already."""
+    store = ctx.store
+    if store is None:
+        return None
+    key = store.key(_fingerprint(handle), ctx.data_fp, ctx.full_ikey, spec.input_size, _layer_name(spec, layer))
+    if key not in store:
+        info = {**meta, "num_items": int(len(values)), "seconds": holder.seconds, "assembled": True}
+        store.save(key, {"features": np.asarray(values)}, info)
+    return key
+
+
 @dataclass
 class _Featurized:
     """One candidate's full-data features (rows in ``_Ctx.full_idx`` order) and its TRAIN rows'
@@ -522,6 +541,126 @@ class _Featurizer:
         return {n: f.featurized + (lg.featurized if lg is not None else 0) for n, (f, lg) in self.items.items()}
 
 
+def _no_progress(stage: str, done: int, total: int, message: str) -> None:
+    """Stands in for an absent ``progress`` callback."""
+
+
+class _HalvingRungs:
+    """Successive halving's rungs: scores each surviving candidate with the ranking scorers on its
+    features of a TRAIN subsample; the rung scores go into the candidates' leaderboard rows."""
+
+    def __init__(self, featurizer: _Featurizer, board: Leaderboard, labels: np.ndarray, seed: int,
+                 progress: ProgressFn, total: int) -> None:
+        self.featurizer, self.board, self.labels, self.seed = featurizer, board, labels, seed
+        self.progress, self.total = progress, total
+        self.with_logits = any(s.needs_source_logits for s in board.scorers.ranking)
+
+    def run(self, schedule: SuccessiveHalving, names: list[str], train_idx: np.ndarray) -> HalvingResult:
+        """Run ``schedule`` over ``names``; the eliminated candidates' modules are released."""
+        t_h = time.perf_counter()
+        hres = schedule.run(names, train_idx, self.labels, self.score_rung)
+        self.featurizer.release_except(hres.survivors)
+        log.info("probe: successive halving %d -> %d candidates in %.1f s over %d rungs", len(names),
+                 len(hres.survivors), time.perf_counter() - t_h, len(hres.rungs))
+        return hres
+
+    def score_rung(self, names: list[str], tr: np.ndarray, r: int) -> dict[str, tuple[float, float]]:
+        """The halving callback (:data:`~autotransfer.probe.halving.RungScorer`): ``{name: (score,
+        standard error)}`` of the candidates ``names`` on items ``tr``; a failed one is left out."""
+        self.featurizer.release_except(names)  # candidates eliminated by the previous rung
+        shared_s = self.featurizer.fill_groups(names, tr)
+        per: dict[str, dict[str, ScoreResult]] = {}
+        for name in names:
+            res = self._score(self.featurizer.by_name[name], tr, r, len(names), shared_s.get(name, 0.0))
+            if res is not None:
+                per[name] = res
+        scores = self.board.scorers.rung_scores(per)
+        for n, v in scores.items():
+            self.board.rows[n][f"score_rung{r}"] = v[0]
+            self.board.rows[n]["rung"] = r
+        return scores
+
+    def _score(self, spec: BackboneSpec, tr: np.ndarray, r: int, num_alive: int,
+               shared_seconds: float) -> dict[str, ScoreResult] | None:
+        """One candidate's ranking scores on items ``tr``; None (its row marked failed) on failure."""
+        row = self.board.row(spec)
+        # Few candidates left: keep their modules loaded (and traced) for the next rung.
+        self.featurizer.keep_loaded(spec, num_alive <= HALVING_MAX_LOADED)
+        self.progress("probe", 0, self.total, f"rung {r}: {spec.name} ({len(tr)} items)")
+        t0 = time.perf_counter()
+        try:
+            self.board.scorers.check_rankable(spec)
+            x, lg = self.featurizer.rung_features(spec, tr, self.with_logits)
+            res = self.board.scorers.score_ranking(x, self.labels[tr], lg, self.seed, spec.name)
+        except UserInputError:
+            raise
+        except (BackboneError, tf.errors.OpError, ValueError, OSError, np.linalg.LinAlgError) as exc:
+            self.board.fail(row, exc)
+            return None
+        row["halving_seconds"] = row.get("halving_seconds", 0.0) + time.perf_counter() - t0 + shared_seconds
+        return res
+
+
+class _FullDataPass:
+    """The full-data probe of the (surviving) candidates, in the candidates' order: each one's
+    features of every item, then its leaderboard row's scores (val/test accuracy included)."""
+
+    def __init__(self, featurizer: _Featurizer, board: Leaderboard, pos: dict[str, np.ndarray],
+                 progress: ProgressFn, total: int, full_rung: int | None) -> None:
+        self.featurizer, self.board, self.pos, self.progress, self.total = featurizer, board, pos, progress, total
+        self.full_rung = full_rung  # the ``rung`` column of full-data rows (None: no halving)
+        self.shared: dict[str, float] = {}
+
+    def run(self, candidates: Sequence[BackboneSpec], survivors: Sequence[str]) -> None:
+        self.shared = self.featurizer.start_full(survivors)
+        for i, spec in enumerate(candidates):
+            if spec.name in survivors:
+                row = self.board.row(spec)
+                if self.full_rung is not None:
+                    row["rung"] = self.full_rung
+                got = self._features(i, spec, row)
+                if got is not None:
+                    self._score(i, spec, row, got)
+
+    def _features(self, i: int, spec: BackboneSpec, row: dict[str, Any]) -> _Featurized | None:
+        """``spec``'s full-data features, timed into ``row``; None (``row`` failed) on failure."""
+        num_items = len(self.featurizer.ctx.full_idx)
+
+        def on_batch(done: int) -> None:
+            self.progress("probe", i, self.total, f"{spec.name}: featurizing {done}/{num_items}")
+
+        self.progress("probe", i, self.total, f"{spec.name}: features")
+        try:
+            self.board.scorers.check_rankable(spec)
+            t0 = time.perf_counter()
+            got = self.featurizer.full_features(spec, on_batch)
+            check_finite(got.features, spec.name)
+            if got.train_logits is not None:
+                check_finite(got.train_logits, spec.name, "source logits")
+            # A shared layer pass computed this run's features just now: not a warm cache hit.
+            row.update(feature_seconds=time.perf_counter() - t0 + self.shared.get(spec.name, 0.0),
+                       cached=got.cached and spec.name not in self.shared,
+                       params=got.meta.get("params", math.nan), feature_dim=int(got.features.shape[1]))
+        except UserInputError:
+            raise  # bad data fails every candidate: report it once, now
+        except (BackboneError, tf.errors.OpError, ValueError, OSError) as exc:
+            self.board.fail(row, exc)
+            return None
+        return got
+
+    def _score(self, i: int, spec: BackboneSpec, row: dict[str, Any], got: _Featurized) -> None:
+        split_feats = {s: np.asarray(got.features[self.pos[s]]) for s in SPLITS}
+        self.progress("probe", i, self.total, f"{spec.name}: scoring")
+        try:
+            from_record = self.board.score(row, split_feats, got.train_logits, got.keys)
+        except (ValueError, np.linalg.LinAlgError) as exc:  # the ranking scorer or the linear probe
+            self.board.fail(row, exc)
+            return
+        main = self.board.scorers.main.name
+        self.progress("probe", i + 1, self.total,
+                      f"{spec.name}: {main} {row[f'score_{main}']:.3f}{' (cached)' if from_record else ''}")
+
+
 def probe(
     candidates: Sequence[BackboneSpec],
     data: LabelledData,
@@ -582,7 +721,6 @@ def probe(
     _FP_MEMO.clear()
     halving = bool(halving or rungs)
     scorers = ScorerSet.resolve(scorer, extra_scorers)
-    main_like = scorers.main
     store = _resolve_cache(cache, cache_dir)
     labels_all = np.asarray(data.labels, dtype=np.int64)
     split_idx = {s: np.asarray(getattr(splits, s), dtype=np.int64) for s in SPLITS}
@@ -590,125 +728,30 @@ def probe(
     pos = {s: np.searchsorted(idx, split_idx[s]) for s in SPLITS}
     y = {s: labels_all[split_idx[s]] for s in SPLITS}
     ctx = _Ctx(data, data.fingerprint() if store is not None else "", store, batch_size, idx, index_key(idx, len(data)))
-    total = len(candidates)
     board = Leaderboard(scorers, halving=halving, labels=y, split_idx=split_idx, seed=seed, store=store,
                         num_classes=len(data.class_names))
-    rows = board.rows
-    rung_info: list[dict[str, Any]] = []
     by_name = {c.name: c for c in candidates}
     if len(by_name) != len(candidates):
         raise UserInputError("probe: candidate names must be unique.")
     featurizer = _Featurizer(by_name, ctx, wants_logits=scorers.wants_logits, train_pos=pos["train"], halving=halving)
+    report = progress if progress is not None else _no_progress
+    total = len(candidates)
 
-    # -- successive halving: rank on subsamples of TRAIN, keep the best ------------------------------
-    survivors = [c.name for c in candidates]
-    hres = None
-    if halving:
-        rank_logits = any(sc.needs_source_logits for sc in scorers.ranking)
-
-        def score_rung(names: list[str], tr: np.ndarray, r: int) -> dict[str, tuple[float, float]]:
-            per: dict[str, dict[str, ScoreResult]] = {}
-            featurizer.release_except(names)  # candidates eliminated by the previous rung
-            shared_s = featurizer.fill_groups(names, tr)
-            for j, name in enumerate(names):
-                spec = by_name[name]
-                row = board.row(spec)
-                # Few candidates left: keep their modules loaded (and traced) for the next rung.
-                featurizer.keep_loaded(spec, len(names) <= HALVING_MAX_LOADED)
-                if progress is not None:
-                    progress("probe", 0, total, f"rung {r}: {name} ({len(tr)} items)")
-                t0 = time.perf_counter()
-                try:
-                    scorers.check_rankable(spec)
-                    x, lg = featurizer.rung_features(spec, tr, rank_logits)
-                    per[name] = scorers.score_ranking(x, labels_all[tr], lg, seed, name)
-                except UserInputError:
-                    raise
-                except (BackboneError, tf.errors.OpError, ValueError, OSError, np.linalg.LinAlgError) as exc:
-                    board.fail(row, exc)
-                    continue
-                row["halving_seconds"] = (row.get("halving_seconds", 0.0) + time.perf_counter() - t0
-                                          + shared_s.get(name, 0.0))
-            scores = scorers.rung_scores(per)
-            for n, v in scores.items():
-                rows[n][f"score_rung{r}"] = v[0]
-                rows[n]["rung"] = r
-            return scores
-
-        t_h = time.perf_counter()
-        hres = SuccessiveHalving(eta=eta, min_per_class=min_per_class, top_k=top_k, rungs=rungs, seed=seed,
-                                 keep_within=keep_within).run([c.name for c in candidates], split_idx["train"],
-                                                              labels_all, score_rung)
+    survivors, hres = [c.name for c in candidates], None
+    if halving:  # rank on growing subsamples of TRAIN first; only the survivors go on to full data
+        schedule = SuccessiveHalving(eta=eta, min_per_class=min_per_class, top_k=top_k, rungs=rungs, seed=seed,
+                                     keep_within=keep_within)
+        hres = _HalvingRungs(featurizer, board, labels_all, seed, report, total).run(schedule, survivors,
+                                                                                     split_idx["train"])
         survivors = hres.survivors
-        featurizer.release_except(survivors)
-        rung_info = [r.to_dict() for r in hres.rungs]
-        log.info("probe: successive halving %d -> %d candidates in %.1f s over %d rungs", len(candidates),
-                 len(survivors), time.perf_counter() - t_h, len(hres.rungs))
+    full_rung = len(hres.rungs) if hres is not None else 0
+    _FullDataPass(featurizer, board, pos, report, total, full_rung if halving else None).run(candidates, survivors)
 
-    # -- full-data probe of every (surviving) candidate ---------------------------------------------
-    full_rung = len(rung_info)
-    shared = featurizer.start_full(survivors)
-    for i, spec in enumerate(candidates):
-        if spec.name not in survivors:
-            continue
-        row = board.row(spec)
-        if halving:
-            row["rung"] = full_rung
-
-        def on_batch(done: int, _name: str = spec.name, _i: int = i) -> None:
-            if progress is not None:
-                progress("probe", _i, total, f"{_name}: featurizing {done}/{len(idx)}")
-
-        if progress is not None:
-            progress("probe", i, total, f"{spec.name}: features")
-        try:
-            scorers.check_rankable(spec)
-            t0 = time.perf_counter()
-            got = featurizer.full_features(spec, on_batch)
-            check_finite(got.features, spec.name)
-            if got.train_logits is not None:
-                check_finite(got.train_logits, spec.name, "source logits")
-            # A shared layer pass computed this run's features just now: not a warm cache hit.
-            row.update(feature_seconds=time.perf_counter() - t0 + shared.get(spec.name, 0.0),
-                       cached=got.cached and spec.name not in shared,
-                       params=got.meta.get("params", math.nan), feature_dim=int(got.features.shape[1]))
-        except UserInputError:
-            raise  # bad data fails every candidate: report it once, now
-        except (BackboneError, tf.errors.OpError, ValueError, OSError) as exc:
-            board.fail(row, exc)
-            continue
-
-        split_feats = {s: np.asarray(got.features[pos[s]]) for s in SPLITS}
-        if progress is not None:
-            progress("probe", i, total, f"{spec.name}: scoring")
-        try:
-            from_record = board.score(row, split_feats, got.train_logits, got.keys)
-        except (ValueError, np.linalg.LinAlgError) as exc:  # the ranking scorer or the linear probe
-            board.fail(row, exc)
-            continue
-        if progress is not None:
-            progress("probe", i + 1, total, f"{spec.name}: {main_like.name} "
-                     f"{row[f'score_{main_like.name}']:.3f}{' (cached)' if from_record else ''}")
-
-    board.check_any_ok(len(candidates))
+    board.check_any_ok(total)
     if halving:  # items run through the modules, all rungs
         for name, n in featurizer.featurized_items().items():
-            rows[name]["featurized_items"] = n
+            board.rows[name]["featurized_items"] = n
     table, specs_added = board.table(candidates, multi_source, full_rung,
                                      hres.eliminated_order() if hres is not None else None)
     return ProbeResult(leaderboard=table, features=board.features, labels=y, scorer=scorers.name, specs=specs_added,
-                       rungs=rung_info)
-
-
-def _save_assembled(ctx: _Ctx, spec: BackboneSpec, handle: str, layer: str, values: np.ndarray,
-                    meta: dict[str, Any], holder: _Items) -> str | None:
-    """Cache halving's assembled full-data array under the full index key (what a default probe
-    reads); returns that key. Skipped when the entry exists already."""
-    store = ctx.store
-    if store is None:
-        return None
-    key = store.key(_fingerprint(handle), ctx.data_fp, ctx.full_ikey, spec.input_size, _layer_name(spec, layer))
-    if key not in store:
-        info = {**meta, "num_items": int(len(values)), "seconds": holder.seconds, "assembled": True}
-        store.save(key, {"features": np.asarray(values)}, info)
-    return key
+                       rungs=[r.to_dict() for r in hres.rungs] if hres is not None else [])
