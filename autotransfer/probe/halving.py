@@ -103,6 +103,63 @@ def plan_budgets(num_train_per_class: int, *, eta: int, min_per_class: int, rung
     return budgets
 
 
+@dataclass
+class SuccessiveHalving:
+    """A halving schedule: rung budgets grow by ``eta`` from ``min_per_class`` items per class; each
+    rung keeps ``max(top_k, ceil(n / eta))`` candidates plus those within ``keep_within`` standard
+    errors of the cut-off (0 = the classic rule). ``rungs`` caps the number of subsample rungs
+    (None: as many as fit below the full train split); ``seed`` seeds the subsamples."""
+
+    eta: int = 3
+    min_per_class: int = 5
+    top_k: int = 2
+    rungs: int | None = None
+    seed: int = 0
+    keep_within: float = 2.0
+
+    def __post_init__(self) -> None:
+        check_param("eta", self.eta, "probe", "an int >= 2", isinstance(self.eta, int) and self.eta >= 2)
+        check_param("min_per_class", self.min_per_class, "probe", "an int >= 2",
+                    isinstance(self.min_per_class, int) and self.min_per_class >= 2)
+        check_param("top_k", self.top_k, "probe", "an int >= 1", isinstance(self.top_k, int) and self.top_k >= 1)
+        check_param("keep_within", self.keep_within, "probe", "a number >= 0",
+                    isinstance(self.keep_within, (int, float)) and self.keep_within >= 0)
+
+    def budgets(self, train_indices: np.ndarray, labels: np.ndarray) -> list[int]:
+        """Per-class budgets of the subsample rungs for this train split (``labels``: all items')."""
+        train_indices = np.asarray(train_indices, dtype=np.int64)
+        counts = np.bincount(np.unique(np.asarray(labels)[train_indices], return_inverse=True)[1])
+        # A budget >= the largest class would be the whole split: that is the final full-data rung.
+        return plan_budgets(int(counts.max()), eta=self.eta, min_per_class=self.min_per_class, rungs=self.rungs)
+
+    def run(self, names: Sequence[str], train_indices: np.ndarray, labels: np.ndarray,
+            score_rung: RungScorer) -> HalvingResult:
+        """Run the subsample rungs; returns the survivors (to be probed on full data) and the rungs.
+
+        ``labels`` is the dataset's full label array. A candidate whose rung score is NaN (it
+        failed) is dropped.
+        """
+        train_indices = np.asarray(train_indices, dtype=np.int64)
+        alive = list(names)
+        result = HalvingResult(survivors=alive, last_rung={})
+        for r, per_class in enumerate(self.budgets(train_indices, labels)):
+            if len(alive) <= self.top_k:
+                break
+            t0 = time.perf_counter()
+            idx = subsample(train_indices, labels, per_class, seed=self.seed)
+            raw = score_rung(list(alive), idx, r)
+            keep_n = max(self.top_k, math.ceil(len(alive) / self.eta))
+            kept, cut = select_rung(raw, alive, keep_n, self.keep_within)
+            scores = {n: _score_se(v)[0] for n, v in raw.items()}
+            for n in alive:
+                result.last_rung[n] = r
+            result.rungs.append(Rung(r, per_class, len(idx), list(alive), scores, kept, time.perf_counter() - t0,
+                                     keep_n=keep_n, cutoff=cut))
+            alive = kept
+        result.survivors = alive
+        return result
+
+
 def successive_halving(
     names: Sequence[str],
     train_indices: np.ndarray,
@@ -116,37 +173,7 @@ def successive_halving(
     seed: int = 0,
     keep_within: float = 2.0,
 ) -> HalvingResult:
-    """Run the subsample rungs; returns the survivors (to be probed on full data) and the rungs.
-
-    ``labels`` is the dataset's full label array. ``rungs`` caps the number of subsample rungs
-    (None: as many as fit below the full train split). A candidate whose rung score is NaN (it
-    failed) is dropped. ``keep_within``: also keep candidates within this many standard errors of
-    the cut-off score (0 = keep exactly ``max(top_k, ceil(n / eta))``).
-    """
-    check_param("eta", eta, "probe", "an int >= 2", isinstance(eta, int) and eta >= 2)
-    check_param("min_per_class", min_per_class, "probe", "an int >= 2", isinstance(min_per_class, int) and min_per_class >= 2)
-    check_param("top_k", top_k, "probe", "an int >= 1", isinstance(top_k, int) and top_k >= 1)
-    check_param("keep_within", keep_within, "probe", "a number >= 0", isinstance(keep_within, (int, float))
-                and keep_within >= 0)
-    train_indices = np.asarray(train_indices, dtype=np.int64)
-    counts = np.bincount(np.unique(np.asarray(labels)[train_indices], return_inverse=True)[1])
-    # A budget >= the largest class would be the whole split: that is the final full-data rung.
-    budgets = plan_budgets(int(counts.max()), eta=eta, min_per_class=min_per_class, rungs=rungs)
-    alive = list(names)
-    result = HalvingResult(survivors=alive, last_rung={})
-    for r, per_class in enumerate(budgets):
-        if len(alive) <= top_k:
-            break
-        t0 = time.perf_counter()
-        idx = subsample(train_indices, labels, per_class, seed=seed)
-        raw = score_rung(list(alive), idx, r)
-        keep_n = max(top_k, math.ceil(len(alive) / eta))
-        kept, cut = select_rung(raw, alive, keep_n, keep_within)
-        scores = {n: _score_se(v)[0] for n, v in raw.items()}
-        for n in alive:
-            result.last_rung[n] = r
-        result.rungs.append(Rung(r, per_class, len(idx), list(alive), scores, kept, time.perf_counter() - t0,
-                                 keep_n=keep_n, cutoff=cut))
-        alive = kept
-    result.survivors = alive
-    return result
+    """``SuccessiveHalving(...).run(...)`` in one call (see :class:`SuccessiveHalving`)."""
+    schedule = SuccessiveHalving(eta=eta, min_per_class=min_per_class, top_k=top_k, rungs=rungs, seed=seed,
+                                 keep_within=keep_within)
+    return schedule.run(names, train_indices, labels, score_rung)

@@ -9,11 +9,15 @@ Options: ``scorer="combined"`` (the default) ranks by a cross-candidate combinat
 leaderboard after every candidate is scored, :mod:`autotransfer.probe.combine`); ``halving=True``
 runs successive halving on TRAIN subsamples first (:mod:`autotransfer.probe.halving`);
 ``multi_source=n`` adds a ``concat(...)`` candidate of the top n candidates' features.
+
+Layout: :class:`_Featurizer` gets the candidates' features (cache, shared layer passes, halving's
+growing subsamples); :mod:`autotransfer.probe.leaderboard` scores them into rows and ranks the
+rows; :class:`_HalvingRungs` scores halving's rungs and :class:`_FullDataPass` the full-data
+probe; :func:`probe` wires them together.
 """
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 import logging
 import math
@@ -26,7 +30,6 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 import tensorflow as tf
-from sklearn.metrics import f1_score
 
 from autotransfer import modalities
 from autotransfer.backbones import BackboneSpec, HubBackbone, module_fingerprint, resolve_handle
@@ -42,17 +45,15 @@ from autotransfer.probe.featurize import (
     forward_fn,
     images_dtype,
 )
-from autotransfer.probe.combine import CombinedScore, apply_combined
-from autotransfer.probe.scorers import Scorer, ScoreResult, fit_linear_probe, get_scorer
+from autotransfer.probe.combine import CombinedScore
+from autotransfer.probe.halving import HalvingResult, SuccessiveHalving
+# LEADERBOARD_COLUMNS stays importable from here: autotransfer.probe exports it from this module.
+from autotransfer.probe.leaderboard import LEADERBOARD_COLUMNS, SPLITS, Leaderboard, ScorerSet  # noqa: F401
+from autotransfer.probe.scorers import Scorer, ScoreResult
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[str, int, int, str], None]
-SPLITS = ("train", "val", "test")
-LEADERBOARD_COLUMNS = [
-    "rank", "name", "handle", "input_size", "params", "feature_dim", "score", "std", "scorer",
-    "feature_seconds", "score_seconds", "cached", "val_accuracy", "test_accuracy", "test_macro_f1",
-]
 FEATURES_LAYER = "final"
 LOGITS_LAYER = "source_logits"
 
@@ -145,11 +146,6 @@ def check_finite(values: np.ndarray, name: str, what: str = "features") -> None:
         )
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:300]}" if text else type(exc).__name__
-
-
 def _layer_name(spec: BackboneSpec, layer: str) -> str:
     return spec.layer if layer != LOGITS_LAYER and spec.layer else layer
 
@@ -158,17 +154,14 @@ def _features_for(
     spec: BackboneSpec,
     handle: str,
     layer: str,
-    data: LabelledData,
-    data_fp: str,
+    ctx: "_Ctx",
     idx: np.ndarray,
     ikey: str,
-    cache: FeatureCache | None,
-    batch_size: int | None,
     on_batch: Callable[[int], None] | None,
     holder: "_Items | None" = None,
     final_features: np.ndarray | None = None,
 ) -> tuple[np.ndarray, dict[str, Any], bool, str | None]:
-    """Features (or source logits) of items ``idx``, from the cache when possible.
+    """Features (or source logits) of items ``idx`` (index key ``ikey``), from the cache when possible.
 
     ``final_features`` (source logits only): the same items' final features, letting the logits
     come from the classifier head alone when the module allows (see ``extract_source_logits``).
@@ -176,41 +169,51 @@ def _features_for(
     Returns ``(array, meta, cached, cache_key)``.
     """
     key = None
+    cache = ctx.store
     if cache is not None:
         fp = _fingerprint(handle)
         # An earlier-block candidate caches under its block's name, the final features under "final".
-        key = cache.key(fp, data_fp, ikey, spec.input_size, _layer_name(spec, layer))
+        key = cache.key(fp, ctx.data_fp, ikey, spec.input_size, _layer_name(spec, layer))
         hit = cache.load(key, ["features"])
         if hit is not None:
             return hit["features"], cache.meta(key) or {}, True, key
     start = time.perf_counter()
-    ds = feature_dataset(data, idx, spec.input_size, batch_size)
+    ds = feature_dataset(ctx.data, idx, spec.input_size, ctx.batch_size)
     meta: dict[str, Any] = {"handle": handle, "input_size": spec.input_size, "layer": layer, "num_items": len(idx)}
+    feats = _run_module(spec, handle, layer, ds, len(idx), on_batch, meta, holder, final_features)
+    meta["seconds"] = time.perf_counter() - start
+    check_finite(feats, spec.name, "source logits" if layer == LOGITS_LAYER else "features")  # never cached
+    if cache is not None and key is not None:
+        cache.save(key, {"features": feats}, meta)
+    return feats, meta, False, key
+
+
+def _run_module(spec: BackboneSpec, handle: str, layer: str, ds: tf.data.Dataset, num_items: int,
+                on_batch: Callable[[int], None] | None, meta: dict[str, Any], holder: "_Items | None",
+                final_features: np.ndarray | None) -> np.ndarray:
+    """Run ``ds`` through ``handle``'s module (its classifier for source logits); adds the
+    module's ``params``/``feature_dim`` to ``meta`` when it was loaded here."""
     if holder is not None and holder.keep_loaded:
         # Successive halving: keep the module (and its traced forward) for the next rung.
         if holder.backbone is None:
             holder.backbone = (HubBackbone(handle, input_size=spec.input_size, output_key=spec.output_key)
                                if layer == LOGITS_LAYER else HubBackbone.from_spec(spec))
             holder.forward = forward_fn(holder.backbone, images_dtype(ds))
-        feats = extract_features(holder.backbone, ds, num_items=len(idx), on_batch=on_batch, forward=holder.forward)
+        feats = extract_features(holder.backbone, ds, num_items=num_items, on_batch=on_batch, forward=holder.forward)
         meta.update(params=holder.backbone.num_params, feature_dim=holder.backbone.output_dim)
     elif layer == LOGITS_LAYER:
         feats = extract_source_logits(handle, ds, input_size=spec.input_size, output_key=spec.output_key,
-                                      num_items=len(idx), on_batch=on_batch, features=final_features)
+                                      num_items=num_items, on_batch=on_batch, features=final_features)
     else:
         backbone = HubBackbone.from_spec(spec)
         try:
-            feats = extract_features(backbone, ds, num_items=len(idx), on_batch=on_batch)
+            feats = extract_features(backbone, ds, num_items=num_items, on_batch=on_batch)
             meta.update(params=backbone.num_params, feature_dim=backbone.output_dim)
         finally:
             # Free the module now so memory stays flat across candidates.
             del backbone
             gc.collect()
-    meta["seconds"] = time.perf_counter() - start
-    check_finite(feats, spec.name, "source logits" if layer == LOGITS_LAYER else "features")  # never cached
-    if cache is not None and key is not None:
-        cache.save(key, {"features": feats}, meta)
-    return feats, meta, False, key
+    return feats
 
 
 def _all_features_pass(all_features: Callable[..., dict[str, tf.Tensor]], data: LabelledData, idx: np.ndarray,
@@ -231,44 +234,6 @@ def _all_features_pass(all_features: Callable[..., dict[str, tf.Tensor]], data: 
         for layer in layers:
             chunks[layer].append(out[layer].numpy().astype(np.float32, copy=False))
     return {layer: np.concatenate(c) for layer, c in chunks.items()}
-
-
-def _scores_key(feature_keys: list[str | None], splits: dict[str, np.ndarray], seed: int, scorers: list[Scorer]) -> str | None:
-    """Key of a candidate's scores: same features, splits, seed and scorer settings -> same scores.
-
-    Scorers are deterministic for a seed (the conformance contract), so a warm re-run can skip
-    the scoring as well as the featurization.
-    """
-    if feature_keys[0] is None:
-        return None
-    import sklearn
-
-    h = hashlib.sha256()
-    h.update(json.dumps([feature_keys, seed, sklearn.__version__, np.__version__]).encode())
-    for s in scorers:
-        h.update(f"{type(s).__module__}.{type(s).__qualname__}:{s.name}:{sorted(vars(s).items())!r}".encode())
-    for name in SPLITS:
-        h.update(name.encode() + np.ascontiguousarray(splits[name], dtype=np.int64).tobytes())
-    return "scores-" + h.hexdigest()[:24]
-
-
-_SCORE_FIELDS = ("score", "std", "val_accuracy", "test_accuracy", "test_macro_f1")
-
-
-def _isnan(v: Any) -> bool:
-    return isinstance(v, float) and math.isnan(v)
-
-
-def _accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(model.predict(x.astype(np.float64)) == y)) if len(y) else math.nan
-
-
-def _macro_f1(model: Any, x: np.ndarray, y: np.ndarray, num_classes: int) -> float:
-    """Macro F1 over all ``num_classes`` (a class never predicted counts as 0), as evaluate.py."""
-    if not len(y):
-        return math.nan
-    return float(f1_score(y, model.predict(x.astype(np.float64)), average="macro", labels=list(range(num_classes)),
-                          zero_division=0))
 
 
 DEFAULT_EXTRA_SCORERS = ("linear", "linear_ll", "knn", "logme", "leep", "nleep")
@@ -349,9 +314,8 @@ class _Items:
         missing = self.lookup(want, ctx)
         if len(missing):
             t0 = time.perf_counter()
-            feats, meta, cached, _ = _features_for(self.spec, self.handle, self.layer, ctx.data, ctx.data_fp, missing,
-                                                   index_key(missing, len(ctx.data)), ctx.store, ctx.batch_size, on_batch,
-                                                   self)
+            feats, meta, cached, _ = _features_for(self.spec, self.handle, self.layer, ctx, missing,
+                                                   index_key(missing, len(ctx.data)), on_batch, self)
             self.add(missing, feats, meta, cached=cached, seconds=time.perf_counter() - t0)
         assert self.values is not None
         return self.values[np.searchsorted(self.idx, want)]
@@ -413,31 +377,288 @@ def _group_key(spec: BackboneSpec) -> tuple[str, int, str | None]:
     return (spec.handle, spec.input_size, spec.output_key)
 
 
-def _with_se(r: ScoreResult | None) -> tuple[float, float]:
-    """``(score, standard error)``: the fold spread over sqrt(folds) for CV scores, else 0."""
-    if r is None:
-        return math.nan, 0.0
-    folds = r.details.get("folds") if isinstance(r.details, dict) else None
-    return r.score, (r.std / math.sqrt(folds) if folds else 0.0)
+def _save_assembled(ctx: _Ctx, spec: BackboneSpec, handle: str, layer: str, values: np.ndarray,
+                    meta: dict[str, Any], holder: _Items) -> str | None:
+    """Cache halving's assembled full-data array under the full index key (what a default probe
+    reads); returns that key. Skipped when the entry exists already."""
+    store = ctx.store
+    if store is None:
+        return None
+    key = store.key(_fingerprint(handle), ctx.data_fp, ctx.full_ikey, spec.input_size, _layer_name(spec, layer))
+    if key not in store:
+        info = {**meta, "num_items": int(len(values)), "seconds": holder.seconds, "assembled": True}
+        store.save(key, {"features": np.asarray(values)}, info)
+    return key
 
 
-def _score_all(scorers: list[Scorer], x: np.ndarray, y: np.ndarray, logits: np.ndarray | None, seed: int,
-               spec_name: str, strict: str | None) -> dict[str, ScoreResult]:
-    """``{scorer name: ScoreResult}``; a scorer needing absent logits is skipped (NaN).
+@dataclass
+class _Featurized:
+    """One candidate's full-data features (rows in ``_Ctx.full_idx`` order) and its TRAIN rows'
+    source logits (None when no scorer needs them or it has no classifier)."""
 
-    The scorer named ``strict`` (the ranking scorer) lets its errors propagate; others log them.
-    """
-    out: dict[str, ScoreResult] = {}
-    for s in scorers:
-        if s.needs_source_logits and logits is None:
-            continue
+    features: np.ndarray
+    train_logits: np.ndarray | None
+    meta: dict[str, Any]
+    cached: bool
+    keys: list[str | None]  # the features' and the logits' cache keys (the scores record's key)
+
+
+class _Featurizer:
+    """Featurizes the candidates: per-candidate item holders (halving's growing subsamples), one
+    shared pass per module for layer candidates, and each candidate's full-data features."""
+
+    def __init__(self, by_name: dict[str, BackboneSpec], ctx: _Ctx, *, wants_logits: bool, train_pos: np.ndarray,
+                 halving: bool) -> None:
+        self.by_name, self.ctx, self.wants_logits, self.train_pos, self.halving = (
+            by_name, ctx, wants_logits, train_pos, halving)
+        self.items: dict[str, tuple[_Items, _Items | None]] = {}
+        # One loaded module per (handle, size) group of layer candidates (kept across halving rungs).
+        self.modules: dict[tuple[str, int, str | None], _SharedModule | None] = {}
+
+    def needs_logits(self, spec: BackboneSpec) -> bool:
+        return bool(spec.classifier_handle) and self.wants_logits
+
+    def holders(self, spec: BackboneSpec) -> tuple[_Items, _Items | None]:
+        """``spec``'s (features, source logits or None) holders, made on first need."""
+        if spec.name not in self.items:
+            self.items[spec.name] = (
+                _Items(spec, spec.handle, FEATURES_LAYER),
+                _Items(spec, spec.classifier_handle, LOGITS_LAYER) if self.needs_logits(spec) else None)
+        return self.items[spec.name]
+
+    def keep_loaded(self, spec: BackboneSpec, keep: bool) -> None:
+        """Whether ``spec``'s modules stay loaded (and traced) between rungs."""
+        for h in self.holders(spec):
+            if h is not None:
+                h.keep_loaded = keep
+
+    def fill_groups(self, names: Sequence[str], want: np.ndarray) -> dict[str, float]:
+        """Featurize the layer candidates among ``names`` that share a module with one pass per
+        module; returns each served candidate's share of the pass time (the rest fall back to
+        their own loads)."""
+        groups: dict[tuple[str, int, str | None], list[BackboneSpec]] = {}
+        for n in names:
+            if not self.by_name[n].extra.get("sources"):
+                groups.setdefault(_group_key(self.by_name[n]), []).append(self.by_name[n])
+        shares: dict[str, float] = {}
+        for g, specs_g in groups.items():
+            # A lone candidate uses the shared module only if a rung loaded it already.
+            if (len(specs_g) < 2 and g not in self.modules) or self.modules.get(g, True) is None:
+                continue
+            shares.update(self._fill_group(g, specs_g, want))
+        return shares
+
+    def _fill_group(self, g: tuple[str, int, str | None], specs_g: list[BackboneSpec],
+                    want: np.ndarray) -> dict[str, float]:
+        members = [self.holders(sp)[0] for sp in specs_g]
+        before = {m.spec.name: m.seconds for m in members}
         try:
-            out[s.name] = s.score(x, y, source_logits=logits, seed=seed)
-        except (ValueError, np.linalg.LinAlgError) as exc:
-            if s.name == strict:
-                raise
-            log.warning("probe: scorer %s failed on %s: %s", s.name, spec_name, exc)
-    return out
+            if g not in self.modules:
+                self.modules[g] = _SharedModule(specs_g[0])
+            if not self.modules[g].fill(members, want, self.ctx):
+                self.modules[g] = None  # no all_features: members load their own truncated modules
+        except (BackboneError, tf.errors.OpError, ValueError, OSError) as exc:
+            log.warning("probe: shared pass over %s failed (%s); featurizing its layers one by one", g[0], exc)
+            self.modules[g] = None
+            return {}
+        return {m.spec.name: m.seconds - before[m.spec.name] for m in members if m.seconds > before[m.spec.name]}
+
+    def release_except(self, keep: Sequence[str]) -> None:
+        """Drop the loaded modules of every candidate not in ``keep`` (eliminated by halving)."""
+        for n, hs in self.items.items():
+            if n not in keep:
+                for h in hs:
+                    if h is not None:
+                        h.release()
+        alive_groups = {_group_key(self.by_name[n]) for n in keep}
+        for g in [g for g in self.modules if g not in alive_groups]:
+            del self.modules[g]
+        gc.collect()
+
+    def rung_features(self, spec: BackboneSpec, tr: np.ndarray,
+                      with_logits: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """``spec``'s features of items ``tr`` (a rung's subsample) and, if ``with_logits`` and
+        it has a classifier, their source logits."""
+        f_items, l_items = self.holders(spec)
+        x = f_items.get(tr, self.ctx, None)
+        check_finite(x, spec.name)
+        lg = l_items.get(tr, self.ctx, None) if l_items is not None and with_logits else None
+        if lg is not None:
+            check_finite(lg, spec.name, "source logits")
+        return x, lg
+
+    def start_full(self, survivors: Sequence[str]) -> dict[str, float]:
+        """Before the full-data pass: featurize the survivors' layer candidates one pass per module
+        (see :meth:`fill_groups`, whose time shares it returns), then drop the shared modules."""
+        if self.halving:
+            # The survivors hold their rung items already: only the rest goes through the module.
+            shared = self.fill_groups(survivors, self.ctx.full_idx)
+        else:
+            # Layer candidates of one module: one load and one pass into the cache under the full-data
+            # keys, where the per-candidate pass finds them (without a cache it runs them alone).
+            shared = self.fill_groups(survivors, self.ctx.full_idx) if self.ctx.store is not None else {}
+            self.items.clear()
+        self.modules.clear()
+        return shared
+
+    def full_features(self, spec: BackboneSpec, on_batch: Callable[[int], None]) -> _Featurized:
+        """``spec``'s features of every probe item (and its TRAIN source logits), cached under the
+        full index key."""
+        return self._assemble(spec, on_batch) if self.halving else self._featurize(spec, on_batch)
+
+    def _assemble(self, spec: BackboneSpec, on_batch: Callable[[int], None]) -> _Featurized:
+        """Halving: complete the rung items held with the rest, then release the modules."""
+        ctx, logits, lkey = self.ctx, None, None
+        f_items, l_items = self.holders(spec)
+        feats = f_items.get(ctx.full_idx, ctx, on_batch)
+        meta, cached = f_items.meta, f_items.all_cached
+        fkey = _save_assembled(ctx, spec, spec.handle, FEATURES_LAYER, feats, meta, f_items)
+        if l_items is not None:
+            logits_all = l_items.get(ctx.full_idx, ctx, on_batch)
+            lkey = _save_assembled(ctx, spec, spec.classifier_handle, LOGITS_LAYER, logits_all, l_items.meta, l_items)
+            logits = np.asarray(logits_all)[self.train_pos]
+            cached = cached and l_items.all_cached
+        for h in (f_items, l_items):
+            if h is not None:
+                h.release()
+        return _Featurized(feats, logits, meta, cached, [fkey, lkey])
+
+    def _featurize(self, spec: BackboneSpec, on_batch: Callable[[int], None]) -> _Featurized:
+        """No halving: all items at once, from the cache or one module load per candidate."""
+        ctx, logits, lkey = self.ctx, None, None
+        feats, meta, cached, fkey = _features_for(spec, spec.handle, FEATURES_LAYER, ctx, ctx.full_idx, ctx.full_ikey,
+                                                  on_batch)
+        if self.needs_logits(spec):
+            logits_all, _, cached_l, lkey = _features_for(
+                spec, spec.classifier_handle, LOGITS_LAYER, ctx, ctx.full_idx, ctx.full_ikey, on_batch,
+                final_features=feats if spec.layer is None else None)
+            logits = np.asarray(logits_all)[self.train_pos]
+            cached = cached and cached_l
+        return _Featurized(feats, logits, meta, cached, [fkey, lkey])
+
+    def featurized_items(self) -> dict[str, int]:
+        """Items each held candidate ran through its modules (cache misses), over all rungs."""
+        return {n: f.featurized + (lg.featurized if lg is not None else 0) for n, (f, lg) in self.items.items()}
+
+
+def _no_progress(stage: str, done: int, total: int, message: str) -> None:
+    """Stands in for an absent ``progress`` callback."""
+
+
+class _HalvingRungs:
+    """Successive halving's rungs: scores each surviving candidate with the ranking scorers on its
+    features of a TRAIN subsample; the rung scores go into the candidates' leaderboard rows."""
+
+    def __init__(self, featurizer: _Featurizer, board: Leaderboard, labels: np.ndarray, seed: int,
+                 progress: ProgressFn, total: int) -> None:
+        self.featurizer, self.board, self.labels, self.seed = featurizer, board, labels, seed
+        self.progress, self.total = progress, total
+        self.with_logits = any(s.needs_source_logits for s in board.scorers.ranking)
+
+    def run(self, schedule: SuccessiveHalving, names: list[str], train_idx: np.ndarray) -> HalvingResult:
+        """Run ``schedule`` over ``names``; the eliminated candidates' modules are released."""
+        t_h = time.perf_counter()
+        hres = schedule.run(names, train_idx, self.labels, self.score_rung)
+        self.featurizer.release_except(hres.survivors)
+        log.info("probe: successive halving %d -> %d candidates in %.1f s over %d rungs", len(names),
+                 len(hres.survivors), time.perf_counter() - t_h, len(hres.rungs))
+        return hres
+
+    def score_rung(self, names: list[str], tr: np.ndarray, r: int) -> dict[str, tuple[float, float]]:
+        """The halving callback (:data:`~autotransfer.probe.halving.RungScorer`): ``{name: (score,
+        standard error)}`` of the candidates ``names`` on items ``tr``; a failed one is left out."""
+        self.featurizer.release_except(names)  # candidates eliminated by the previous rung
+        shared_s = self.featurizer.fill_groups(names, tr)
+        per: dict[str, dict[str, ScoreResult]] = {}
+        for name in names:
+            res = self._score(self.featurizer.by_name[name], tr, r, len(names), shared_s.get(name, 0.0))
+            if res is not None:
+                per[name] = res
+        scores = self.board.scorers.rung_scores(per)
+        for n, v in scores.items():
+            self.board.rows[n][f"score_rung{r}"] = v[0]
+            self.board.rows[n]["rung"] = r
+        return scores
+
+    def _score(self, spec: BackboneSpec, tr: np.ndarray, r: int, num_alive: int,
+               shared_seconds: float) -> dict[str, ScoreResult] | None:
+        """One candidate's ranking scores on items ``tr``; None (its row marked failed) on failure."""
+        row = self.board.row(spec)
+        # Few candidates left: keep their modules loaded (and traced) for the next rung.
+        self.featurizer.keep_loaded(spec, num_alive <= HALVING_MAX_LOADED)
+        self.progress("probe", 0, self.total, f"rung {r}: {spec.name} ({len(tr)} items)")
+        t0 = time.perf_counter()
+        try:
+            self.board.scorers.check_rankable(spec)
+            x, lg = self.featurizer.rung_features(spec, tr, self.with_logits)
+            res = self.board.scorers.score_ranking(x, self.labels[tr], lg, self.seed, spec.name)
+        except UserInputError:
+            raise
+        except (BackboneError, tf.errors.OpError, ValueError, OSError, np.linalg.LinAlgError) as exc:
+            self.board.fail(row, exc)
+            return None
+        row["halving_seconds"] = row.get("halving_seconds", 0.0) + time.perf_counter() - t0 + shared_seconds
+        return res
+
+
+class _FullDataPass:
+    """The full-data probe of the (surviving) candidates, in the candidates' order: each one's
+    features of every item, then its leaderboard row's scores (val/test accuracy included)."""
+
+    def __init__(self, featurizer: _Featurizer, board: Leaderboard, pos: dict[str, np.ndarray],
+                 progress: ProgressFn, total: int, full_rung: int | None) -> None:
+        self.featurizer, self.board, self.pos, self.progress, self.total = featurizer, board, pos, progress, total
+        self.full_rung = full_rung  # the ``rung`` column of full-data rows (None: no halving)
+        self.shared: dict[str, float] = {}
+
+    def run(self, candidates: Sequence[BackboneSpec], survivors: Sequence[str]) -> None:
+        self.shared = self.featurizer.start_full(survivors)
+        for i, spec in enumerate(candidates):
+            if spec.name in survivors:
+                row = self.board.row(spec)
+                if self.full_rung is not None:
+                    row["rung"] = self.full_rung
+                got = self._features(i, spec, row)
+                if got is not None:
+                    self._score(i, spec, row, got)
+
+    def _features(self, i: int, spec: BackboneSpec, row: dict[str, Any]) -> _Featurized | None:
+        """``spec``'s full-data features, timed into ``row``; None (``row`` failed) on failure."""
+        num_items = len(self.featurizer.ctx.full_idx)
+
+        def on_batch(done: int) -> None:
+            self.progress("probe", i, self.total, f"{spec.name}: featurizing {done}/{num_items}")
+
+        self.progress("probe", i, self.total, f"{spec.name}: features")
+        try:
+            self.board.scorers.check_rankable(spec)
+            t0 = time.perf_counter()
+            got = self.featurizer.full_features(spec, on_batch)
+            check_finite(got.features, spec.name)
+            if got.train_logits is not None:
+                check_finite(got.train_logits, spec.name, "source logits")
+            # A shared layer pass computed this run's features just now: not a warm cache hit.
+            row.update(feature_seconds=time.perf_counter() - t0 + self.shared.get(spec.name, 0.0),
+                       cached=got.cached and spec.name not in self.shared,
+                       params=got.meta.get("params", math.nan), feature_dim=int(got.features.shape[1]))
+        except UserInputError:
+            raise  # bad data fails every candidate: report it once, now
+        except (BackboneError, tf.errors.OpError, ValueError, OSError) as exc:
+            self.board.fail(row, exc)
+            return None
+        return got
+
+    def _score(self, i: int, spec: BackboneSpec, row: dict[str, Any], got: _Featurized) -> None:
+        split_feats = {s: np.asarray(got.features[self.pos[s]]) for s in SPLITS}
+        self.progress("probe", i, self.total, f"{spec.name}: scoring")
+        try:
+            from_record = self.board.score(row, split_feats, got.train_logits, got.keys)
+        except (ValueError, np.linalg.LinAlgError) as exc:  # the ranking scorer or the linear probe
+            self.board.fail(row, exc)
+            return
+        main = self.board.scorers.main.name
+        self.progress("probe", i + 1, self.total,
+                      f"{spec.name}: {main} {row[f'score_{main}']:.3f}{' (cached)' if from_record else ''}")
 
 
 def probe(
@@ -498,374 +719,39 @@ def probe(
     if not candidates:
         raise UserInputError("probe: no candidates given. Add at least one backbone to the search space.")
     _FP_MEMO.clear()
-    combined: CombinedScore | None = None
-    if isinstance(scorer, CombinedScore):
-        combined = scorer
-    elif isinstance(scorer, str) and scorer == "combined":
-        combined = CombinedScore()
     halving = bool(halving or rungs)
-    if combined is not None:
-        comps = [get_scorer(c) for c in combined.components]
-        main_like = comps[0]
-        extras = comps[1:] + [s for s in (get_scorer(e) for e in extra_scorers) if s.name not in combined.components]
-        scorer_name = combined.name
-    else:
-        main_like = get_scorer(scorer)  # type: ignore[arg-type]
-        extras = [s for s in (get_scorer(e) for e in extra_scorers) if s.name != main_like.name]
-        scorer_name = main_like.name
-    all_scorers = [main_like, *extras]
+    scorers = ScorerSet.resolve(scorer, extra_scorers)
     store = _resolve_cache(cache, cache_dir)
     labels_all = np.asarray(data.labels, dtype=np.int64)
     split_idx = {s: np.asarray(getattr(splits, s), dtype=np.int64) for s in SPLITS}
     idx = np.unique(np.concatenate(list(split_idx.values())))
     pos = {s: np.searchsorted(idx, split_idx[s]) for s in SPLITS}
-    ikey = index_key(idx, len(data))
     y = {s: labels_all[split_idx[s]] for s in SPLITS}
-    data_fp = data.fingerprint() if store is not None else ""
-    ctx = _Ctx(data, data_fp, store, batch_size, idx, ikey)
-    total = len(candidates)
-    score_cols = [f"score_{s.name}" for s in all_scorers]
-
-    def needs_logits(spec: BackboneSpec) -> bool:
-        return bool(spec.classifier_handle) and any(s.needs_source_logits for s in all_scorers)
-
-    def new_row(spec: BackboneSpec) -> dict[str, Any]:
-        return {
-            "name": spec.name, "handle": spec.handle, "input_size": spec.input_size, "params": math.nan,
-            "feature_dim": math.nan, "score": math.nan, "std": math.nan, "scorer": scorer_name,
-            "feature_seconds": math.nan, "score_seconds": math.nan, "cached": False,
-            "val_accuracy": math.nan, "test_accuracy": math.nan, "test_macro_f1": math.nan,
-            **{c: math.nan for c in score_cols}, "status": "ok",
-            **({"rung": 0, "halving_seconds": 0.0, "featurized_items": 0} if halving else {}),
-        }
-
-    def fail(row: dict[str, Any], exc: BaseException) -> None:
-        log.warning("probe: candidate %s failed: %s", row["name"], _first_line(exc))
-        errors.append((row["name"], exc))
-        row["status"] = f"failed: {_first_line(exc)}"
-
-    rows: dict[str, dict[str, Any]] = {}
-    features: dict[str, dict[str, np.ndarray]] = {}
-    errors: list[tuple[str, BaseException]] = []
-    items: dict[str, tuple[_Items, _Items | None]] = {}
-    rung_info: list[dict[str, Any]] = []
+    ctx = _Ctx(data, data.fingerprint() if store is not None else "", store, batch_size, idx, index_key(idx, len(data)))
+    board = Leaderboard(scorers, halving=halving, labels=y, split_idx=split_idx, seed=seed, store=store,
+                        num_classes=len(data.class_names))
     by_name = {c.name: c for c in candidates}
     if len(by_name) != len(candidates):
         raise UserInputError("probe: candidate names must be unique.")
+    featurizer = _Featurizer(by_name, ctx, wants_logits=scorers.wants_logits, train_pos=pos["train"], halving=halving)
+    report = progress if progress is not None else _no_progress
+    total = len(candidates)
 
-    def holders(spec: BackboneSpec) -> tuple[_Items, _Items | None]:
-        if spec.name not in items:
-            items[spec.name] = (_Items(spec, spec.handle, FEATURES_LAYER),
-                                _Items(spec, spec.classifier_handle, LOGITS_LAYER) if needs_logits(spec) else None)
-        return items[spec.name]
-
-    # One loaded module per (handle, size) group of layer candidates (kept across halving rungs).
-    modules: dict[tuple[str, int, str | None], _SharedModule | None] = {}
-
-    def fill_groups(names: Sequence[str], want: np.ndarray) -> dict[str, float]:
-        """Featurize the layer candidates among ``names`` that share a module with one pass per
-        module; returns each served candidate's share of the pass time (the rest fall back to
-        their own loads)."""
-        groups: dict[tuple[str, int, str | None], list[BackboneSpec]] = {}
-        for n in names:
-            if not by_name[n].extra.get("sources"):
-                groups.setdefault(_group_key(by_name[n]), []).append(by_name[n])
-        shares: dict[str, float] = {}
-        for g, specs_g in groups.items():
-            # A lone candidate uses the shared module only if a rung loaded it already.
-            if (len(specs_g) < 2 and g not in modules) or modules.get(g, True) is None:
-                continue
-            members = [holders(sp)[0] for sp in specs_g]
-            before = {m.spec.name: m.seconds for m in members}
-            try:
-                if g not in modules:
-                    modules[g] = _SharedModule(specs_g[0])
-                if not modules[g].fill(members, want, ctx):
-                    modules[g] = None  # no all_features: members load their own truncated modules
-            except (BackboneError, tf.errors.OpError, ValueError, OSError) as exc:
-                log.warning("probe: shared pass over %s failed (%s); featurizing its layers one by one", g[0], exc)
-                modules[g] = None
-                continue
-            shares.update({m.spec.name: m.seconds - before[m.spec.name] for m in members
-                           if m.seconds > before[m.spec.name]})
-        return shares
-
-    # -- successive halving: rank on subsamples of TRAIN, keep the best ------------------------------
-    survivors = [c.name for c in candidates]
-    if halving:
-        from autotransfer.probe.halving import successive_halving
-
-        rank_scorers = [main_like] if combined is None else comps
-        rank_logits = any(sc.needs_source_logits for sc in rank_scorers)
-
-        def release_except(keep: Sequence[str]) -> None:
-            for n, hs in items.items():
-                if n not in keep:
-                    for h in hs:
-                        if h is not None:
-                            h.release()
-            alive_groups = {_group_key(by_name[n]) for n in keep}
-            for g in [g for g in modules if g not in alive_groups]:
-                del modules[g]
-            gc.collect()
-
-        def score_rung(names: list[str], tr: np.ndarray, r: int) -> dict[str, tuple[float, float]]:
-            per: dict[str, dict[str, ScoreResult]] = {}
-            release_except(names)  # candidates eliminated by the previous rung
-            shared_s = fill_groups(names, tr)
-            for j, name in enumerate(names):
-                spec = by_name[name]
-                row = rows.setdefault(name, new_row(spec))
-                # Few candidates left: keep their modules loaded (and traced) for the next rung.
-                for h in holders(spec):
-                    if h is not None:
-                        h.keep_loaded = len(names) <= HALVING_MAX_LOADED
-                if progress is not None:
-                    progress("probe", 0, total, f"rung {r}: {name} ({len(tr)} items)")
-                t0 = time.perf_counter()
-                try:
-                    if main_like.needs_source_logits and not spec.classifier_handle and combined is None:
-                        raise BackboneError(f"scorer {main_like.name!r} needs source logits; give {spec.name!r} a classifier_handle.")
-                    f_items, l_items = holders(spec)
-                    x = f_items.get(tr, ctx, None)
-                    check_finite(x, name)
-                    lg = l_items.get(tr, ctx, None) if l_items is not None and rank_logits else None
-                    if lg is not None:
-                        check_finite(lg, name, "source logits")
-                    per[name] = _score_all(rank_scorers, x, labels_all[tr], lg, seed, name,
-                                           main_like.name if combined is None else None)
-                except UserInputError:
-                    raise
-                except (BackboneError, tf.errors.OpError, ValueError, OSError, np.linalg.LinAlgError) as exc:
-                    fail(row, exc)
-                    continue
-                row["halving_seconds"] = (row.get("halving_seconds", 0.0) + time.perf_counter() - t0
-                                          + shared_s.get(name, 0.0))
-            if combined is None:
-                scores = {n: _with_se(per[n].get(main_like.name)) for n in per}
-            else:
-                frame = pd.DataFrame([{f"score_{k}": v.score for k, v in per[n].items()} for n in per], index=list(per))
-                scores = {n: (v, 0.0) for n, v in dict(combined(frame)[0]).items()} if len(frame) else {}
-            for n, v in scores.items():
-                rows[n][f"score_rung{r}"] = v[0]
-                rows[n]["rung"] = r
-            return scores
-
-        t_h = time.perf_counter()
-        hres = successive_halving([c.name for c in candidates], split_idx["train"], labels_all, score_rung,
-                                  eta=eta, min_per_class=min_per_class, top_k=top_k, rungs=rungs, seed=seed,
-                                  keep_within=keep_within)
+    survivors, hres = [c.name for c in candidates], None
+    if halving:  # rank on growing subsamples of TRAIN first; only the survivors go on to full data
+        schedule = SuccessiveHalving(eta=eta, min_per_class=min_per_class, top_k=top_k, rungs=rungs, seed=seed,
+                                     keep_within=keep_within)
+        hres = _HalvingRungs(featurizer, board, labels_all, seed, report, total).run(schedule, survivors,
+                                                                                     split_idx["train"])
         survivors = hres.survivors
-        release_except(survivors)
-        rung_info = [r.to_dict() for r in hres.rungs]
-        log.info("probe: successive halving %d -> %d candidates in %.1f s over %d rungs", len(candidates),
-                 len(survivors), time.perf_counter() - t_h, len(hres.rungs))
+    full_rung = len(hres.rungs) if hres is not None else 0
+    _FullDataPass(featurizer, board, pos, report, total, full_rung if halving else None).run(candidates, survivors)
 
-    # -- full-data probe of every (surviving) candidate ---------------------------------------------
-    full_rung = len(rung_info)
-    if halving:
-        # The survivors hold their rung items already: only the rest goes through the module.
-        shared = fill_groups(survivors, idx)
-    else:
-        # Layer candidates of one module: one load and one pass into the cache under the full-data
-        # keys, where the per-candidate loop below finds them (without a cache it runs them alone).
-        shared = fill_groups(survivors, idx) if store is not None else {}
-        items.clear()
-    modules.clear()
-    for i, spec in enumerate(candidates):
-        if spec.name not in survivors:
-            continue
-        row = rows.setdefault(spec.name, new_row(spec))
-        if halving:
-            row["rung"] = full_rung
-
-        def on_batch(done: int, _name: str = spec.name, _i: int = i) -> None:
-            if progress is not None:
-                progress("probe", _i, total, f"{_name}: featurizing {done}/{len(idx)}")
-
-        if progress is not None:
-            progress("probe", i, total, f"{spec.name}: features")
-        try:
-            if main_like.needs_source_logits and not spec.classifier_handle and combined is None:
-                raise BackboneError(f"scorer {main_like.name!r} needs source logits; give {spec.name!r} a classifier_handle.")
-            t0 = time.perf_counter()
-            logits, lkey = None, None
-            if halving:
-                f_items, l_items = holders(spec)
-                feats = f_items.get(idx, ctx, on_batch)
-                meta, cached = f_items.meta, f_items.all_cached
-                fkey = _save_assembled(store, spec, spec.handle, FEATURES_LAYER, ctx, feats, meta, f_items)
-                if l_items is not None:
-                    logits_all = l_items.get(idx, ctx, on_batch)
-                    lkey = _save_assembled(store, spec, spec.classifier_handle, LOGITS_LAYER, ctx, logits_all,
-                                           l_items.meta, l_items)
-                    logits = np.asarray(logits_all)[pos["train"]]
-                    cached = cached and l_items.all_cached
-                for h in (f_items, l_items):
-                    if h is not None:
-                        h.release()
-            else:
-                feats, meta, cached, fkey = _features_for(spec, spec.handle, FEATURES_LAYER, data, data_fp, idx, ikey,
-                                                          store, batch_size, on_batch)
-                if needs_logits(spec):
-                    logits_all, _, cached_l, lkey = _features_for(
-                        spec, spec.classifier_handle, LOGITS_LAYER, data, data_fp, idx, ikey, store, batch_size,
-                        on_batch, final_features=feats if spec.layer is None else None)
-                    logits = np.asarray(logits_all)[pos["train"]]
-                    cached = cached and cached_l
-            check_finite(feats, spec.name)
-            if logits is not None:
-                check_finite(logits, spec.name, "source logits")
-            # A shared layer pass computed this run's features just now: not a warm cache hit.
-            row.update(feature_seconds=time.perf_counter() - t0 + shared.get(spec.name, 0.0),
-                       cached=cached and spec.name not in shared,
-                       params=meta.get("params", math.nan), feature_dim=int(feats.shape[1]))
-        except UserInputError:
-            raise  # bad data fails every candidate: report it once, now
-        except (BackboneError, tf.errors.OpError, ValueError, OSError) as exc:
-            fail(row, exc)
-            continue
-
-        split_feats = {s: np.asarray(feats[pos[s]]) for s in SPLITS}
-        if progress is not None:
-            progress("probe", i, total, f"{spec.name}: scoring")
-        try:
-            _score_row(row, split_feats, y, logits, [fkey, lkey], split_idx, seed, all_scorers, main_like,
-                       combined is None, store, len(data.class_names))
-        except (ValueError, np.linalg.LinAlgError) as exc:  # the ranking scorer or the linear probe
-            fail(row, exc)
-            continue
-        features[spec.name] = split_feats
-        if progress is not None:
-            progress("probe", i + 1, total, f"{spec.name}: {scorer_name if combined is None else main_like.name} "
-                     f"{row[f'score_{main_like.name}']:.3f}{' (cached)' if row.get('_record') else ''}")
-        row.pop("_record", None)
-
-    if len(errors) == len(candidates):
-        reasons = "; ".join(f"{n}: {_first_line(e).rstrip('.')}" for n, e in errors)
-        raise BackboneError(f"probe: every candidate failed ({reasons}). Fix or replace the search space's "
-                            "candidates.") from errors[0][1]
-    for name, (f_items, l_items) in (items.items() if halving else ()):  # items run through the modules, all rungs
-        rows[name]["featurized_items"] = f_items.featurized + (l_items.featurized if l_items is not None else 0)
-    board = pd.DataFrame([rows[c.name] for c in candidates if c.name in rows])
-    full_ok = (board["status"] == "ok") & board["name"].isin(features)  # scored on full data
-    combo = combined or CombinedScore(tuple(s.name for s in all_scorers))
-
-    def rank_by_combined(b: pd.DataFrame) -> pd.DataFrame:
-        ok = (b["status"] == "ok") & b["name"].isin(features)
-        b["score_combined"] = apply_combined(b, combo, ok)
-        if combined is not None:
-            s, sd = combo(b[ok]) if ok.any() else (pd.Series(dtype=float), pd.Series(dtype=float))
-            b["score"] = math.nan
-            b["std"] = math.nan
-            b.loc[ok, "score"] = s
-            b.loc[ok, "std"] = sd
-        return b
-
-    board = rank_by_combined(board)
-    specs_added: dict[str, BackboneSpec] = {}
-    if multi_source and multi_source >= 2:
-        ranked = board[full_ok].sort_values(["score", "val_accuracy"], ascending=[False, False], kind="mergesort")
-        top = [n for n in ranked["name"].tolist() if n in features][:multi_source]
-        if len(top) >= 2:
-            row, spec = _multi_source_row(top, by_name, features, board, y, seed, all_scorers, main_like,
-                                          combined is None, new_row, halving, full_rung, len(data.class_names))
-            features[spec.name] = row.pop("_features")
-            specs_added[spec.name] = spec
-            board = pd.concat([board, pd.DataFrame([row])], ignore_index=True)
-            board = rank_by_combined(board)
-        else:
-            log.warning("probe: multi_source=%d needs at least 2 scored candidates; got %d.", multi_source, len(top))
-    # Failed rows last; ties on the score fall back to val accuracy, then to the candidates' order.
-    # With halving, eliminated candidates (NaN score) follow, later rung and better rung score first.
-    if halving:
-        elim = {n: k for k, n in enumerate(hres.eliminated_order())}
-        board["_elim"] = board["name"].map(elim).fillna(-1)
-        board["_failed"] = board["status"] != "ok"
-        board = board.sort_values(["_failed", "score", "val_accuracy", "_elim"], ascending=[True, False, False, True],
-                                  na_position="last", kind="mergesort").drop(columns=["_elim", "_failed"])
-    else:
-        board = board.sort_values(["score", "val_accuracy"], ascending=[False, False],
-                                  na_position="last", kind="mergesort")
-    board = board.reset_index(drop=True)
-    board.insert(0, "rank", np.arange(1, len(board) + 1))
-    extra_cols = [c for c in board.columns if c not in LEADERBOARD_COLUMNS and c != "status"]
-    board = board[LEADERBOARD_COLUMNS + extra_cols + ["status"]]
-    return ProbeResult(leaderboard=board, features=features, labels=y, scorer=scorer_name, specs=specs_added,
-                       rungs=rung_info)
-
-
-def _save_assembled(store: FeatureCache | None, spec: BackboneSpec, handle: str, layer: str, ctx: _Ctx,
-                    values: np.ndarray, meta: dict[str, Any], holder: _Items) -> str | None:
-    """Cache halving's assembled full-data array under the full index key (what a default probe
-    reads); returns that key. Skipped when the entry exists already."""
-    if store is None:
-        return None
-    key = store.key(_fingerprint(handle), ctx.data_fp, ctx.full_ikey, spec.input_size, _layer_name(spec, layer))
-    if key not in store:
-        info = {**meta, "num_items": int(len(values)), "seconds": holder.seconds, "assembled": True}
-        store.save(key, {"features": np.asarray(values)}, info)
-    return key
-
-
-def _score_row(row: dict[str, Any], split_feats: dict[str, np.ndarray], y: dict[str, np.ndarray],
-               logits: np.ndarray | None, keys: list[str | None], split_idx: dict[str, np.ndarray], seed: int,
-               scorers: list[Scorer], main: Scorer, main_ranks: bool, store: FeatureCache | None,
-               num_classes: int) -> None:
-    """Fill ``row`` with every scorer's column, ``score``/``std`` (when ``main`` ranks) and the
-    linear probe's val/test accuracy and test macro F1; reads/writes the scores record in the cache."""
-    t0 = time.perf_counter()
-    cols = [f"score_{s.name}" for s in scorers]
-    fields = [*_SCORE_FIELDS, *cols]
-    skey = _scores_key(keys, split_idx, seed, scorers) if store is not None else None
-    record = store.load_record(skey) if skey is not None else None
-    if record is not None and all(k in record for k in fields):
-        row.update({k: (math.nan if v is None else v) for k, v in record.items()})
-        row["score_seconds"] = time.perf_counter() - t0
-        row["_record"] = True
-        return
-    res = _score_all(scorers, split_feats["train"], y["train"], logits, seed, row["name"],
-                     main.name if main_ranks else None)
-    for s in scorers:
-        if s.name in res:
-            row[f"score_{s.name}"] = res[s.name].score
-    if main_ranks:
-        row.update(score=res[main.name].score, std=res[main.name].std)
-    model = fit_linear_probe(split_feats["train"], y["train"], seed=seed)
-    row.update(val_accuracy=_accuracy(model, split_feats["val"], y["val"]),
-               test_accuracy=_accuracy(model, split_feats["test"], y["test"]),
-               test_macro_f1=_macro_f1(model, split_feats["test"], y["test"], num_classes),
-               score_seconds=time.perf_counter() - t0)
-    if skey is not None:
-        store.save_record(skey, {k: (None if _isnan(row[k]) else float(row[k])) for k in fields})
-
-
-def _multi_source_row(top: list[str], by_name: dict[str, BackboneSpec], features: dict[str, dict[str, np.ndarray]],
-                      board: pd.DataFrame, y: dict[str, np.ndarray], seed: int, scorers: list[Scorer], main: Scorer,
-                      main_ranks: bool, new_row: Callable[[BackboneSpec], dict[str, Any]], halving: bool,
-                      full_rung: int, num_classes: int) -> tuple[dict[str, Any], BackboneSpec]:
-    """The ``concat(a+b...)`` candidate: the sources' cached features side by side, scored alike.
-
-    Source logits are not combined (LEEP stays NaN). Its spec keeps the first source's handle
-    (for tools that read one handle) and lists the sources in ``extra``; ``input_size`` is the
-    largest source's (the task model resizes per branch, see ``tune.task``).
-    """
-    srcs = [by_name[n] for n in top]
-    name = f"concat({'+'.join(top)})"
-    spec = BackboneSpec(name=name, handle=srcs[0].handle, input_size=max(s.input_size for s in srcs),
-                        extra={"sources": list(top), "source_specs": [s.to_dict() for s in srcs]})
-    row = new_row(spec)
-    row["handle"] = "+".join(s.handle for s in srcs)
-    split_feats = {s: np.concatenate([features[n][s] for n in top], axis=1) for s in SPLITS}
-    src_rows = board.set_index("name").loc[top]
-    row.update(params=float(src_rows["params"].sum()), feature_dim=int(split_feats["train"].shape[1]),
-               feature_seconds=0.0, cached=bool(src_rows["cached"].all()))
-    if halving:
-        row["rung"] = full_rung
-    scorers = [s for s in scorers if not s.needs_source_logits]
-    if main.needs_source_logits:
-        row["status"] = f"failed: scorer {main.name!r} needs source logits, which a concatenation has not"
-    else:
-        _score_row(row, split_feats, y, None, [None], {}, seed, scorers, main, main_ranks, None, num_classes)
-    row["_features"] = split_feats
-    return row, spec
+    board.check_any_ok(total)
+    if halving:  # items run through the modules, all rungs
+        for name, n in featurizer.featurized_items().items():
+            board.rows[name]["featurized_items"] = n
+    table, specs_added = board.table(candidates, multi_source, full_rung,
+                                     hres.eliminated_order() if hres is not None else None)
+    return ProbeResult(leaderboard=table, features=board.features, labels=y, scorer=scorers.name, specs=specs_added,
+                       rungs=[r.to_dict() for r in hres.rungs] if hres is not None else [])
