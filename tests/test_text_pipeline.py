@@ -173,8 +173,6 @@ def test_run_with_a_bert_pair_exports_a_model_that_serves_raw_strings(text_modul
     np.testing.assert_allclose(served["probabilities"].sum(axis=1), 1.0, atol=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason="probe.py keys cached features by module_fingerprint(spec.handle) alone; it "
-                   "needs backbone_fingerprint(spec.handle, spec.preprocess_handle) (probe.py is not this branch's)")
 def test_probe_cache_keeps_features_of_different_preprocessors_apart(text_data, tmp_path):
     import numpy as np
 

@@ -32,7 +32,7 @@ import pandas as pd
 import tensorflow as tf
 
 from autotransfer import modalities
-from autotransfer.backbones import BackboneSpec, HubBackbone, module_fingerprint, resolve_handle
+from autotransfer.backbones import BackboneSpec, HubBackbone, backbone_fingerprint, resolve_handle
 from autotransfer.data import LabelledData, Splits
 from autotransfer.defaults import DEFAULT_SCORER
 from autotransfer.errors import BackboneError, UserInputError
@@ -127,12 +127,15 @@ def _resolve_cache(cache: FeatureCache | str | os.PathLike | bool | None, cache_
 _FP_MEMO: dict[str, str] = {}  # module fingerprints within one probe() call (cleared per call)
 
 
-def _fingerprint(handle: str) -> str:
-    """module_fingerprint of the handle's module, memoised within a probe() call (rungs reuse it)."""
-    path = str(resolve_handle(handle))
-    if path not in _FP_MEMO:
-        _FP_MEMO[path] = module_fingerprint(resolve_handle(handle))
-    return _FP_MEMO[path]
+def _fingerprint(handle: str, spec: BackboneSpec | None = None) -> str:
+    """The fingerprint of ``handle``'s module (with ``spec``'s preprocessor when ``handle`` is the
+    encoder of a pair: features of one preprocessor are never read back for another), memoised
+    within a probe() call (rungs reuse it)."""
+    pre = spec.preprocess_handle if spec is not None and handle == spec.handle else None
+    memo = f"{resolve_handle(handle)}|{resolve_handle(pre) if pre else ''}"
+    if memo not in _FP_MEMO:
+        _FP_MEMO[memo] = backbone_fingerprint(handle, pre)
+    return _FP_MEMO[memo]
 
 
 def check_finite(values: np.ndarray, name: str, what: str = "features") -> None:
@@ -171,7 +174,7 @@ def _features_for(
     key = None
     cache = ctx.store
     if cache is not None:
-        fp = _fingerprint(handle)
+        fp = _fingerprint(handle, spec)
         # An earlier-block candidate caches under its block's name, the final features under "final".
         key = cache.key(fp, ctx.data_fp, ikey, spec.input_size, _layer_name(spec, layer))
         hit = cache.load(key, ["features"])
@@ -277,7 +280,7 @@ class _Items:
         missing = np.setdiff1d(want, self.idx)
         if len(missing) and ctx.store is not None and ctx.full_idx is not None and self.values is None:
             # Already probed on full data (e.g. a default run): slice that entry.
-            key = ctx.store.key(_fingerprint(self.handle), ctx.data_fp, ctx.full_ikey, self.spec.input_size,
+            key = ctx.store.key(_fingerprint(self.handle, self.spec), ctx.data_fp, ctx.full_ikey, self.spec.input_size,
                                 _layer_name(self.spec, self.layer))
             hit = ctx.store.load(key, ["features"])
             if hit is not None:
@@ -294,7 +297,7 @@ class _Items:
         return missing
 
     def delta_key(self, items: np.ndarray, ctx: "_Ctx") -> str:
-        return ctx.store.key(_fingerprint(self.handle), ctx.data_fp, index_key(items, len(ctx.data)),
+        return ctx.store.key(_fingerprint(self.handle, self.spec), ctx.data_fp, index_key(items, len(ctx.data)),
                              self.spec.input_size, _layer_name(self.spec, self.layer))
 
     def add(self, items: np.ndarray, feats: np.ndarray, meta: dict[str, Any], *, cached: bool, seconds: float) -> None:
@@ -372,9 +375,9 @@ class _Ctx:
     full_ikey: str | None = None
 
 
-def _group_key(spec: BackboneSpec) -> tuple[str, int, str | None]:
+def _group_key(spec: BackboneSpec) -> tuple[str, int, str | None, str | None]:
     """Candidates with the same key differ only in ``layer``: one module forward serves them all."""
-    return (spec.handle, spec.input_size, spec.output_key)
+    return (spec.handle, spec.input_size, spec.output_key, spec.preprocess_handle)
 
 
 def _save_assembled(ctx: _Ctx, spec: BackboneSpec, handle: str, layer: str, values: np.ndarray,
@@ -384,7 +387,7 @@ def _save_assembled(ctx: _Ctx, spec: BackboneSpec, handle: str, layer: str, valu
     store = ctx.store
     if store is None:
         return None
-    key = store.key(_fingerprint(handle), ctx.data_fp, ctx.full_ikey, spec.input_size, _layer_name(spec, layer))
+    key = store.key(_fingerprint(handle, spec), ctx.data_fp, ctx.full_ikey, spec.input_size, _layer_name(spec, layer))
     if key not in store:
         info = {**meta, "num_items": int(len(values)), "seconds": holder.seconds, "assembled": True}
         store.save(key, {"features": np.asarray(values)}, info)
@@ -413,7 +416,7 @@ class _Featurizer:
             by_name, ctx, wants_logits, train_pos, halving)
         self.items: dict[str, tuple[_Items, _Items | None]] = {}
         # One loaded module per (handle, size) group of layer candidates (kept across halving rungs).
-        self.modules: dict[tuple[str, int, str | None], _SharedModule | None] = {}
+        self.modules: dict[tuple[str, int, str | None, str | None], _SharedModule | None] = {}
 
     def needs_logits(self, spec: BackboneSpec) -> bool:
         return bool(spec.classifier_handle) and self.wants_logits
@@ -436,7 +439,7 @@ class _Featurizer:
         """Featurize the layer candidates among ``names`` that share a module with one pass per
         module; returns each served candidate's share of the pass time (the rest fall back to
         their own loads)."""
-        groups: dict[tuple[str, int, str | None], list[BackboneSpec]] = {}
+        groups: dict[tuple[str, int, str | None, str | None], list[BackboneSpec]] = {}
         for n in names:
             if not self.by_name[n].extra.get("sources"):
                 groups.setdefault(_group_key(self.by_name[n]), []).append(self.by_name[n])
@@ -448,7 +451,7 @@ class _Featurizer:
             shares.update(self._fill_group(g, specs_g, want))
         return shares
 
-    def _fill_group(self, g: tuple[str, int, str | None], specs_g: list[BackboneSpec],
+    def _fill_group(self, g: tuple[str, int, str | None, str | None], specs_g: list[BackboneSpec],
                     want: np.ndarray) -> dict[str, float]:
         members = [self.holders(sp)[0] for sp in specs_g]
         before = {m.spec.name: m.seconds for m in members}
