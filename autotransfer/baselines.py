@@ -27,7 +27,8 @@ def tfidf_logreg(data: Any, splits: Any, *, seed: int = 0) -> dict[str, Any]:
     y = np.asarray(data.labels, dtype=np.int64)
     folds = int(min(5, np.bincount(y[splits.train]).min()))
     model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=1),
-                          LogisticRegressionCV(Cs=10, cv=max(2, folds), max_iter=2000, random_state=seed))
+                          LogisticRegressionCV(Cs=10, cv=max(2, folds), max_iter=2000, random_state=seed,
+                                               l1_ratios=(0.0,), use_legacy_attributes=False, scoring="accuracy"))
     model.fit(texts[splits.train], y[splits.train])
     out: dict[str, Any] = {"name": TFIDF_NAME}
     for part in ("val", "test"):

@@ -13,6 +13,16 @@ def test_win_within_two_test_images_is_called_a_tie() -> None:
     assert beats and "tie" not in text
 
 
+def test_a_win_without_a_fine_tuned_member_is_not_called_fine_tuning() -> None:
+    beats, text = verdict(0.70, 0.60, num_test=378, train_per_class=170, unfreeze_blocks=0, trials_ok=1,
+                          budget_hit=False)
+    assert beats and text.startswith("The export beat the best linear probe by 10.0 pp")
+    assert "Fine-tuning" not in text and "no member unfroze a backbone block" in text
+    _, tuned = verdict(0.70, 0.60, num_test=378, train_per_class=170, unfreeze_blocks=1, trials_ok=1,
+                       budget_hit=False)
+    assert tuned.startswith("Fine-tuning beat the best linear probe by 10.0 pp")
+
+
 def test_loss_lists_each_cause_it_can_see() -> None:
     beats, text = verdict(0.80, 0.85, num_test=1000, train_per_class=20, unfreeze_blocks=0, trials_ok=2,
                           budget_hit=True, val_accuracy=0.97)
