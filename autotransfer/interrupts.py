@@ -49,8 +49,10 @@ def requested() -> bool:
 def check() -> None:
     """Raise KeyboardInterrupt when a first Ctrl-C arrived: its exception can be lost on the way
     (raised inside a garbage-collection or weakref callback, Python prints "Exception ignored" and
-    goes on), so long loops and stage boundaries ask here too."""
-    if _state["seen"]:
+    goes on), so long loops and stage boundaries ask here too. Only under :func:`install`'s handler:
+    Python's own raises where the signal lands, and a Ctrl-C an earlier run in this process
+    handled must not stop the next one."""
+    if _state["seen"] and signal.getsignal(signal.SIGINT) is _on_sigint:
         raise KeyboardInterrupt
 
 

@@ -18,7 +18,7 @@ LOCK_FILE = ".lock"
 #: What a run writes into its directory (docs/ARCHITECTURE.md, "Run directory").
 RUN_FILES = frozenset({
     "config.json", "data.json", "splits.json", "plan.json", "timings.json", "leaderboard.csv", "trials.csv",
-    "best.json", "final_model.json", "test_metrics.json", "report.html",
+    "best.json", "final_model.json", "test_metrics.json", "test_examples.json", "report.html",
     "probe", "trials", "tuner", "final", "export",
 })
 
