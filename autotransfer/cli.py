@@ -64,14 +64,15 @@ def run_cmd(
     from autotransfer.api import run
     from autotransfer.errors import RunInterrupted
 
-    interrupts.install()
     try:
-        result = run(data, search_space=search_space, out=out, name=name, tuner=tuner, time_budget=time_budget,
-                     max_trials=max_trials, top_k=top_k, scorer=scorer, halving=halving, multi_source=multi_source,
-                     seed=seed, batch_size=batch_size, feature_batch_size=feature_batch_size, refit=refit,
-                     refit_with_test=refit_with_test, ensemble=ensemble, tta=tta, resume=resume, overwrite=overwrite, storage=storage,
-                     study=study, strict=strict, max_pixels=max_pixels, path_column=path_column,
-                     label_column=label_column, split_column=split_column, text_column=text_column)
+        with interrupts.handling():
+            result = run(data, search_space=search_space, out=out, name=name, tuner=tuner,
+                         time_budget=time_budget, max_trials=max_trials, top_k=top_k, scorer=scorer, halving=halving,
+                         multi_source=multi_source, seed=seed, batch_size=batch_size,
+                         feature_batch_size=feature_batch_size, refit=refit, refit_with_test=refit_with_test,
+                         ensemble=ensemble, tta=tta, resume=resume, overwrite=overwrite, storage=storage, study=study,
+                         strict=strict, max_pixels=max_pixels, path_column=path_column, label_column=label_column,
+                         split_column=split_column, text_column=text_column)
     except RunInterrupted as exc:
         typer.secho(f"interrupted: nothing exported; finished stages and trials are in {exc.run_dir}. "
                     f"Continue with: {_resume_command(exc.run_dir)}", fg=typer.colors.YELLOW, err=True)
@@ -129,9 +130,9 @@ def worker_cmd(
     from autotransfer import interrupts
     from autotransfer.worker import work_on
 
-    interrupts.install()
     try:
-        n = work_on(storage, study, out=out, wait_s=wait)
+        with interrupts.handling():
+            n = work_on(storage, study, out=out, wait_s=wait)
     except KeyboardInterrupt:
         typer.secho("interrupted: this worker's running trial is marked interrupted; the chief or another worker "
                     "runs it again.", fg=typer.colors.YELLOW, err=True)

@@ -62,4 +62,17 @@ def install() -> None:
     signal.signal(signal.SIGINT, _on_sigint)
 
 
-__all__ = ["check", "install", "requested", "shielded"]
+@contextmanager
+def handling() -> Iterator[None]:
+    """:func:`install` for the block, then Python's previous handler and a clean state again (an
+    in-process caller, e.g. a test running the CLI, must not inherit a Ctrl-C the block saw)."""
+    previous = signal.getsignal(signal.SIGINT)
+    install()
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _state.update(depth=0, pending=False, seen=False)
+
+
+__all__ = ["check", "handling", "install", "requested", "shielded"]

@@ -20,3 +20,12 @@ def test_check_raises_only_under_the_cli_handler_after_a_ctrl_c(monkeypatch):
         interrupts.check()  # the Python API under Python's handler: a stale flag stops nothing
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_the_cli_handler_is_gone_after_its_block(monkeypatch):
+    previous = signal.getsignal(signal.SIGINT)
+    with interrupts.handling():
+        assert signal.getsignal(signal.SIGINT) is interrupts._on_sigint
+        monkeypatch.setitem(interrupts._state, "seen", True)
+    assert signal.getsignal(signal.SIGINT) is previous and not interrupts.requested()
+    interrupts.check()  # a later in-process run is not stopped by that Ctrl-C
