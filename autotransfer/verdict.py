@@ -70,13 +70,14 @@ def verdict(
     has no test split), and a one-paragraph why."""
     diff_pp = 100 * (accuracy - probe_accuracy)
     if accuracy > probe_accuracy:
-        text = f"Fine-tuning beat the best linear probe by {diff_pp:.1f} pp on the {split} split"
         if unfreeze_blocks == 0:
             # Not a fine-tuning win: heads on frozen features (cross-validated regularisation,
             # perhaps averaged) beat the leaderboard's probe (C = 1). Say so rather than claim one.
             text = (f"The export beat the best linear probe by {diff_pp:.1f} pp on the {split} split without "
                     "fine-tuning: no member unfroze a backbone block (its linear heads choose their regularisation "
                     "by cross-validation, the leaderboard's probes use C = 1)")
+        else:
+            text = f"Fine-tuning beat the best linear probe by {diff_pp:.1f} pp on the {split} split"
         two_images = _two_images_pp(num_test)
         if diff_pp <= two_images:
             text += f" (within two {split} images, {two_images:.1f} pp: treat as a tie)"

@@ -19,8 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from autotransfer.backbones.sources import (METADATA_FILE, backbone_fingerprint, load_saved_model, module_fingerprint,
-                                            resolve_handle)
+from autotransfer.backbones.sources import METADATA_FILE, backbone_fingerprint, load_saved_model, resolve_handle
 from autotransfer.errors import BackboneError, MissingDependencyError
 
 if TYPE_CHECKING:
@@ -349,9 +348,8 @@ class HubBackbone(keras.layers.Layer):
 
     def fingerprint(self) -> str:
         """Content fingerprint of the module, and of its preprocessor for a pair (cache key component)."""
-        if self._preprocess is None:
-            return module_fingerprint(self.module_path)
-        return backbone_fingerprint(str(self.module_path), str(self.preprocess_path))
+        return backbone_fingerprint(str(self.module_path),
+                                    None if self.preprocess_path is None else str(self.preprocess_path))
 
     # -- forward ----------------------------------------------------------------------------------
     def _forward(self, inputs: tf.Tensor, training: bool = False) -> tf.Tensor:

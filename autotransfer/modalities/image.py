@@ -136,4 +136,3 @@ MAX_WARMUP = 8
 
 
 __all__ = ["ImageModality"]
-

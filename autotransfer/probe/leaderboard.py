@@ -39,16 +39,14 @@ def _isnan(v: Any) -> bool:
     return isinstance(v, float) and math.isnan(v)
 
 
-def _accuracy(model: Any, x: np.ndarray, y: np.ndarray) -> float:
-    return float(np.mean(model.predict(x.astype(np.float64)) == y)) if len(y) else math.nan
-
-
-def _macro_f1(model: Any, x: np.ndarray, y: np.ndarray, num_classes: int) -> float:
-    """Macro F1 over all ``num_classes`` (a class never predicted counts as 0), as evaluate.py."""
+def _split_scores(model: Any, x: np.ndarray, y: np.ndarray, num_classes: int) -> tuple[float, float]:
+    """``(accuracy, macro F1)`` of the fitted probe on one split, from one prediction pass; macro F1
+    over all ``num_classes`` (a class never predicted counts as 0), as evaluate.py. NaN when empty."""
     if not len(y):
-        return math.nan
-    return float(f1_score(y, model.predict(x.astype(np.float64)), average="macro", labels=list(range(num_classes)),
-                          zero_division=0))
+        return math.nan, math.nan
+    pred = model.predict(x.astype(np.float64))
+    return float(np.mean(pred == y)), float(f1_score(y, pred, average="macro", labels=list(range(num_classes)),
+                                                       zero_division=0))
 
 
 def _scores_key(feature_keys: list[str | None], splits: dict[str, np.ndarray], seed: int, scorers: list[Scorer]) -> str | None:
@@ -182,9 +180,9 @@ def _score_row(row: dict[str, Any], split_feats: dict[str, np.ndarray], y: dict[
     if main_ranks:
         row.update(score=res[main.name].score, std=res[main.name].std)
     model = fit_linear_probe(split_feats["train"], y["train"], seed=seed)
-    row.update(val_accuracy=_accuracy(model, split_feats["val"], y["val"]),
-               test_accuracy=_accuracy(model, split_feats["test"], y["test"]),
-               test_macro_f1=_macro_f1(model, split_feats["test"], y["test"], num_classes),
+    val_accuracy, _ = _split_scores(model, split_feats["val"], y["val"], num_classes)
+    test_accuracy, test_macro_f1 = _split_scores(model, split_feats["test"], y["test"], num_classes)
+    row.update(val_accuracy=val_accuracy, test_accuracy=test_accuracy, test_macro_f1=test_macro_f1,
                score_seconds=time.perf_counter() - t0)
     if skey is not None:
         store.save_record(skey, {k: (None if _isnan(row[k]) else float(row[k])) for k in fields})
