@@ -50,10 +50,20 @@ def _run_dir(out: str | Path | None, name: str | None, data_source: str) -> Path
     return run_dir  # created and locked by RunDirLock.claim
 
 
-def _finish_reserve(config: RunConfig, members: int | None = None) -> float:
-    """Seconds kept after the final model for exporting ``members`` models (default: the most the
-    ensemble may have); the plan and the tuning deadline keep the same."""
-    return _EXPORT_RESERVE_S + _EXPORT_RESERVE_PER_MEMBER_S * (members or config.ensemble)
+def _finish_reserve(config: RunConfig, models: int | None = None) -> float:
+    """Seconds kept after the final model for exporting ``models`` served models (default: the most
+    the ensemble may have, with the tuned twins of the refit members the tuner keeps time for); the
+    plan and the tuning deadline keep the same."""
+    if models is None:
+        twins = min(config.ensemble, _REFIT_MEMBERS) if config.refit and config.keep_tuned else 0
+        models = config.ensemble + twins
+    return _EXPORT_RESERVE_S + _EXPORT_RESERVE_PER_MEMBER_S * models
+
+
+def _served_models(final: Any, config: RunConfig) -> int:
+    """The most models ``final`` can serve once refit: a fine-tuned member may bring its tuned twin."""
+    twins = sum(m.kind == "trial" for m in final.members) if config.refit and config.keep_tuned else 0
+    return len(final.members) + twins
 
 
 @dataclass
@@ -72,12 +82,12 @@ class _Run:
     #: the data as a path, when it was given as one (what a shared study's workers load)
     data_path: str | None = None
 
-    def deadline(self, members: int | None = None) -> float | None:
-        """``time.time()`` by which the final model of ``members`` models (default: the most the
-        ensemble may have) must be trained, leaving the export reserve after it."""
+    def deadline(self, models: int | None = None) -> float | None:
+        """``time.time()`` by which the final model serving ``models`` models (default: the most
+        the ensemble may have) must be trained, leaving the export reserve after it."""
         if self.config.time_budget_s is None:
             return None
-        reserve = _finish_reserve(self.config, members)
+        reserve = _finish_reserve(self.config, models)
         return time.time() + (self.start + self.config.time_budget_s - time.monotonic()) - reserve
 
     def timed(self, stage: str, t0: float) -> None:
@@ -237,13 +247,14 @@ def _final_stage(run: _Run, probed: Any, tuned: Any, specs: dict) -> Any:
     data, splits, c = run.data, run.splits, run.config
     y = np.asarray(data.labels, dtype=np.int64)
     heads = probe_heads(probed.features, specs, y[splits.train], data.num_classes, seed=c.seed) if c.ensemble > 1 else {}
-    final = choose_members(tuned, heads, specs, y[splits.val], num_classes=data.num_classes, max_members=c.ensemble)
+    final = choose_members(tuned, heads, specs, y[splits.val], num_classes=data.num_classes, max_members=c.ensemble,
+                           keep_tuned=c.refit and c.keep_tuned)
     if c.tta and data.modality == "image":  # flip averaging: a mirrored text is no text
         choose_flip(final, _val_batches(run, final), y[splits.val])
     if c.refit:
         idx = np.concatenate([splits.train, splits.val])
         refit_members(final, data, idx, features=_features_of(probed, ("train", "val")), space=run.space.tuning,
-                      deadline=Deadline(run.deadline(len(final.members))),
+                      deadline=Deadline(run.deadline(_served_models(final, c))),
                       factor=len(idx) / max(1, len(splits.train)), seed=c.seed)
     final.save_members(run.run_dir)
     _write_json(run.run_dir / "final_model.json", final.to_dict())
@@ -356,7 +367,7 @@ def _refit_with_test(run: _Run, final: Any, probed: Any) -> None:
 
     idx = np.concatenate([run.splits.train, run.splits.val, run.splits.test])
     refit_members(final, run.data, idx, features=_features_of(probed, ("train", "val", "test")), space=run.space.tuning,
-                  deadline=Deadline(run.deadline(len(final.members))),
+                  deadline=Deadline(run.deadline(_served_models(final, run.config))),
                   factor=len(idx) / max(1, len(run.splits.train)), seed=run.config.seed)
     notes = [f"{m.name}: {m.refit_note} (train+val+test)" for m in final.members]
     final.save_members(run.run_dir)
@@ -382,6 +393,7 @@ def run(
     feature_batch_size: int | None = None,
     refit: bool = True,
     refit_with_test: bool = False,
+    keep_tuned: bool = True,
     ensemble: int = 4,
     tta: bool = True,
     resume: bool = False,
@@ -406,8 +418,9 @@ def run(
     backbones. ``ensemble``: most distinct models the export may average (greedy selection on val;
     1 = the best trial alone). ``refit``: retrain the final model on train+val before export (the
     test split stays untouched, so its score is honest); ``refit_with_test``: retrain once more on
-    all labelled data after the test score is recorded. ``tta``: flip-average members where it
-    helps on val. Results go to ``out`` (default ``reports/<name>``). ``batch_size``: training
+    all labelled data after the test score is recorded; ``keep_tuned``: serve each refit fine-tuned
+    member as the mean of its refit and tuned weights (a two-model ensemble of one recipe).
+    ``tta``: flip-average members where it helps on val. Results go to ``out`` (default ``reports/<name>``). ``batch_size``: training
     batch size (default: the search space's); ``feature_batch_size``: the probe's featurization batch.
     ``resume``: continue the run in ``out`` (or ``reports/<name>``): finished stages and trials are
     kept, an interrupted trial runs again. ``overwrite``: replace an earlier run in ``out`` (its
@@ -436,8 +449,8 @@ def run(
         tuner=tuner or ("optuna" if storage else "keras-tuner"),
         time_budget_s=parse_duration(time_budget), max_trials=max_trials, top_k=top_k, scorer=scorer,
         halving=halving, multi_source=multi_source, seed=seed, batch_size=batch_size,
-        feature_batch_size=feature_batch_size, refit=refit, refit_with_test=refit_with_test, ensemble=ensemble,
-        tta=tta, resume=resume, overwrite=overwrite, storage=storage, study=study, strict=strict,
+        feature_batch_size=feature_batch_size, refit=refit, refit_with_test=refit_with_test, keep_tuned=keep_tuned,
+        ensemble=ensemble, tta=tta, resume=resume, overwrite=overwrite, storage=storage, study=study, strict=strict,
         max_pixels=max_pixels, path_column=path_column, label_column=label_column, split_column=split_column,
         text_column=text_column,
     ).validate()

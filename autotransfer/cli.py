@@ -46,6 +46,7 @@ def run_cmd(
                                                      help="Probe featurization batch size (default: by input size)."),
     refit: bool = typer.Option(True, "--refit/--no-refit", help="Retrain the final model on train+val before export (test stays untouched)."),
     refit_with_test: bool = typer.Option(False, "--refit-with-test", help="After the test score is recorded, retrain once more on every labelled item (the export then has no untouched test score)."),
+    keep_tuned: bool = typer.Option(True, "--keep-tuned/--no-keep-tuned", help="With the refit, serve each fine-tuned member as the mean of its refit and its tuned (train-only) weights: a two-model ensemble of one recipe; --no-keep-tuned serves the refit alone (one forward pass a member)."),
     ensemble: int = typer.Option(4, "--ensemble", help="Most models the export may average (greedy selection on val); 1 = the best trial alone."),
     tta: bool = typer.Option(True, "--tta/--no-tta", help="Average each model with its left-right flipped input where that helps on val."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out: finished stages and trials are kept, an interrupted trial runs again."),
@@ -70,7 +71,7 @@ def run_cmd(
                          time_budget=time_budget, max_trials=max_trials, top_k=top_k, scorer=scorer, halving=halving,
                          multi_source=multi_source, seed=seed, batch_size=batch_size,
                          feature_batch_size=feature_batch_size, refit=refit, refit_with_test=refit_with_test,
-                         ensemble=ensemble, tta=tta, resume=resume, overwrite=overwrite, storage=storage, study=study,
+                         keep_tuned=keep_tuned, ensemble=ensemble, tta=tta, resume=resume, overwrite=overwrite, storage=storage, study=study,
                          strict=strict, max_pixels=max_pixels, path_column=path_column, label_column=label_column,
                          split_column=split_column, text_column=text_column)
     except RunInterrupted as exc:

@@ -146,6 +146,7 @@ class RunConfig:
     feature_batch_size: int | None = None  # probe featurization; None = by input size (auto_batch_size)
     refit: bool = True              # retrain the final model on train+val before export
     refit_with_test: bool = False   # ... and on test too, after the test score is recorded
+    keep_tuned: bool = True         # a refit fine-tuned member serves the mean of its refit and tuned weights
     ensemble: int = 4               # most distinct models averaged in the export (1 = single model)
     tta: bool = True                # test-time flip averaging where it lowers the val log-loss
     resume: bool = False            # continue the run in `out` (finished stages and trials kept)
@@ -175,7 +176,7 @@ class RunConfig:
         for name in ("max_trials", "batch_size", "feature_batch_size"):
             v = getattr(self, name)
             check_param(name, v, owner, "an integer >= 1, or None for automatic", v is None or (_is_int(v) and v >= 1))
-        for name in ("refit", "refit_with_test", "tta", "halving", "resume", "overwrite", "strict"):
+        for name in ("refit", "refit_with_test", "keep_tuned", "tta", "halving", "resume", "overwrite", "strict"):
             check_param(name, getattr(self, name), owner, "True or False", isinstance(getattr(self, name), bool))
         if self.refit_with_test and not self.refit:
             raise UserInputError("refit_with_test (--refit-with-test) needs refit (drop --no-refit): the test data "

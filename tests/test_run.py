@@ -123,11 +123,14 @@ def test_member_weights_rebuild_what_the_export_serves(result):
     images = x.astype("float32") / 255.0
     expected = 0
     for m in final["members"]:
-        model = member_model(result.run_dir, m, 4)
-        p = model(images, training=False).numpy()
-        if m["flip_tta"]:
-            p = 0.5 * (p + model(images[:, :, ::-1], training=False).numpy())
-        expected = expected + m["weight"] * p
+        halves = (False, True) if m["blended"] else (False,)  # a blended member: its refit and tuned weights
+        for tuned in halves:
+            model = member_model(result.run_dir, m, 4, tuned=tuned)
+            p = model(images, training=False).numpy()
+            if m["flip_tta"]:
+                p = 0.5 * (p + model(images[:, :, ::-1], training=False).numpy())
+            expected = expected + m["weight"] / len(halves) * p
+    assert final["models_served"] == sum(2 if m["blended"] else 1 for m in final["members"])
     loaded = tf.saved_model.load(str(result.export_path))
     served = loaded.signatures["serving_default"](images=tf.constant(images))["probabilities"].numpy()
     np.testing.assert_allclose(served, expected, atol=1e-5)

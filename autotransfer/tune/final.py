@@ -9,6 +9,11 @@ own recipe (a trial: its parameters and the fine-tuning epochs its early stoppin
 head: the logistic regression on train+val features), so the exported model sees every labelled
 item but the untouched test split. A member whose refit does not fit the time left keeps its tuned
 weights (said in its ``refit_note``).
+
+With ``keep_tuned`` (the default), a refit fine-tuned member is exported as the average of its
+refit and its tuned weights: two fits of one recipe on overlapping data, a two-model ensemble at the
+cost of one more forward pass. Its tuned half is the model validation chose; the refit half saw
+the val items too and cannot be validated, so the average also hedges a refit that drifted.
 """
 from __future__ import annotations
 
@@ -70,13 +75,29 @@ class FinalModel:
     members: list[Member]
     choice: EnsembleChoice
     notes: list[str] = field(default_factory=list)
+    keep_tuned: bool = False       # a refit trial member serves the mean of its refit and tuned weights
+
+    def blended(self, m: Member) -> bool:
+        """Whether member ``m`` is exported as the mean of its refit and tuned models."""
+        return self.keep_tuned and m.kind == "trial" and m.refit_model is not None
+
+    def parts(self, refit: bool = True) -> list[tuple[keras.Model, int, float, bool]]:
+        """``(model, input size, weight, flip)`` of every model the export averages; ``refit`` uses
+        the refit weights where a member has them (with its tuned twin at half weight each when
+        :meth:`blended`)."""
+        out = []
+        for m in self.members:
+            if refit and self.blended(m):
+                out += [(m.refit_model, m.spec.input_size, m.weight / 2, m.flip),
+                        (m.model, m.spec.input_size, m.weight / 2, m.flip)]
+            else:
+                out.append(((m.refit_model if refit and m.refit_model is not None else m.model),
+                            m.spec.input_size, m.weight, m.flip))
+        return out
 
     def model(self, refit: bool = True) -> tuple[keras.Model, list[int]]:
-        """The averaged model and its input sizes; ``refit`` uses the refit weights where a
-        member has them."""
-        parts = [((m.refit_model if refit and m.refit_model is not None else m.model), m.spec.input_size,
-                  m.weight, m.flip) for m in self.members]
-        return build_ensemble(parts)
+        """The averaged model of :meth:`parts` and its input sizes."""
+        return build_ensemble(self.parts(refit))
 
     @property
     def refit(self) -> bool:
@@ -95,8 +116,10 @@ class FinalModel:
                 m.model.save_weights(str(run_dir / f"final/member_{i}.tuned.weights.h5"))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"members": [m.to_dict() for m in self.members], "selection": self.choice.to_dict(),
-                "ensemble": len(self.members) > 1, "refit": self.refit, "notes": list(self.notes)}
+        members = [{**m.to_dict(), "blended": self.blended(m)} for m in self.members]
+        return {"members": members, "selection": self.choice.to_dict(), "ensemble": len(self.members) > 1,
+                "refit": self.refit, "keep_tuned": self.keep_tuned, "models_served": len(self.parts()),
+                "notes": list(self.notes)}
 
 
 def member_model(run_dir: Path, member: dict[str, Any], num_classes: int, *, tuned: bool = False) -> keras.Model:
@@ -130,7 +153,7 @@ def probe_heads(features: dict[str, dict[str, np.ndarray]], specs: dict[str, Bac
 
 
 def choose_members(tuned: Any, heads: dict[str, tuple[list[np.ndarray], np.ndarray]], specs: dict[str, BackboneSpec],
-                   y_val: np.ndarray, *, num_classes: int, max_members: int) -> FinalModel:
+                   y_val: np.ndarray, *, num_classes: int, max_members: int, keep_tuned: bool = False) -> FinalModel:
     """Greedy ensemble selection over the kept trials (best first) and the linear heads."""
     kept = sorted((tuned.summaries[t] for t in tuned.models), key=lambda s: s.key, reverse=True)
     probs = {f"trial {s.trial_id}": s.val_probs for s in kept}
@@ -149,7 +172,7 @@ def choose_members(tuned: Any, heads: dict[str, tuple[list[np.ndarray], np.ndarr
             s = tuned.summaries[int(name.split()[1])]
             members.append(Member(name, at_trial_size(specs[s.backbone], s.params), weight, tuned.models[s.trial_id],
                                   dict(s.params), s.finetune_epochs, s.seconds, s.trial_id))
-    return FinalModel(members, choice)
+    return FinalModel(members, choice, keep_tuned=keep_tuned)
 
 
 def _head_model(spec: BackboneSpec, head: list[np.ndarray], num_classes: int) -> keras.Model:

@@ -58,6 +58,40 @@ def test_single_member_is_the_model_itself(tiny_modules):
     assert build_ensemble([(model, 16, 1.0, False)]) == (model, [16])
 
 
+def test_keep_tuned_serves_a_refit_trial_as_the_mean_of_its_refit_and_tuned_weights(tiny_modules):
+    from autotransfer.ensemble import EnsembleChoice
+    from autotransfer.tune.final import FinalModel, Member
+
+    rng = np.random.default_rng(2)
+
+    def model(name: str):
+        m, bb = build_task_model(BackboneSpec(name, tiny_modules[name], 16), 4, dropout=0.0)
+        m.get_layer(HEAD_LAYER).set_weights([rng.normal(size=(bb.output_dim, 4)).astype("float32"), np.zeros(4, "float32")])
+        return m
+
+    spec = BackboneSpec("good", tiny_modules["good"], 16)
+    trial = Member("trial 3", spec, 0.75, model("good"), {"unfreeze_blocks": 1}, trial_id=3, refit_model=model("good"))
+    probe = Member("probe:medium", BackboneSpec("medium", tiny_modules["medium"], 16), 0.25, model("medium"),
+                   {"unfreeze_blocks": 0}, refit_model=model("medium"))
+    choice = EnsembleChoice({"trial 3": 0.75, "probe:medium": 0.25}, 0.1, 0.9, "trial 3", 0.2, 0.8)
+    x = np.random.default_rng(3).uniform(0, 255, (5, 16, 16, 3)).astype("float32")
+    p = {id(m): m(x, training=False).numpy() for m in (trial.model, trial.refit_model, probe.model, probe.refit_model)}
+
+    blend = FinalModel([trial, probe], choice, keep_tuned=True)
+    served, _ = blend.model(refit=True)
+    expected = 0.375 * p[id(trial.refit_model)] + 0.375 * p[id(trial.model)] + 0.25 * p[id(probe.refit_model)]
+    np.testing.assert_allclose(served(x, training=False).numpy(), expected, atol=1e-5)
+    assert [d["blended"] for d in blend.to_dict()["members"]] == [True, False]  # a linear head serves its refit alone
+    assert blend.to_dict()["models_served"] == 3
+    tuned_only, _ = blend.model(refit=False)  # what validation chose: the tuned weights alone
+    np.testing.assert_allclose(tuned_only(x, training=False).numpy(),
+                               0.75 * p[id(trial.model)] + 0.25 * p[id(probe.model)], atol=1e-5)
+
+    refit_only, _ = FinalModel([trial, probe], choice, keep_tuned=False).model(refit=True)
+    np.testing.assert_allclose(refit_only(x, training=False).numpy(),
+                               0.75 * p[id(trial.refit_model)] + 0.25 * p[id(probe.refit_model)], atol=1e-5)
+
+
 def test_refit_trains_on_the_indices_it_is_given(tiny_modules, monkeypatch):
     from autotransfer.data import load_data, make_splits
     from autotransfer.probe import extract_features
