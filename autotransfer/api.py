@@ -25,12 +25,14 @@ from autotransfer.progress import RichProgress, log
 from autotransfer.result import Result
 
 # Evaluate, export and report need some seconds after the final model is trained, more with every
-# ensemble member (each is traced, verified and evaluated: ~15 s a member for the zoo at 224-260 px,
-# measured on 2- and 4-member exports); keep them out of the tuner's and the refit's share.
+# model served (each is traced, verified and evaluated: ~15 s a model for the zoo at 224-260 px,
+# measured on 2- and 4-member exports; models at 128 px took ~4-5 s on Fashion-MNIST, 2026-12-06);
+# keep them out of the tuner's and the refit's share.
 #: The built-in search space for data of each modality when --search-space is not given.
 DEFAULT_SPACES = {"image": "offline", "text": "text-offline"}
 _EXPORT_RESERVE_S = 20.0
 _EXPORT_RESERVE_PER_MEMBER_S = 15.0
+_EXPORT_REFERENCE_PX = 240
 #: Trials whose refit the tuner keeps time for: the ensembles measured had 1-3 fine-tuned members, most weight on 1-2.
 _REFIT_MEMBERS = 2
 
@@ -50,20 +52,31 @@ def _run_dir(out: str | Path | None, name: str | None, data_source: str) -> Path
     return run_dir  # created and locked by RunDirLock.claim
 
 
-def _finish_reserve(config: RunConfig, models: int | None = None) -> float:
+def _finish_reserve(config: RunConfig, models: int | None = None, *, sizes: list[int] | None = None) -> float:
     """Seconds kept after the final model for exporting ``models`` served models (default: the most
-    the ensemble may have, with the tuned twins of the refit members the tuner keeps time for); the
-    plan and the tuning deadline keep the same."""
+    the ensemble may have, with the tuned twins of the refit members the tuner keeps time for) at
+    the full share each; or, when their input ``sizes`` are known, each scaled by its pixels (the
+    tracing, warm-up and test predictions run at that size; a text model, size 0, takes the full
+    share). The plan and the tuning deadline keep the default."""
+    if sizes is not None:
+        return _EXPORT_RESERVE_S + sum(_export_seconds(s) for s in sizes)
     if models is None:
         twins = min(config.ensemble, _REFIT_MEMBERS) if config.refit and config.keep_tuned else 0
         models = config.ensemble + twins
     return _EXPORT_RESERVE_S + _EXPORT_RESERVE_PER_MEMBER_S * models
 
 
-def _served_models(final: Any, config: RunConfig) -> int:
-    """The most models ``final`` can serve once refit: a fine-tuned member may bring its tuned twin."""
-    twins = sum(m.kind == "trial" for m in final.members) if config.refit and config.keep_tuned else 0
-    return len(final.members) + twins
+def _export_seconds(size: int) -> float:
+    """Export reserve of one served model of input ``size`` (0: not an image), at least a quarter share."""
+    if size <= 0:
+        return _EXPORT_RESERVE_PER_MEMBER_S
+    return _EXPORT_RESERVE_PER_MEMBER_S * max(0.25, (size / _EXPORT_REFERENCE_PX) ** 2)
+
+
+def _served_sizes(final: Any, config: RunConfig) -> list[int]:
+    """Input sizes of every model ``final`` can serve once refit: a fine-tuned member may bring its tuned twin."""
+    twins = config.refit and config.keep_tuned
+    return [m.spec.input_size for m in final.members for _ in range(2 if twins and m.kind == "trial" else 1)]
 
 
 @dataclass
@@ -82,12 +95,12 @@ class _Run:
     #: the data as a path, when it was given as one (what a shared study's workers load)
     data_path: str | None = None
 
-    def deadline(self, models: int | None = None) -> float | None:
-        """``time.time()`` by which the final model serving ``models`` models (default: the most
-        the ensemble may have) must be trained, leaving the export reserve after it."""
+    def deadline(self, sizes: list[int] | None = None) -> float | None:
+        """``time.time()`` by which the final model serving models of input ``sizes`` (default: the
+        most the ensemble may have) must be trained, leaving the export reserve after it."""
         if self.config.time_budget_s is None:
             return None
-        reserve = _finish_reserve(self.config, models)
+        reserve = _finish_reserve(self.config, sizes=sizes)
         return time.time() + (self.start + self.config.time_budget_s - time.monotonic()) - reserve
 
     def timed(self, stage: str, t0: float) -> None:
@@ -254,7 +267,7 @@ def _final_stage(run: _Run, probed: Any, tuned: Any, specs: dict) -> Any:
     if c.refit:
         idx = np.concatenate([splits.train, splits.val])
         refit_members(final, data, idx, features=_features_of(probed, ("train", "val")), space=run.space.tuning,
-                      deadline=Deadline(run.deadline(_served_models(final, c))),
+                      deadline=Deadline(run.deadline(_served_sizes(final, c))),
                       factor=len(idx) / max(1, len(splits.train)), seed=c.seed)
     final.save_members(run.run_dir)
     _write_json(run.run_dir / "final_model.json", final.to_dict())
@@ -367,7 +380,7 @@ def _refit_with_test(run: _Run, final: Any, probed: Any) -> None:
 
     idx = np.concatenate([run.splits.train, run.splits.val, run.splits.test])
     refit_members(final, run.data, idx, features=_features_of(probed, ("train", "val", "test")), space=run.space.tuning,
-                  deadline=Deadline(run.deadline(_served_models(final, run.config))),
+                  deadline=Deadline(run.deadline(_served_sizes(final, run.config))),
                   factor=len(idx) / max(1, len(run.splits.train)), seed=run.config.seed)
     notes = [f"{m.name}: {m.refit_note} (train+val+test)" for m in final.members]
     final.save_members(run.run_dir)

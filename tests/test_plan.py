@@ -172,3 +172,25 @@ def test_the_least_budget_counts_one_model_not_the_whole_ensemble():
                       min_reserve_s=35.0)
     assert full.min_budget_s - least.min_budget_s == pytest.approx(45.0)
     assert least.finish_s == full.finish_s  # the plan still reserves the whole ensemble's export
+
+
+def test_the_export_reserve_counts_the_served_models_and_their_pixels():
+    from autotransfer import api
+    from autotransfer.config import RunConfig
+
+    fixed, share = api._EXPORT_RESERVE_S, api._EXPORT_RESERVE_PER_MEMBER_S
+    # Before the members are known: the most the ensemble may serve, tuned twins of the refit members included.
+    assert api._finish_reserve(RunConfig()) == fixed + share * (4 + 2)
+    assert api._finish_reserve(RunConfig(keep_tuned=False)) == fixed + share * 4
+    assert api._finish_reserve(RunConfig(refit=False)) == fixed + share * 4
+    # Known members: scaled by pixels, at least a quarter share; text (size 0) the full share.
+    assert api._finish_reserve(RunConfig(), sizes=[240, 240]) == pytest.approx(fixed + 2 * share)
+    assert api._finish_reserve(RunConfig(), sizes=[120]) == pytest.approx(fixed + share / 4)
+    assert api._finish_reserve(RunConfig(), sizes=[32]) == pytest.approx(fixed + share / 4)
+    assert api._finish_reserve(RunConfig(), sizes=[0]) == pytest.approx(fixed + share)
+    assert api._finish_reserve(RunConfig(), sizes=[480]) == pytest.approx(fixed + 4 * share)
+    from types import SimpleNamespace as NS
+
+    final = NS(members=[NS(spec=NS(input_size=128), kind="trial"), NS(spec=NS(input_size=224), kind="probe")])
+    assert api._served_sizes(final, RunConfig()) == [128, 128, 224]  # the trial serves its tuned twin too
+    assert api._served_sizes(final, RunConfig(keep_tuned=False)) == [128, 224]
