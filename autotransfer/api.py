@@ -73,12 +73,6 @@ def _export_seconds(size: int) -> float:
     return _EXPORT_RESERVE_PER_MEMBER_S * max(0.25, (size / _EXPORT_REFERENCE_PX) ** 2)
 
 
-def _served_sizes(final: Any, config: RunConfig) -> list[int]:
-    """Input sizes of every model ``final`` can serve once refit: a fine-tuned member may bring its tuned twin."""
-    twins = config.refit and config.keep_tuned
-    return [m.spec.input_size for m in final.members for _ in range(2 if twins and m.kind == "trial" else 1)]
-
-
 @dataclass
 class _Run:
     """What the stages of one run share: inputs, the run directory, the clock."""
@@ -267,7 +261,7 @@ def _final_stage(run: _Run, probed: Any, tuned: Any, specs: dict) -> Any:
     if c.refit:
         idx = np.concatenate([splits.train, splits.val])
         refit_members(final, data, idx, features=_features_of(probed, ("train", "val")), space=run.space.tuning,
-                      deadline=Deadline(run.deadline(_served_sizes(final, c))),
+                      deadline=Deadline(run.deadline(final.served_sizes())),
                       factor=len(idx) / max(1, len(splits.train)), seed=c.seed)
     final.save_members(run.run_dir)
     _write_json(run.run_dir / "final_model.json", final.to_dict())
@@ -380,7 +374,7 @@ def _refit_with_test(run: _Run, final: Any, probed: Any) -> None:
 
     idx = np.concatenate([run.splits.train, run.splits.val, run.splits.test])
     refit_members(final, run.data, idx, features=_features_of(probed, ("train", "val", "test")), space=run.space.tuning,
-                  deadline=Deadline(run.deadline(_served_sizes(final, run.config))),
+                  deadline=Deadline(run.deadline(final.served_sizes())),
                   factor=len(idx) / max(1, len(run.splits.train)), seed=run.config.seed)
     notes = [f"{m.name}: {m.refit_note} (train+val+test)" for m in final.members]
     final.save_members(run.run_dir)
@@ -433,8 +427,9 @@ def run(
     test split stays untouched, so its score is honest); ``refit_with_test``: retrain once more on
     all labelled data after the test score is recorded; ``keep_tuned``: serve each refit fine-tuned
     member as the mean of its refit and tuned weights (a two-model ensemble of one recipe).
-    ``tta``: flip-average members where it helps on val. Results go to ``out`` (default ``reports/<name>``). ``batch_size``: training
-    batch size (default: the search space's); ``feature_batch_size``: the probe's featurization batch.
+    ``tta``: flip-average members where it helps on val. Results go to ``out`` (default
+    ``reports/<name>``). ``batch_size``: training batch size (default: the search space's);
+    ``feature_batch_size``: the probe's featurization batch.
     ``resume``: continue the run in ``out`` (or ``reports/<name>``): finished stages and trials are
     kept, an interrupted trial runs again. ``overwrite``: replace an earlier run in ``out`` (its
     files are removed first); without it or ``resume`` an ``out`` holding a run is refused.

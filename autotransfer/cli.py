@@ -71,8 +71,8 @@ def run_cmd(
                          time_budget=time_budget, max_trials=max_trials, top_k=top_k, scorer=scorer, halving=halving,
                          multi_source=multi_source, seed=seed, batch_size=batch_size,
                          feature_batch_size=feature_batch_size, refit=refit, refit_with_test=refit_with_test,
-                         keep_tuned=keep_tuned, ensemble=ensemble, tta=tta, resume=resume, overwrite=overwrite, storage=storage, study=study,
-                         strict=strict, max_pixels=max_pixels, path_column=path_column, label_column=label_column,
+                         keep_tuned=keep_tuned, ensemble=ensemble, tta=tta, resume=resume, overwrite=overwrite,
+                         storage=storage, study=study, strict=strict, max_pixels=max_pixels, path_column=path_column, label_column=label_column,
                          split_column=split_column, text_column=text_column)
     except RunInterrupted as exc:
         typer.secho(f"interrupted: nothing exported; finished stages and trials are in {exc.run_dir}. "

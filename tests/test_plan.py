@@ -189,8 +189,10 @@ def test_the_export_reserve_counts_the_served_models_and_their_pixels():
     assert api._finish_reserve(RunConfig(), sizes=[32]) == pytest.approx(fixed + share / 4)
     assert api._finish_reserve(RunConfig(), sizes=[0]) == pytest.approx(fixed + share)
     assert api._finish_reserve(RunConfig(), sizes=[480]) == pytest.approx(fixed + 4 * share)
-    from types import SimpleNamespace as NS
+    from autotransfer.backbones import BackboneSpec
+    from autotransfer.tune.final import FinalModel, Member
 
-    final = NS(members=[NS(spec=NS(input_size=128), kind="trial"), NS(spec=NS(input_size=224), kind="probe")])
-    assert api._served_sizes(final, RunConfig()) == [128, 128, 224]  # the trial serves its tuned twin too
-    assert api._served_sizes(final, RunConfig(keep_tuned=False)) == [128, 224]
+    members = [Member("trial 1", BackboneSpec("a", "a", 128), 0.5, None, {}),
+               Member("probe:b", BackboneSpec("b", "b", 224), 0.5, None, {})]
+    assert FinalModel(members, None, keep_tuned=True).served_sizes() == [128, 128, 224]  # the trial's tuned twin too
+    assert FinalModel(members, None, keep_tuned=False).served_sizes() == [128, 224]

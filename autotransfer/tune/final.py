@@ -77,9 +77,18 @@ class FinalModel:
     notes: list[str] = field(default_factory=list)
     keep_tuned: bool = False       # a refit trial member serves the mean of its refit and tuned weights
 
+    def _twinned(self, m: Member) -> bool:
+        """Whether member ``m``, once refit, serves its tuned twin beside its refit model."""
+        return self.keep_tuned and m.kind == "trial"
+
     def blended(self, m: Member) -> bool:
         """Whether member ``m`` is exported as the mean of its refit and tuned models."""
-        return self.keep_tuned and m.kind == "trial" and m.refit_model is not None
+        return self._twinned(m) and m.refit_model is not None
+
+    def served_sizes(self) -> list[int]:
+        """Input sizes of every model the export serves once each member is refit (tuned twins
+        included): what the export reserve counts before the refit."""
+        return [m.spec.input_size for m in self.members for _ in range(2 if self._twinned(m) else 1)]
 
     def parts(self, refit: bool = True) -> list[tuple[keras.Model, int, float, bool]]:
         """``(model, input size, weight, flip)`` of every model the export averages; ``refit`` uses
