@@ -255,7 +255,7 @@ def _final_stage(run: _Run, probed: Any, tuned: Any, specs: dict) -> Any:
     y = np.asarray(data.labels, dtype=np.int64)
     heads = probe_heads(probed.features, specs, y[splits.train], data.num_classes, seed=c.seed) if c.ensemble > 1 else {}
     final = choose_members(tuned, heads, specs, y[splits.val], num_classes=data.num_classes, max_members=c.ensemble,
-                           keep_tuned=c.refit and c.keep_tuned)
+                           keep_tuned=c.refit and c.keep_tuned, seed=c.seed)
     if c.tta and data.modality == "image":  # flip averaging: a mirrored text is no text
         choose_flip(final, _val_batches(run, final), y[splits.val])
     if c.refit:

@@ -148,6 +148,7 @@ def recipe_accuracy(train: Path, test: Path, name: str, size: int, cache: Path) 
 def posthoc(run_dir: Path, test: Path) -> dict[str, float]:
     """Test accuracy of the final model's variants, rebuilt from ``final/member_<i>*.weights.h5``."""
     from autotransfer.data import image_dataset, load_data
+    from autotransfer.ensemble import temperature_scale
     from autotransfer.tune.final import member_model
 
     final = json.loads((run_dir / "final_model.json").read_text())
@@ -165,9 +166,10 @@ def posthoc(run_dir: Path, test: Path) -> dict[str, float]:
             probs[(i, tuned, False)], probs[(i, tuned, True)] = np.concatenate(plain), np.concatenate(flipped)
             del model
 
-    def acc(weights: str = "export", tta: bool = True, only: int | None = None) -> float:
+    def acc(weights: str = "export", tta: bool = True, only: int | None = None, scaled: bool = True) -> float:
         """``weights``: "export" (as served: refit, with the tuned twin where blended), "refit"
-        (refit weights alone), "tuned" (train-only weights alone)."""
+        (refit weights alone), "tuned" (train-only weights alone); ``scaled``: with each member's
+        temperature (as served) or without."""
         total = 0
         for i, m in enumerate(final["members"]):
             if only is not None and i != only:
@@ -176,15 +178,17 @@ def posthoc(run_dir: Path, test: Path) -> dict[str, float]:
                 halves = (False, True)
             else:
                 halves = (weights == "tuned" and bool(m.get("refit")),)
+            temp = float(m.get("temperature", 1.0)) if scaled else 1.0
             for t in halves:
-                p = probs[(i, t, False)]
+                p = temperature_scale(probs[(i, t, False)], temp)
                 if tta and m["flip_tta"]:
-                    p = 0.5 * (p + probs[(i, t, True)])
+                    p = 0.5 * (p + temperature_scale(probs[(i, t, True)], temp))
                 total = total + (1.0 if only is not None else m["weight"]) / len(halves) * p
         return float(np.mean(np.argmax(total, axis=1) == y))
 
     single = next(i for i, m in enumerate(final["members"]) if m["name"] == final["selection"]["single"])
     return {"final": acc(), "no_refit": acc("tuned"), "refit_only": acc("refit"), "no_tta": acc(tta=False),
+            "unscaled": acc(scaled=False),
             "single": acc(only=single), "single_name": final["members"][single]["name"],
             "members": len(final["members"]), "blended": sum(bool(m.get("blended")) for m in final["members"])}
 
@@ -250,7 +254,8 @@ def main(argv: list[str] | None = None) -> dict:
               f"{100 * (fin - parts['no_tta']):+.2f} pp, the ensemble {100 * (fin - parts['single']):+.2f} pp over its best "
               f"single model ({parts['single_name']}: {parts['single']:.4f}); keeping the tuned twins of "
               f"{parts['blended']} refit member(s) {100 * (fin - parts['refit_only']):+.2f} pp over the refit alone "
-              f"({parts['refit_only']:.4f})")
+              f"({parts['refit_only']:.4f}); the members' temperatures {100 * (fin - parts['unscaled']):+.2f} pp "
+              f"over the same weights unscaled")
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "accuracy.jsonl", "a") as f:
         f.write(json.dumps(result) + "\n")

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autotransfer.ensemble import accuracy, average, greedy_ensemble, log_loss
+from autotransfer.ensemble import (TEMPERATURE_BOUNDS, accuracy, average, bagged_ensemble, fit_temperature,
+                                   greedy_ensemble, log_loss, temperature_scale)
 
 Y = np.array([0, 1, 2, 0, 1, 2, 0, 1])
 
@@ -59,3 +60,61 @@ def test_replacement_gives_weights_and_member_cap_holds():
 def test_needs_candidates():
     with pytest.raises(ValueError):
         greedy_ensemble({}, Y)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def test_fit_temperature_recovers_the_over_confidence_and_keeps_the_argmax():
+    # Labels drawn from softmax(z); the model reports softmax(2.5 z): over-confident by T = 2.5.
+    rng = np.random.default_rng(0)
+    z = rng.normal(scale=2.0, size=(4000, 5))
+    y = np.array([rng.choice(5, p=p) for p in _softmax(z)])
+    over = _softmax(2.5 * z)
+    t = fit_temperature(over, y)
+    assert t == pytest.approx(2.5, rel=0.1)
+    scaled = temperature_scale(over, t)
+    assert log_loss(scaled, y) < log_loss(over, y) - 0.05
+    exact = over.min(axis=1) > 1e-6  # where no probability was clipped before the log
+    assert exact.mean() > 0.5
+    np.testing.assert_allclose(scaled[exact], _softmax(2.5 * z / t)[exact], atol=1e-6)
+    assert (scaled.argmax(1) == over.argmax(1)).all()
+    assert fit_temperature(_softmax(z), y) == pytest.approx(1.0, rel=0.1)  # calibrated already
+
+
+def test_fit_temperature_stays_in_bounds_and_needs_labels():
+    perfect = onehot_probs(list(Y), confidence=0.6)  # right and unsure: sharpening always helps
+    assert fit_temperature(perfect, Y) == pytest.approx(TEMPERATURE_BOUNDS[0], rel=0.01)
+    wrong = onehot_probs(list((Y + 1) % 3), confidence=0.99)  # confidently wrong: flattening always helps
+    assert fit_temperature(wrong, Y) == pytest.approx(TEMPERATURE_BOUNDS[1], rel=0.01)
+    assert fit_temperature(perfect[:0], Y[:0]) == 1.0
+
+
+def _noisy_copies(n_models: int, seed: int = 0) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Models of equal skill with independent errors: every one adds to an average."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, 150)
+    return {f"m{i}": _softmax(rng.normal(scale=1.5, size=(150, 3)) + 1.5 * np.eye(3)[y]) for i in range(n_models)}, y
+
+
+def test_bagged_selection_spreads_weight_within_the_member_cap_and_beats_the_single_model():
+    probs, y = _noisy_copies(8)
+    one_pass = greedy_ensemble(probs, y, max_members=4)
+    bagged = bagged_ensemble(probs, y, max_members=4, bags=20, seed=0)
+    assert bagged.bags == 20 and bagged.to_dict()["bags"] == 20
+    assert bagged.is_ensemble and len(bagged.weights) <= 4 and set(bagged.weights) <= set(probs)
+    assert sum(bagged.weights.values()) == pytest.approx(1.0)
+    assert bagged.val_log_loss == pytest.approx(log_loss(average(probs, bagged.weights), y))
+    assert bagged.val_log_loss < bagged.single_log_loss and bagged.single == one_pass.single
+    assert bagged.weights == bagged_ensemble(probs, y, max_members=4, bags=20, seed=0).weights  # seeded
+    assert bagged_ensemble(probs, y, max_members=2, bags=20, seed=1).weights.keys().__len__() <= 2
+    assert bagged_ensemble(probs, y, max_members=4, bags=1).weights == one_pass.weights
+
+
+def test_bagged_selection_keeps_a_dominant_model_single():
+    best = onehot_probs(list(Y), confidence=0.9)
+    worse = {f"w{i}": onehot_probs([1, 1, 2, 0, 0, 2, 0, 1], confidence=0.9) for i in range(3)}
+    choice = bagged_ensemble({**worse, "best": best}, Y, bags=20, seed=0)
+    assert choice.weights == {"best": 1.0} and choice.single == "best"

@@ -116,6 +116,7 @@ def test_final_model_is_refit_on_train_and_val_and_reported(result):
 
 
 def test_member_weights_rebuild_what_the_export_serves(result):
+    from autotransfer.ensemble import temperature_scale
     from autotransfer.tune.final import member_model
 
     final = json.loads((result.run_dir / "final_model.json").read_text())
@@ -126,9 +127,9 @@ def test_member_weights_rebuild_what_the_export_serves(result):
         halves = (False, True) if m["blended"] else (False,)  # a blended member: its refit and tuned weights
         for tuned in halves:
             model = member_model(result.run_dir, m, 4, tuned=tuned)
-            p = model(images, training=False).numpy()
+            p = temperature_scale(model(images, training=False).numpy(), m["temperature"])
             if m["flip_tta"]:
-                p = 0.5 * (p + model(images[:, :, ::-1], training=False).numpy())
+                p = 0.5 * (p + temperature_scale(model(images[:, :, ::-1], training=False).numpy(), m["temperature"]))
             expected = expected + m["weight"] / len(halves) * p
     assert final["models_served"] == sum(2 if m["blended"] else 1 for m in final["members"])
     loaded = tf.saved_model.load(str(result.export_path))

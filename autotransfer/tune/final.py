@@ -3,8 +3,9 @@
 After tuning, every kept trial and every probed candidate's linear head (a frozen backbone with a
 logistic regression on its cached features: cheap, and a different backbone, layer or size from
 the tuned ones) is a candidate member. :func:`choose_members` picks members and weights by greedy
-ensemble selection on validation (:mod:`autotransfer.ensemble`); a single model wins unless
-averaging beats it on val. :func:`refit_members` then retrains each member on train+val with its
+ensemble selection on validation (:mod:`autotransfer.ensemble`, bagged), each candidate first
+temperature-scaled on val so that an over-confident fine-tuned network and a calibrated linear
+head average on equal terms; a single model wins unless averaging beats it on val. :func:`refit_members` then retrains each member on train+val with its
 own recipe (a trial: its parameters and the fine-tuning epochs its early stopping kept; a linear
 head: the logistic regression on train+val features), so the exported model sees every labelled
 item but the untouched test split. A member whose refit does not fit the time left keeps its tuned
@@ -27,10 +28,10 @@ import keras
 import numpy as np
 
 from autotransfer.backbones import BackboneSpec
-from autotransfer.ensemble import EnsembleChoice, greedy_ensemble, log_loss
+from autotransfer.ensemble import EnsembleChoice, bagged_ensemble, fit_temperature, log_loss, temperature_scale
 from autotransfer.tune.budget import Deadline
 from autotransfer.tune.space import TuneSpace
-from autotransfer.tune.task import HEAD_LAYER, build_ensemble, build_task_model
+from autotransfer.tune.task import HEAD_LAYER, Part, build_ensemble, build_task_model
 from autotransfer.tune.trainer import at_trial_size, predict_probs, probe_head_weights, refit_trial
 
 PROBE_PREFIX = "probe:"
@@ -52,6 +53,7 @@ class Member:
     trial_id: int | None = None
     head: list[np.ndarray] | None = None  # linear-head members: the Dense weights
     flip: bool = False             # test-time flip averaging
+    temperature: float = 1.0       # its probabilities are served as softmax(log p / temperature)
     refit_model: keras.Model | None = None
     refit_note: str = "not refit"
 
@@ -64,7 +66,7 @@ class Member:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "backbone": self.spec.name, "input_size": self.spec.input_size,
                 "spec": self.spec.to_dict(), "weight": self.weight, "kind": self.kind, "trial_id": self.trial_id,
-                "params": self.params, "finetune_epochs": self.finetune_epochs, "flip_tta": self.flip,
+                "params": self.params, "finetune_epochs": self.finetune_epochs, "flip_tta": self.flip, "temperature": self.temperature,
                 "refit": self.refit_model is not None, "refit_note": self.refit_note, "weights_file": self.weights_file}
 
 
@@ -90,18 +92,18 @@ class FinalModel:
         included): what the export reserve counts before the refit."""
         return [m.spec.input_size for m in self.members for _ in range(2 if self._twinned(m) else 1)]
 
-    def parts(self, refit: bool = True) -> list[tuple[keras.Model, int, float, bool]]:
-        """``(model, input size, weight, flip)`` of every model the export averages; ``refit`` uses
-        the refit weights where a member has them (with its tuned twin at half weight each when
-        :meth:`blended`)."""
+    def parts(self, refit: bool = True) -> list[Part]:
+        """Every model the export averages; ``refit`` uses the refit weights where a member has them
+        (with its tuned twin at half weight each when :meth:`blended`). A refit model keeps its
+        member's temperature: the same recipe, trained as long, on a few more items."""
         out = []
         for m in self.members:
             if refit and self.blended(m):
-                out += [(m.refit_model, m.spec.input_size, m.weight / 2, m.flip),
-                        (m.model, m.spec.input_size, m.weight / 2, m.flip)]
+                out += [Part(m.refit_model, m.spec.input_size, m.weight / 2, m.flip, m.temperature),
+                        Part(m.model, m.spec.input_size, m.weight / 2, m.flip, m.temperature)]
             else:
-                out.append(((m.refit_model if refit and m.refit_model is not None else m.model),
-                            m.spec.input_size, m.weight, m.flip))
+                model = m.refit_model if refit and m.refit_model is not None else m.model
+                out.append(Part(model, m.spec.input_size, m.weight, m.flip, m.temperature))
         return out
 
     def model(self, refit: bool = True) -> tuple[keras.Model, list[int]]:
@@ -162,15 +164,19 @@ def probe_heads(features: dict[str, dict[str, np.ndarray]], specs: dict[str, Bac
 
 
 def choose_members(tuned: Any, heads: dict[str, tuple[list[np.ndarray], np.ndarray]], specs: dict[str, BackboneSpec],
-                   y_val: np.ndarray, *, num_classes: int, max_members: int, keep_tuned: bool = False) -> FinalModel:
-    """Greedy ensemble selection over the kept trials (best first) and the linear heads."""
+                   y_val: np.ndarray, *, num_classes: int, max_members: int, keep_tuned: bool = False,
+                   seed: int = 0) -> FinalModel:
+    """Bagged greedy ensemble selection over the kept trials (best first) and the linear heads,
+    each temperature-scaled on val."""
     kept = sorted((tuned.summaries[t] for t in tuned.models), key=lambda s: s.key, reverse=True)
     probs = {f"trial {s.trial_id}": s.val_probs for s in kept}
     probs.update({name: p for name, (_, p) in heads.items()})
     if max_members <= 1:
         # "1 = the best trial alone": the tuner's choice, not the lowest val log-loss of the pool.
         probs = {f"trial {tuned.best_trial_id}": tuned.summaries[tuned.best_trial_id].val_probs}
-    choice = greedy_ensemble(probs, y_val, max_members=max(1, max_members))
+    temps = {name: fit_temperature(p, y_val) for name, p in probs.items()}
+    choice = bagged_ensemble({n: temperature_scale(p, temps[n]) for n, p in probs.items()}, y_val,
+                             max_members=max(1, max_members), seed=seed)
     members = []
     for name, weight in choice.weights.items():
         if name.startswith(PROBE_PREFIX):
@@ -181,6 +187,7 @@ def choose_members(tuned: Any, heads: dict[str, tuple[list[np.ndarray], np.ndarr
             s = tuned.summaries[int(name.split()[1])]
             members.append(Member(name, at_trial_size(specs[s.backbone], s.params), weight, tuned.models[s.trial_id],
                                   dict(s.params), s.finetune_epochs, s.seconds, s.trial_id))
+        members[-1].temperature = temps[name]
     return FinalModel(members, choice, keep_tuned=keep_tuned)
 
 
@@ -197,8 +204,8 @@ def choose_flip(final: FinalModel, val_images: dict[int, Any], y_val: np.ndarray
     """
     for m in final.members:
         batches = val_images[m.spec.input_size]
-        plain = predict_probs(m.model, batches)
-        flipped = predict_probs(m.model, [np.asarray(b)[:, :, ::-1] for b in batches])
+        plain = temperature_scale(predict_probs(m.model, batches), m.temperature)
+        flipped = temperature_scale(predict_probs(m.model, [np.asarray(b)[:, :, ::-1] for b in batches]), m.temperature)
         m.flip = log_loss(0.5 * (plain + flipped), y_val) < log_loss(plain, y_val)
 
 

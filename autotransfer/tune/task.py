@@ -8,7 +8,7 @@ branches' features are concatenated before the head.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 
@@ -110,25 +110,44 @@ def _safe(name: str) -> str:
 
 
 class EnsembleMember(keras.layers.Layer):
-    """``weight`` x one trained task model's probabilities, optionally averaged with those of the
-    left-right flipped images (test-time flip averaging). Wrapping keeps member models, which may
-    share a name (two trials of one backbone), out of the ensemble's own layer namespace."""
+    """``weight`` x one trained task model's probabilities, temperature-scaled (``temperature`` 1:
+    as they are) and optionally averaged with those of the left-right flipped images (test-time
+    flip averaging). Wrapping keeps member models, which may share a name (two trials of one
+    backbone), out of the ensemble's own layer namespace."""
 
-    def __init__(self, model: keras.Model, weight: float, *, flip: bool = False, **kwargs: Any) -> None:
+    def __init__(self, model: keras.Model, weight: float, *, flip: bool = False, temperature: float = 1.0,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.member = model
         self.weight = float(weight)
         self.flip = bool(flip)
+        self.temperature = float(temperature)
         self.num_classes = int(model.outputs[0].shape[-1])
 
-    def call(self, images):
+    def _probs(self, images):
         probs = self.member(images, training=False)
+        if self.temperature == 1.0:
+            return probs
+        return keras.ops.softmax(keras.ops.log(keras.ops.maximum(probs, 1e-7)) / self.temperature, axis=-1)
+
+    def call(self, images):
+        probs = self._probs(images)
         if self.flip:
-            probs = 0.5 * (probs + self.member(keras.ops.flip(images, axis=2), training=False))
+            probs = 0.5 * (probs + self._probs(keras.ops.flip(images, axis=2)))
         return self.weight * probs
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
         return (input_shape[0], self.num_classes)
+
+
+class Part(NamedTuple):
+    """One model an ensemble averages (see :class:`EnsembleMember`)."""
+
+    model: keras.Model
+    size: int
+    weight: float
+    flip: bool = False
+    temperature: float = 1.0
 
 
 def _input_like(model: keras.Model, size: int) -> Any:
@@ -138,21 +157,23 @@ def _input_like(model: keras.Model, size: int) -> Any:
     return keras.Input(tuple(spec.shape[1:]), dtype=spec.dtype, name=f"{kind}_{size}")
 
 
-def build_ensemble(members: list[tuple[keras.Model, int, float, bool]]) -> tuple[keras.Model, list[int]]:
-    """One model averaging ``(model, input_size, weight, flip)`` members; returns it and its input
-    sizes (ascending; one input per size, in that order). A single unflipped member of weight 1
-    is returned as it is."""
+def build_ensemble(members: list[tuple]) -> tuple[keras.Model, list[int]]:
+    """One model averaging ``members`` (:class:`Part` s, or tuples in its field order); returns it
+    and its input sizes (ascending; one input per size, in that order). A single member of weight 1,
+    unflipped and unscaled, is returned as it is."""
     if not members:
         raise ValueError("build_ensemble: no members.")
-    if len(members) == 1 and not members[0][3] and abs(members[0][2] - 1.0) < 1e-12:
-        return members[0][0], [int(members[0][1])]
-    sizes = sorted({int(m[1]) for m in members})
+    members = [Part(*m) for m in members]
+    one = members[0]
+    if len(members) == 1 and not one.flip and one.temperature == 1.0 and abs(one.weight - 1.0) < 1e-12:
+        return one.model, [int(one.size)]
+    sizes = sorted({int(m.size) for m in members})
     first = {}
-    for model, size, _, _ in members:
-        first.setdefault(int(size), model)
+    for m in members:
+        first.setdefault(int(m.size), m.model)
     inputs = {s: _input_like(first[s], s) for s in sizes}
-    outs = [EnsembleMember(model, weight, flip=flip, name=f"member_{i}")(inputs[int(size)])
-            for i, (model, size, weight, flip) in enumerate(members)]
+    outs = [EnsembleMember(m.model, m.weight, flip=m.flip, temperature=m.temperature, name=f"member_{i}")(
+        inputs[int(m.size)]) for i, m in enumerate(members)]
     out = outs[0] if len(outs) == 1 else keras.layers.Add(name="average")(outs)
     ins = [inputs[s] for s in sizes]
     return keras.Model(ins if len(ins) > 1 else ins[0], out, name="autotransfer_ensemble"), sizes

@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from autotransfer.backbones import BackboneSpec
 from autotransfer.data import decode_image_bytes
+from autotransfer.ensemble import log_loss, temperature_scale
 from autotransfer.tune import HEAD_LAYER, TuneSpace, build_task_model, tune
 from autotransfer.tune.task import build_ensemble
 from autotransfer.tune.trainer import probe_head_weights, refit_trial
@@ -28,11 +29,12 @@ def test_ensemble_export_serves_the_weighted_mean_of_its_members(tiny_modules, t
 
     rng = np.random.default_rng(1)
     members = []
-    for name, size, weight, flip in (("good", 16, 0.5, False), ("medium", 24, 0.3, True), ("good", 24, 0.2, False)):
+    for name, size, weight, flip, temp in (("good", 16, 0.5, False, 1.0), ("medium", 24, 0.3, True, 2.0),
+                                           ("good", 24, 0.2, False, 0.7)):
         model, bb = build_task_model(BackboneSpec(name, tiny_modules[name], size), 4, dropout=0.0)
         kernel = rng.normal(size=(bb.output_dim, 4)).astype("float32")
         model.get_layer(HEAD_LAYER).set_weights([kernel, np.zeros(4, "float32")])
-        members.append((model, size, weight, flip))
+        members.append((model, size, weight, flip, temp))
     ensemble, sizes = build_ensemble(members)
     assert sizes == [16, 24]
     path = export_model(ensemble, class_names=list("abcd"), input_size=sizes, export_dir=tmp_path, model_name="ens")
@@ -40,11 +42,11 @@ def test_ensemble_export_serves_the_weighted_mean_of_its_members(tiny_modules, t
     served = run_predict_request(load_exported(path), make_predict_request(blobs, model_name="ens",
                                                                            signature_name="serving_bytes"))
     expected = 0
-    for model, size, weight, flip in members:
+    for model, size, weight, flip, temp in members:
         x = np.stack([decode_image_bytes(tf.constant(b), size).numpy() for b in blobs])  # the training decode
-        p = model(x, training=False).numpy()
+        p = temperature_scale(model(x, training=False).numpy(), temp)
         if flip:
-            p = 0.5 * (p + model(x[:, :, ::-1], training=False).numpy())
+            p = 0.5 * (p + temperature_scale(model(x[:, :, ::-1], training=False).numpy(), temp))
         expected = expected + weight * p
     np.testing.assert_allclose(served["probabilities"], expected, atol=1e-5)
     assert list(served["label"].astype(str)) == [list("abcd")[i] for i in expected.argmax(1)]
@@ -56,6 +58,8 @@ def test_ensemble_export_serves_the_weighted_mean_of_its_members(tiny_modules, t
 def test_single_member_is_the_model_itself(tiny_modules):
     model, _ = build_task_model(BackboneSpec("good", tiny_modules["good"], 16), 4, dropout=0.0)
     assert build_ensemble([(model, 16, 1.0, False)]) == (model, [16])
+    scaled, _ = build_ensemble([(model, 16, 1.0, False, 2.0)])  # a temperature needs the wrapper
+    assert scaled is not model
 
 
 def test_keep_tuned_serves_a_refit_trial_as_the_mean_of_its_refit_and_tuned_weights(tiny_modules):
@@ -70,12 +74,15 @@ def test_keep_tuned_serves_a_refit_trial_as_the_mean_of_its_refit_and_tuned_weig
         return m
 
     spec = BackboneSpec("good", tiny_modules["good"], 16)
-    trial = Member("trial 3", spec, 0.75, model("good"), {"unfreeze_blocks": 1}, trial_id=3, refit_model=model("good"))
+    trial = Member("trial 3", spec, 0.75, model("good"), {"unfreeze_blocks": 1}, trial_id=3, refit_model=model("good"),
+                   temperature=1.5)
     probe = Member("probe:medium", BackboneSpec("medium", tiny_modules["medium"], 16), 0.25, model("medium"),
                    {"unfreeze_blocks": 0}, refit_model=model("medium"))
     choice = EnsembleChoice({"trial 3": 0.75, "probe:medium": 0.25}, 0.1, 0.9, "trial 3", 0.2, 0.8)
     x = np.random.default_rng(3).uniform(0, 255, (5, 16, 16, 3)).astype("float32")
     p = {id(m): m(x, training=False).numpy() for m in (trial.model, trial.refit_model, probe.model, probe.refit_model)}
+    for m in (trial.model, trial.refit_model):  # both halves keep the member's temperature
+        p[id(m)] = temperature_scale(p[id(m)], 1.5)
 
     blend = FinalModel([trial, probe], choice, keep_tuned=True)
     served, _ = blend.model(refit=True)
@@ -83,6 +90,7 @@ def test_keep_tuned_serves_a_refit_trial_as_the_mean_of_its_refit_and_tuned_weig
     np.testing.assert_allclose(served(x, training=False).numpy(), expected, atol=1e-5)
     assert [d["blended"] for d in blend.to_dict()["members"]] == [True, False]  # a linear head serves its refit alone
     assert blend.to_dict()["models_served"] == 3
+    assert [d["temperature"] for d in blend.to_dict()["members"]] == [1.5, 1.0]
     tuned_only, _ = blend.model(refit=False)  # what validation chose: the tuned weights alone
     np.testing.assert_allclose(tuned_only(x, training=False).numpy(),
                                0.75 * p[id(trial.model)] + 0.25 * p[id(probe.model)], atol=1e-5)
@@ -90,6 +98,36 @@ def test_keep_tuned_serves_a_refit_trial_as_the_mean_of_its_refit_and_tuned_weig
     refit_only, _ = FinalModel([trial, probe], choice, keep_tuned=False).model(refit=True)
     np.testing.assert_allclose(refit_only(x, training=False).numpy(),
                                0.75 * p[id(trial.refit_model)] + 0.25 * p[id(probe.refit_model)], atol=1e-5)
+
+
+def test_members_are_chosen_on_temperature_scaled_probabilities(tiny_modules):
+    from types import SimpleNamespace
+
+    from autotransfer.ensemble import fit_temperature, greedy_ensemble
+    from autotransfer.tune.final import choose_members
+    from autotransfer.tune.tune import TrialSummary
+
+    def softmax(z):
+        e = np.exp(z - z.max(1, keepdims=True))
+        return e / e.sum(1, keepdims=True)
+
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 4, 200)
+    over = softmax(8 * (rng.normal(size=(200, 4)) + 2.0 * np.eye(4)[y]))  # the more accurate, over-confident
+    calibrated = softmax(rng.normal(size=(200, 4)) + 1.7 * np.eye(4)[y])
+    assert greedy_ensemble({"trial 0": over, "probe:good": calibrated}, y).single == "probe:good"  # unscaled
+    spec = BackboneSpec("good", tiny_modules["good"], 16)
+    model, bb = build_task_model(spec, 4, dropout=0.0)
+    summary = TrialSummary(trial_id=0, backbone="good", params={"unfreeze_blocks": 1}, val_accuracy=0.8, val_loss=1.0,
+                           val_probs=over, finetune_epochs=2, seconds=1.0)
+    tuned = SimpleNamespace(summaries={0: summary}, models={0: model}, best_trial_id=0)
+    heads = {"probe:good": ([np.zeros((bb.output_dim, 4), "float32"), np.zeros(4, "float32")], calibrated)}
+    final = choose_members(tuned, heads, {"good": spec}, y, num_classes=4, max_members=4)
+    assert final.choice.single == "trial 0"
+    trial = next(m for m in final.members if m.name == "trial 0")
+    assert trial.temperature == pytest.approx(fit_temperature(over, y)) and trial.temperature > 2.0
+    assert final.choice.single_log_loss == pytest.approx(log_loss(temperature_scale(over, trial.temperature), y))
+    assert final.to_dict()["members"][0]["temperature"] == final.members[0].temperature
 
 
 def test_refit_trains_on_the_indices_it_is_given(tiny_modules, monkeypatch):
