@@ -5,10 +5,11 @@ logistic regression on its cached features: cheap, and a different backbone, lay
 the tuned ones) is a candidate member. :func:`choose_members` picks members and weights by greedy
 ensemble selection on validation (:mod:`autotransfer.ensemble`, bagged), each candidate first
 temperature-scaled on val so that an over-confident fine-tuned network and a calibrated linear
-head average on equal terms; a single model wins unless averaging beats it on val. :func:`refit_members` then retrains each member on train+val with its
-own recipe (a trial: its parameters and the fine-tuning epochs its early stopping kept; a linear
-head: the logistic regression on train+val features), so the exported model sees every labelled
-item but the untouched test split. A member whose refit does not fit the time left keeps its tuned
+head average on equal terms; a single model wins unless averaging beats it on val.
+:func:`refit_members` then retrains each member on train+val with its own recipe (a trial: its
+parameters and the fine-tuning epochs its early stopping kept; a linear head: the logistic
+regression on train+val features), so the exported model sees every labelled item but the
+untouched test split. A member whose refit does not fit the time left keeps its tuned
 weights (said in its ``refit_note``).
 
 With ``keep_tuned`` (the default), a refit fine-tuned member is exported as the average of its
@@ -66,8 +67,9 @@ class Member:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "backbone": self.spec.name, "input_size": self.spec.input_size,
                 "spec": self.spec.to_dict(), "weight": self.weight, "kind": self.kind, "trial_id": self.trial_id,
-                "params": self.params, "finetune_epochs": self.finetune_epochs, "flip_tta": self.flip, "temperature": self.temperature,
-                "refit": self.refit_model is not None, "refit_note": self.refit_note, "weights_file": self.weights_file}
+                "params": self.params, "finetune_epochs": self.finetune_epochs, "flip_tta": self.flip,
+                "temperature": self.temperature, "refit": self.refit_model is not None, "refit_note": self.refit_note,
+                "weights_file": self.weights_file}
 
 
 @dataclass
@@ -205,21 +207,24 @@ def choose_flip(final: FinalModel, val_images: dict[int, Any], y_val: np.ndarray
     for m in final.members:
         batches = val_images[m.spec.input_size]
         plain = temperature_scale(predict_probs(m.model, batches), m.temperature)
-        flipped = temperature_scale(predict_probs(m.model, [np.asarray(b)[:, :, ::-1] for b in batches]), m.temperature)
+        mirrored = predict_probs(m.model, [np.asarray(b)[:, :, ::-1] for b in batches])
+        flipped = temperature_scale(mirrored, m.temperature)
         m.flip = log_loss(0.5 * (plain + flipped), y_val) < log_loss(plain, y_val)
 
 
 def refit_members(final: FinalModel, data: Any, indices: np.ndarray, *,
                   features: dict[tuple[str, int], np.ndarray], space: TuneSpace, deadline: Deadline, factor: float,
                   seed: int = 0) -> None:
-    """Retrain every member on ``indices`` (train+val), heaviest weight first, while time allows.
+    """Retrain every member on ``indices`` (train+val): the linear heads first (a logistic
+    regression on cached features, seconds each, always done), then the fine-tuned trials, heaviest
+    weight first, each only when its estimate fits the time left after the heads.
 
     ``features``: ``{(candidate name, input size): features of indices}`` (the probe's, in
     ``indices`` order); members at another size extract their own.
     ``factor``: refit items over trial train items, to estimate a refit from its trial's time.
     """
     y = np.asarray(data.labels, dtype=np.int64)[indices]
-    for m in sorted(final.members, key=lambda m: -m.weight):
+    for m in sorted(final.members, key=lambda m: (m.kind == "trial", -m.weight)):
         est = factor * m.trial_seconds
         if m.kind == "trial" and deadline.remaining() < est:
             m.refit_note = f"kept the tuned weights: refit needs ~{est:.0f} s, {max(0.0, deadline.remaining()):.0f} s left"

@@ -165,6 +165,39 @@ def test_refit_trains_on_the_indices_it_is_given(tiny_modules, monkeypatch):
     np.testing.assert_allclose(head_only.get_layer(HEAD_LAYER).get_weights()[0], kernel, rtol=1e-4, atol=1e-5)
 
 
+def test_refit_does_the_linear_heads_first_so_a_trial_that_no_longer_fits_is_skipped(monkeypatch):
+    from types import SimpleNamespace
+
+    from autotransfer.ensemble import EnsembleChoice
+    from autotransfer.tune.final import FinalModel, Member
+
+    final_mod = importlib.import_module("autotransfer.tune.final")
+    order, clock = [], {"left": 50.0}
+
+    def head(features, labels, num_classes, seed=0):
+        order.append("probe")
+        clock["left"] -= 20.0  # the heads' refit time is spent before any trial is checked
+        return [np.zeros((features.shape[1], num_classes), "float32"), np.zeros(num_classes, "float32")]
+
+    def trial_refit(*args, **kwargs):
+        order.append("trial")
+        return object(), False
+
+    monkeypatch.setattr(final_mod, "probe_head_weights", head)
+    monkeypatch.setattr(final_mod, "refit_trial", trial_refit)
+    monkeypatch.setattr(final_mod, "_head_model", lambda spec, head, k: "head model")
+    trial = Member("trial 1", BackboneSpec("a", "a", 16), 0.7, None, {}, trial_seconds=40.0, trial_id=1)
+    probe = Member("probe:b", BackboneSpec("b", "b", 16), 0.3, None, {})
+    final = FinalModel([trial, probe], EnsembleChoice({"trial 1": 0.7, "probe:b": 0.3}, 0.1, 0.9, "trial 1", 0.2, 0.8))
+    data = SimpleNamespace(labels=np.arange(10) % 4, num_classes=4)
+    final_mod.refit_members(final, data, np.arange(10), features={("b", 16): np.zeros((10, 8))}, space=None,
+                            deadline=SimpleNamespace(remaining=lambda: clock["left"]), factor=1.0)
+    # Heaviest first would have started the 40 s trial with 50 s left and the head after it, past the deadline.
+    assert order == ["probe"]
+    assert probe.refit_model == "head model" and trial.refit_model is None
+    assert trial.refit_note == "kept the tuned weights: refit needs ~40 s, 30 s left"
+
+
 def test_time_budget_without_a_trial_cap_runs_until_the_deadline(data_splits, tiny_modules, tmp_path):
     data, splits = data_splits
     specs = [BackboneSpec(n, tiny_modules[n], 16) for n in ("good", "medium")]
