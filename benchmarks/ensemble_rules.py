@@ -19,7 +19,6 @@ Candidates' test features are cached in ``--cache`` (one file per candidate and 
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
 import json
 import sys
@@ -92,12 +91,11 @@ def candidates(run_dir: Path, test, cache: Path, test_dir: Path) -> tuple[dict, 
         head = probe_head_weights(feats[name]["train"].astype(np.float32), arrays["y_train"], test.num_classes)
         val[PROBE_PREFIX + name] = _softmax(feats[name]["val"] @ head[0] + head[1])
         tst[PROBE_PREFIX + name] = _softmax(f @ head[0] + head[1])
-    params = {int(r["trial_id"]): r for r in csv.DictReader(open(run_dir / "trials.csv"))}
     for trial in sorted((run_dir / "trials").iterdir()):
         if not (trial / "model.weights.h5").is_file():
             continue
         p = json.loads((trial / "record.json").read_text())["params"]
-        spec = at_trial_size(specs[params[int(trial.name)]["backbone"]], p)
+        spec = at_trial_size(specs[p["backbone"]], p)
         model, _ = build_task_model(spec, test.num_classes, dropout=float(p.get("dropout", 0.0)))
         model.load_weights(str(trial / "model.weights.h5"))
         val[f"trial {int(trial.name)}"] = np.load(trial / "val_probs.npy")

@@ -184,12 +184,12 @@ def choose_members(tuned: Any, heads: dict[str, tuple[list[np.ndarray], np.ndarr
         if name.startswith(PROBE_PREFIX):
             spec = specs[name[len(PROBE_PREFIX):]]
             model = _head_model(spec, heads[name][0], num_classes)
-            members.append(Member(name, spec, weight, model, dict(_HEAD_PARAMS), head=heads[name][0]))
+            members.append(Member(name, spec, weight, model, dict(_HEAD_PARAMS), head=heads[name][0],
+                                  temperature=temps[name]))
         else:
             s = tuned.summaries[int(name.split()[1])]
             members.append(Member(name, at_trial_size(specs[s.backbone], s.params), weight, tuned.models[s.trial_id],
-                                  dict(s.params), s.finetune_epochs, s.seconds, s.trial_id))
-        members[-1].temperature = temps[name]
+                                  dict(s.params), s.finetune_epochs, s.seconds, s.trial_id, temperature=temps[name]))
     return FinalModel(members, choice, keep_tuned=keep_tuned)
 
 
