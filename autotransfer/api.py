@@ -33,7 +33,8 @@ DEFAULT_SPACES = {"image": "offline", "text": "text-offline"}
 _EXPORT_RESERVE_S = 20.0
 _EXPORT_RESERVE_PER_MEMBER_S = 15.0
 _EXPORT_REFERENCE_PX = 240
-#: Trials whose refit the tuner keeps time for: the ensembles measured had 1-3 fine-tuned members, most weight on 1-2.
+#: Refit members whose tuned twins the default export reserve counts: the ensembles measured had 1-3
+#: fine-tuned members, most weight on 1-2 (the tuner's refit reserve counts the members it would pick).
 _REFIT_MEMBERS = 2
 
 
@@ -208,7 +209,20 @@ def _tuning_candidates(probed: Any, specs: dict, k: int) -> list[str]:
     return out[:k]
 
 
-def _tune_stage(run: _Run, probed: Any, specs: dict, expected: int | None, prog: Any) -> Any:
+def _linear_heads(run: _Run, probed: Any, specs: dict) -> dict:
+    """``{"probe:<candidate>": (head weights, val probabilities)}``: each probed candidate's linear
+    head on its cached train features, a member candidate of the final model (none when the
+    ensemble is one model). The tune stage's refit reserve selects from them too."""
+    from autotransfer.tune.final import probe_heads
+
+    c = run.config
+    if c.ensemble <= 1:
+        return {}
+    y = np.asarray(run.data.labels, dtype=np.int64)
+    return probe_heads(probed.features, specs, y[run.splits.train], run.data.num_classes, seed=c.seed)
+
+
+def _tune_stage(run: _Run, probed: Any, specs: dict, expected: int | None, prog: Any, heads: dict) -> Any:
     from autotransfer.tune import load_tuned, tune
 
     top = _tuning_candidates(probed, specs, run.config.top_k)  # the tuner tries them in this order
@@ -221,8 +235,9 @@ def _tune_stage(run: _Run, probed: Any, specs: dict, expected: int | None, prog:
     c = run.config
     tuned = tune([specs[n] for n in top], run.data, run.splits, space=run.space.tuning, backend=c.tuner,
                  max_trials=_max_trials(c), time_budget_s=remaining, features=probed.features, out_dir=run.run_dir,
-                 seed=c.seed, progress=prog, refit_members=min(c.ensemble, _REFIT_MEMBERS) if c.refit else 0,
-                 expected_trials=expected, resume=c.resume, shared=_shared_study(run, [specs[n] for n in top], deadline))
+                 seed=c.seed, progress=prog, refit_members=c.ensemble if c.refit else 0,
+                 expected_trials=expected, resume=c.resume, shared=_shared_study(run, [specs[n] for n in top], deadline),
+                 heads={name: p for name, (_, p) in heads.items()})
     run.timed("tune", t0)
     return tuned
 
@@ -245,15 +260,14 @@ def _shared_study(run: _Run, candidates: list, deadline: float | None) -> Any:
     return SharedStudy(c.storage, c.study or run.run_dir.name, "chief", task)
 
 
-def _final_stage(run: _Run, probed: Any, tuned: Any, specs: dict) -> Any:
+def _final_stage(run: _Run, probed: Any, tuned: Any, specs: dict, heads: dict) -> Any:
     """Members and weights on val, flip averaging, refit on train+val (``final_model.json``)."""
     from autotransfer.tune.budget import Deadline
-    from autotransfer.tune.final import choose_flip, choose_members, probe_heads, refit_members
+    from autotransfer.tune.final import choose_flip, choose_members, refit_members
 
     t0 = time.monotonic()
     data, splits, c = run.data, run.splits, run.config
     y = np.asarray(data.labels, dtype=np.int64)
-    heads = probe_heads(probed.features, specs, y[splits.train], data.num_classes, seed=c.seed) if c.ensemble > 1 else {}
     final = choose_members(tuned, heads, specs, y[splits.val], num_classes=data.num_classes, max_members=c.ensemble,
                            keep_tuned=c.refit and c.keep_tuned, seed=c.seed)
     if c.tta and data.modality == "image":  # flip averaging: a mirrored text is no text
@@ -532,9 +546,10 @@ def _stages(r: _Run, candidates: list, progress: bool) -> tuple:
         probed, candidates = _probe_stage(r, candidates, prog)
         specs = {c.name: c for c in candidates}
         interrupts.check()  # a Ctrl-C whose exception was lost stops at the next stage boundary
-        tuned = _tune_stage(r, probed, specs, expected, prog)
+        heads = _linear_heads(r, probed, specs)
+        tuned = _tune_stage(r, probed, specs, expected, prog, heads)
         interrupts.check()
-        final = _final_stage(r, probed, tuned, specs)
+        final = _final_stage(r, probed, tuned, specs, heads)
         interrupts.check()
         metrics = _evaluate_stage(r, probed, tuned, final)
         interrupts.check()

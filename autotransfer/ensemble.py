@@ -166,10 +166,20 @@ def bagged_ensemble(val_probs: Mapping[str, np.ndarray], y_val: np.ndarray, *, b
                           bags=bags)
 
 
+def scaled_selection(val_probs: Mapping[str, np.ndarray], y_val: np.ndarray, *, max_members: int = 4,
+                     seed: int = 0) -> tuple[EnsembleChoice, dict[str, float]]:
+    """Each model temperature-scaled on val (:func:`fit_temperature`), then :func:`bagged_ensemble`
+    over the scaled probabilities. Returns the choice and every model's temperature."""
+    temps = {n: fit_temperature(p, y_val) for n, p in val_probs.items()}
+    choice = bagged_ensemble({n: temperature_scale(p, temps[n]) for n, p in val_probs.items()}, y_val,
+                             max_members=max(1, max_members), seed=seed)
+    return choice, temps
+
+
 def average(probs: Mapping[str, np.ndarray], weights: Mapping[str, float]) -> np.ndarray:
     """The weighted mean of ``probs`` over the names in ``weights``."""
     return sum(float(w) * np.asarray(probs[n], dtype=np.float64) for n, w in weights.items())
 
 
 __all__ = ["TEMPERATURE_BOUNDS", "EnsembleChoice", "accuracy", "average", "bagged_ensemble", "fit_temperature",
-           "greedy_ensemble", "log_loss", "temperature_scale"]
+           "greedy_ensemble", "log_loss", "scaled_selection", "temperature_scale"]

@@ -23,13 +23,13 @@ import gc
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 import keras
 import numpy as np
 
 from autotransfer.backbones import BackboneSpec
-from autotransfer.ensemble import EnsembleChoice, bagged_ensemble, fit_temperature, log_loss, temperature_scale
+from autotransfer.ensemble import EnsembleChoice, log_loss, scaled_selection, temperature_scale
 from autotransfer.tune.budget import Deadline
 from autotransfer.tune.space import TuneSpace
 from autotransfer.tune.task import HEAD_LAYER, Part, build_ensemble, build_task_model
@@ -50,7 +50,7 @@ class Member:
     model: keras.Model             # trained on train only (what validation chose)
     params: dict[str, Any]
     finetune_epochs: int = 0
-    trial_seconds: float = 0.0
+    refit_seconds: float = 0.0     # a fine-tuned member's refit estimate on train items (TrialSummary.refit_seconds)
     trial_id: int | None = None
     head: list[np.ndarray] | None = None  # linear-head members: the Dense weights
     flip: bool = False             # test-time flip averaging
@@ -165,20 +165,24 @@ def probe_heads(features: dict[str, dict[str, np.ndarray]], specs: dict[str, Bac
     return out
 
 
+def selection_pool(kept: Iterable[Any], heads: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The candidates of member selection, ``{name: val probabilities}``: the kept trials (``kept``:
+    their :class:`~autotransfer.tune.tune.TrialSummary`, best first) as ``"trial <id>"``, then the
+    linear heads (``heads``: ``{"probe:<candidate>": val probabilities}``)."""
+    return {**{f"trial {s.trial_id}": s.val_probs for s in kept}, **heads}
+
+
 def choose_members(tuned: Any, heads: dict[str, tuple[list[np.ndarray], np.ndarray]], specs: dict[str, BackboneSpec],
                    y_val: np.ndarray, *, num_classes: int, max_members: int, keep_tuned: bool = False,
                    seed: int = 0) -> FinalModel:
     """Bagged greedy ensemble selection over the kept trials (best first) and the linear heads,
-    each temperature-scaled on val."""
+    each temperature-scaled on val (:func:`~autotransfer.ensemble.scaled_selection`)."""
     kept = sorted((tuned.summaries[t] for t in tuned.models), key=lambda s: s.key, reverse=True)
-    probs = {f"trial {s.trial_id}": s.val_probs for s in kept}
-    probs.update({name: p for name, (_, p) in heads.items()})
+    probs = selection_pool(kept, {name: p for name, (_, p) in heads.items()})
     if max_members <= 1:
         # "1 = the best trial alone": the tuner's choice, not the lowest val log-loss of the pool.
         probs = {f"trial {tuned.best_trial_id}": tuned.summaries[tuned.best_trial_id].val_probs}
-    temps = {name: fit_temperature(p, y_val) for name, p in probs.items()}
-    choice = bagged_ensemble({n: temperature_scale(p, temps[n]) for n, p in probs.items()}, y_val,
-                             max_members=max(1, max_members), seed=seed)
+    choice, temps = scaled_selection(probs, y_val, max_members=max_members, seed=seed)
     members = []
     for name, weight in choice.weights.items():
         if name.startswith(PROBE_PREFIX):
@@ -189,7 +193,8 @@ def choose_members(tuned: Any, heads: dict[str, tuple[list[np.ndarray], np.ndarr
         else:
             s = tuned.summaries[int(name.split()[1])]
             members.append(Member(name, at_trial_size(specs[s.backbone], s.params), weight, tuned.models[s.trial_id],
-                                  dict(s.params), s.finetune_epochs, s.seconds, s.trial_id, temperature=temps[name]))
+                                  dict(s.params), s.finetune_epochs, s.refit_seconds, s.trial_id,
+                                  temperature=temps[name]))
     return FinalModel(members, choice, keep_tuned=keep_tuned)
 
 
@@ -225,7 +230,7 @@ def refit_members(final: FinalModel, data: Any, indices: np.ndarray, *,
     """
     y = np.asarray(data.labels, dtype=np.int64)[indices]
     for m in sorted(final.members, key=lambda m: (m.kind == "trial", -m.weight)):
-        est = factor * m.trial_seconds
+        est = factor * m.refit_seconds
         if m.kind == "trial" and deadline.remaining() < est:
             m.refit_note = f"kept the tuned weights: refit needs ~{est:.0f} s, {max(0.0, deadline.remaining()):.0f} s left"
             continue
@@ -247,4 +252,5 @@ def refit_members(final: FinalModel, data: Any, indices: np.ndarray, *,
         m.refit_note = f"refit on {len(indices)} items in {time.monotonic() - t0:.0f} s"
 
 
-__all__ = ["FinalModel", "Member", "choose_flip", "choose_members", "member_model", "probe_heads", "refit_members"]
+__all__ = ["FinalModel", "Member", "choose_flip", "choose_members", "member_model", "probe_heads", "refit_members",
+           "selection_pool"]

@@ -9,7 +9,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import keras
 import numpy as np
@@ -33,6 +33,10 @@ ProgressFn = Callable[[str, int, int, str], None]
 #: Least share of a trial's seconds a refit is reserved: the model load, the head and the input
 #: pipeline cost that much even when no fine-tuning epoch is replayed.
 REFIT_MIN_SHARE = 0.1
+#: Seconds the final stage spends on each member besides a fine-tuned refit: the flip-averaging
+#: check predicts val twice at the member's size, a linear head's refit rebuilds its backbone
+#: (2 CPU cores, Fashion-MNIST runs: 5-10 s and 4-15 s a member).
+FINAL_MEMBER_S = 15.0
 #: Trained models checkpointed for the ensemble and the export (the best by validation).
 KEEP_MODELS = 6
 
@@ -104,6 +108,24 @@ def _free_memory() -> None:
     gc.collect()
 
 
+def kept_trials(summaries: dict[int, TrialSummary], size: int) -> list[TrialSummary]:
+    """The ``size`` best trials (by :attr:`TrialSummary.key`, the earliest first among equals) whose
+    val predictions differ: trials whose fine-tuning was reverted to the same warmed-up head are one
+    model (Fashion-MNIST: up to 8 trials of one backbone and size), and a copy adds nothing to an
+    ensemble but takes the place of a model that might."""
+    out: list[TrialSummary] = []
+    for s in sorted(summaries.values(), key=lambda s: s.key, reverse=True):
+        if len(out) == size:
+            break
+        if not any(_same_predictions(s.val_probs, k.val_probs) for k in out):
+            out.append(s)
+    return out
+
+
+def _same_predictions(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    return a is not None and b is not None and np.shape(a) == np.shape(b) and np.allclose(a, b, atol=1e-5)
+
+
 class _Kept:
     """The trained models of the best ``size`` trials (by :attr:`TrialSummary.key`), checkpointed
     in the trial store; the ones this process trained stay in memory too."""
@@ -114,8 +136,7 @@ class _Kept:
         self.models: dict[int, keras.Model] = {}
 
     def offer(self, summary: TrialSummary, model: keras.Model, summaries: dict[int, TrialSummary]) -> None:
-        best = sorted(summaries.values(), key=lambda s: s.key, reverse=True)[: self.size]
-        keep = {s.trial_id for s in best}
+        keep = {s.trial_id for s in kept_trials(summaries, self.size)}
         if summary.trial_id in keep:
             self.store.save_weights(summary.trial_id, model)
             self.models[summary.trial_id] = model
@@ -124,11 +145,29 @@ class _Kept:
             self.models.pop(t, None)
 
 
-def refit_reserve(summaries: dict[int, TrialSummary], *, members: int, factor: float) -> float:
-    """Seconds to keep free after tuning for refitting the likely ensemble members: ``factor``
-    (train+val over train items) times the refit seconds of the ``members`` best trials."""
-    best = sorted(summaries.values(), key=lambda s: s.key, reverse=True)[:members]
-    return factor * sum(s.refit_seconds for s in best)
+def refit_reserve(summaries: dict[int, TrialSummary], *, members: int, factor: float, keep: int = KEEP_MODELS,
+                  y_val: np.ndarray | None = None, heads: Mapping[str, np.ndarray] | None = None,
+                  seed: int = 0) -> float:
+    """Seconds to keep free after tuning for the final stage: ``factor`` (train+val over train
+    items) times the refit seconds of the trials the final stage would refit, plus
+    :data:`FINAL_MEMBER_S` per member when the members are known.
+
+    With ``y_val``, those are the trials that member selection (the final stage's own rule,
+    :func:`~autotransfer.ensemble.scaled_selection` over the :func:`kept_trials` and the linear
+    heads' val probabilities ``heads``, at most ``members`` members) picks from the trials so far:
+    it often picks trials other than the best by val accuracy, and longer ones. Without it, the
+    ``members`` best trials."""
+    best = sorted(summaries.values(), key=lambda s: s.key, reverse=True)
+    if y_val is None or members <= 1 or not best:  # one member: the best trial (choose_members' rule)
+        return factor * sum(s.refit_seconds for s in best[:members])
+    from autotransfer.ensemble import scaled_selection
+    from autotransfer.tune.final import selection_pool
+
+    kept = [s for s in kept_trials(summaries, keep) if s.val_probs is not None]
+    choice, _ = scaled_selection(selection_pool(kept, heads or {}), y_val, max_members=members, seed=seed)
+    by_name = {f"trial {s.trial_id}": s for s in kept}
+    trials = [by_name[n] for n in choice.weights if n in by_name]
+    return factor * sum(s.refit_seconds for s in trials) + FINAL_MEMBER_S * len(choice.weights)
 
 
 @dataclass
@@ -191,7 +230,7 @@ class _TrialRunner:
 
     def __init__(self, *, candidates: list[BackboneSpec], data: Any, splits: Any, space: TuneSpace, features: dict | None,
                  store: TrialStore, deadline: Deadline, seed: int, refit_members: int, progress: ProgressFn | None,
-                 total: int, keep: int) -> None:
+                 total: int, keep: int, heads: Mapping[str, np.ndarray] | None = None) -> None:
         self.by_name = {c.name: c for c in candidates}
         self.data, self.splits, self.space, self.features = data, splits, space, features
         self.store, self.deadline, self.seed = store, deadline, seed
@@ -200,6 +239,8 @@ class _TrialRunner:
         self.heads: dict[tuple[str, int], list[np.ndarray]] = {}  # LP-FT heads: one fit per backbone and size
         self.sized_features: dict[tuple[str, int], dict] = {}  # features at trial sizes other than the probed one
         self.factor = (len(splits.train) + len(splits.val)) / max(1, len(splits.train))
+        self.y_val = np.asarray(data.labels, dtype=np.int64)[splits.val]
+        self.linear_heads = dict(heads or {})  # the linear heads' val probabilities (member candidates too)
         self.worker = worker_id()
 
     def summaries(self) -> dict[int, TrialSummary]:
@@ -226,7 +267,9 @@ class _TrialRunner:
             summaries = self.summaries()
             self.kept.offer(summary, out.model, summaries)
             if self.refit_members:
-                self.deadline.reserve_s = refit_reserve(summaries, members=self.refit_members, factor=self.factor)
+                self.deadline.reserve_s = refit_reserve(summaries, members=self.refit_members, factor=self.factor,
+                                                        keep=self.kept.size, y_val=self.y_val,
+                                                        heads=self.linear_heads, seed=self.seed)
             message = f"trial {trial_id}: {spec.name} val_accuracy={out.val_accuracy:.3f}"
             interrupts.check()  # a Ctrl-C whose exception was lost mid-trial: no next trial
             return ObjectiveResult(out.val_accuracy, out.epochs, "timeout" if out.timed_out else "ok", out.params)
@@ -300,6 +343,7 @@ def tune(
     expected_trials: int | None = None,
     resume: bool = False,
     shared: SharedStudy | None = None,
+    heads: Mapping[str, np.ndarray] | None = None,
 ) -> TuneResult:
     """Search over ``candidates`` (the probe's top-k, best first) and the fine-tuning space with ``backend``.
 
@@ -316,13 +360,16 @@ def tune(
         features: ``{name: {"train", "val", "test"} arrays}`` cached by the probe (optional).
         time_budget_s: no trial starts after it has elapsed and a running one stops at it.
         progress: ``progress("tune", done, total, message)`` after every trial.
-        refit_members: how many trials the caller will refit on train+val afterwards: tuning stops
-            early enough to leave their time (:func:`refit_reserve`) inside the budget.
+        refit_members: the most members the caller's final model may have (0: no refit after
+            tuning): tuning stops early enough to leave the time of the members it would pick now,
+            refits included (:func:`refit_reserve`), inside the budget.
         expected_trials: trials the budget is expected to allow (sizes the samplers' start-up when
             ``max_trials`` is None).
         resume: continue the search found in ``out_dir`` (finished trials are not repeated; an
             interrupted one runs again); else any earlier search there is discarded.
         shared: run as the chief (or a worker) of a study other processes share (optuna only).
+        heads: ``{"probe:<candidate>": val probabilities}`` of the linear heads the final stage may
+            pick as members beside the trials (what :func:`refit_reserve` selects from).
 
     Raises:
         AutotransferError: when every trial failed.
@@ -342,7 +389,7 @@ def tune(
     total = max_trials or expected_trials or 0
     runner = _TrialRunner(candidates=candidates, data=data, splits=splits, space=space, features=features, store=store,
                           deadline=deadline, seed=seed, refit_members=refit_members, progress=progress, total=total,
-                          keep=max(KEEP_MODELS, refit_members))
+                          keep=max(KEEP_MODELS, refit_members), heads=heads)
     if progress:
         progress("tune", len(store.records()), total, f"{backend.name}: {'resuming' if resume else 'starting'}")
     first = _first_trials(names, space)

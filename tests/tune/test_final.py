@@ -186,7 +186,7 @@ def test_refit_does_the_linear_heads_first_so_a_trial_that_no_longer_fits_is_ski
     monkeypatch.setattr(final_mod, "probe_head_weights", head)
     monkeypatch.setattr(final_mod, "refit_trial", trial_refit)
     monkeypatch.setattr(final_mod, "_head_model", lambda spec, head, k: "head model")
-    trial = Member("trial 1", BackboneSpec("a", "a", 16), 0.7, None, {}, trial_seconds=40.0, trial_id=1)
+    trial = Member("trial 1", BackboneSpec("a", "a", 16), 0.7, None, {}, refit_seconds=40.0, trial_id=1)
     probe = Member("probe:b", BackboneSpec("b", "b", 16), 0.3, None, {})
     final = FinalModel([trial, probe], EnsembleChoice({"trial 1": 0.7, "probe:b": 0.3}, 0.1, 0.9, "trial 1", 0.2, 0.8))
     data = SimpleNamespace(labels=np.arange(10) % 4, num_classes=4)

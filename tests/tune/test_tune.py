@@ -394,3 +394,48 @@ def test_the_refit_reserve_counts_the_epochs_a_refit_replays():
     trials = {t.trial_id: t for t in (kept_all, reverted, early, unknown)}
     assert refit_reserve(trials, members=2, factor=1.5) == 1.5 * (100.0 + 100.0 * REFIT_MIN_SHARE)
     assert refit_reserve(trials, members=4, factor=1.0) == 100.0 + 10.0 + 50.0 + 100.0
+
+
+def test_the_refit_reserve_counts_the_trials_member_selection_would_pick():
+    from autotransfer.tune.tune import FINAL_MEMBER_S, TrialSummary, refit_reserve
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 120)
+
+    def probs(right, confidence):
+        """Right on a ``right`` share of items, putting ``confidence`` on its answer."""
+        guess = np.where(rng.random(len(y)) < right, y, (y + 1) % 3)
+        p = np.full((len(y), 3), (1 - confidence) / 2)
+        p[np.arange(len(y)), guess] = confidence
+        return p
+
+    # The trial ranked first (by its recorded val accuracy, the old rule) predicts worse than the
+    # other trial and the head: selection leaves it out, and the reserve with it.
+    first = TrialSummary(0, "b", {}, 0.95, 2.0, probs(0.5, 0.6), 10, 300.0, False, 10)
+    good = TrialSummary(1, "b", {}, 0.8, 0.4, probs(0.88, 0.8), 4, 40.0, False, 4)
+    trials = {0: first, 1: good}
+    heads = {"probe:c": probs(0.87, 0.7)}
+    assert refit_reserve(trials, members=1, factor=1.5) == 1.5 * 300.0  # one member: the best trial
+    assert refit_reserve(trials, members=2, factor=1.5) == 1.5 * 340.0  # no labels: the best two
+    picked = refit_reserve(trials, members=2, factor=1.5, y_val=y, heads=heads)
+    from autotransfer.ensemble import scaled_selection
+    from autotransfer.tune.final import selection_pool
+
+    choice, _ = scaled_selection(selection_pool([first, good], heads), y, max_members=2)
+    assert set(choice.weights) == {"trial 1", "probe:c"}  # the premise
+    assert picked == pytest.approx(1.5 * 40.0 + 2 * FINAL_MEMBER_S)
+
+
+def test_kept_trials_skip_copies_of_a_kept_model():
+    from autotransfer.tune.tune import TrialSummary, kept_trials
+
+    head = np.array([[0.7, 0.3], [0.2, 0.8]])
+
+    def trial(i, acc, probs):
+        return TrialSummary(i, "b", {}, acc, 0.5, probs, 0, 10.0)
+
+    # Trials 1 and 3 reverted to the same warmed-up head: one model, the earlier kept.
+    trials = {0: trial(0, 0.9, np.array([[0.9, 0.1], [0.4, 0.6]])), 1: trial(1, 0.8, head),
+              2: trial(2, 0.7, np.array([[0.6, 0.4], [0.1, 0.9]])), 3: trial(3, 0.8, head + 1e-7)}
+    assert [s.trial_id for s in kept_trials(trials, 3)] == [0, 1, 2]
+    assert [s.trial_id for s in kept_trials(trials, 2)] == [0, 1]
