@@ -63,3 +63,29 @@ def test_a_layer_candidate_is_cut_through_its_own_suffix(spec):
 def test_switch_off_takes_the_full_path(spec, monkeypatch):
     monkeypatch.setenv("AUTOTRANSFER_PREFIX_CACHE", "0")
     assert prefix_cut(HubBackbone.from_spec(spec), {"unfreeze_blocks": 1, "augment": "none"}) is None
+
+
+def test_a_refit_takes_the_prefix_path_and_trains_the_same_model(spec, data_splits, monkeypatch):
+    from autotransfer.tune import trainer
+
+    data, splits = data_splits
+    idx = np.concatenate([splits.train, splits.val])
+    params = {"unfreeze_blocks": 1, "learning_rate": 1e-2, "patience": 3, "dropout": 0.1, "augment": "none"}
+    streams = []
+    real = trainer._train_stream
+    monkeypatch.setattr(trainer, "_train_stream", lambda *a, **kw: streams.append(kw) or real(*a, **kw))
+
+    def refit():
+        model, timed_out = trainer.refit_trial(spec, params, data, idx, space=SPACE, num_classes=data.num_classes,
+                                               finetune_epochs=2, seed=3)
+        assert not timed_out
+        from autotransfer.data import image_dataset
+
+        return trainer.predict_probs(model, image_dataset(data, splits.test, image_size=16, with_labels=False))
+
+    cached = refit()
+    assert streams == []  # no image stream: the cached activations of the train+val rows
+    monkeypatch.setenv("AUTOTRANSFER_PREFIX_CACHE", "0")
+    full = refit()
+    assert len(streams) == 1
+    np.testing.assert_allclose(cached, full, atol=1e-4)
