@@ -127,7 +127,7 @@ def _same_predictions(a: np.ndarray | None, b: np.ndarray | None) -> bool:
 
 
 class _Kept:
-    """The trained models of the best ``size`` trials (by :attr:`TrialSummary.key`), checkpointed
+    """The trained models of the :func:`kept_trials` (the best ``size`` distinct ones), checkpointed
     in the trial store; the ones this process trained stay in memory too."""
 
     def __init__(self, size: int, store: TrialStore) -> None:
