@@ -259,50 +259,45 @@ def steps_per_epoch(n_items: int, batch_size: int) -> int:
     return max(1, -(-n_items // batch_size))
 
 
-def _fine_tune_inputs(model: keras.Model, backbone: Any, effective: dict[str, Any], data: Any, splits: Any, *,
-                      size: int, num_classes: int, seed: int, val_batches: list,
-                      use_prefix: bool) -> tuple[keras.Model, Any, int, list, str | None]:
-    """(model to fit, train stream, steps per epoch, val batches for it, prefix cut or None).
+def _train_inputs(model: keras.Model, backbone: Any, effective: dict[str, Any], data: Any, indices: np.ndarray, *,
+                  size: int, num_classes: int, seed: int, cut: str | None) -> tuple[keras.Model, Any, int, str | None]:
+    """(model to fit, train stream over ``indices``, steps per epoch, prefix cut or None).
 
-    The full task model on (augmented) images, or, where the frozen prefix is a fixed function
-    (:func:`autotransfer.tune.prefix.prefix_cut`), a model from the cut block on over cached
-    activations that shares the task model's layers and variables.
+    Where ``cut`` names a fixed frozen prefix (:func:`autotransfer.tune.prefix.prefix_cut`) and its
+    activations fit the cache bound: a model from the cut block on over the cached activations,
+    sharing the task model's layers and variables. Else the full task model on (augmented) images.
     """
     from autotransfer.tune import prefix as px
 
     batch = int(effective["batch_size"])
-    cut = px.prefix_cut(backbone, effective) if use_prefix else None
-    train_x = None if cut is None else px.prefix_activations(backbone, cut, data, splits.train, size=size)
-    val_x = None if train_x is None else px.prefix_activations(backbone, cut, data, splits.val, size=size)
-    if train_x is None or val_x is None:
-        train_ds, steps = _train_stream(data, splits.train, size=size, batch_size=batch, num_classes=num_classes,
-                                        augment=str(effective["augment"]), seed=seed)
-        return model, train_ds, steps, val_batches, None
-    labels = np.asarray(data.labels, dtype=np.int64)
-    stream = px.activation_stream(train_x, labels[splits.train], batch_size=batch, num_classes=num_classes, seed=seed)
-    y_val = labels[splits.val]
-    fit_val = [(tf.constant(val_x[i:i + 64], tf.float32), y_val[i:i + 64]) for i in range(0, len(y_val), 64)]
-    fit_model = px.suffix_model(model, backbone, cut, tuple(train_x.shape[1:]))
-    return fit_model, stream, steps_per_epoch(len(splits.train), batch), fit_val, cut
-
-
-def _refit_inputs(model: keras.Model, backbone: Any, effective: dict[str, Any], data: Any, indices: np.ndarray, *,
-                  size: int, num_classes: int, seed: int) -> tuple[keras.Model, Any, int]:
-    """(model to fit, train stream, steps per epoch) of a refit on ``indices``: the frozen-prefix
-    path where the trial could take it (:func:`_fine_tune_inputs`; a refit on the full path took
-    twice its trial's time on Fashion-MNIST), else the task model on (augmented) images."""
-    from autotransfer.tune import prefix as px
-
-    batch = int(effective["batch_size"])
-    cut = px.prefix_cut(backbone, effective)
     x = None if cut is None else px.prefix_activations(backbone, cut, data, indices, size=size)
     if x is None:
         train_ds, steps = _train_stream(data, indices, size=size, batch_size=batch, num_classes=num_classes,
                                         augment=str(effective["augment"]), seed=seed)
-        return model, train_ds, steps
+        return model, train_ds, steps, None
     labels = np.asarray(data.labels, dtype=np.int64)[indices]
     stream = px.activation_stream(x, labels, batch_size=batch, num_classes=num_classes, seed=seed)
-    return px.suffix_model(model, backbone, cut, tuple(x.shape[1:])), stream, steps_per_epoch(len(indices), batch)
+    return px.suffix_model(model, backbone, cut, tuple(x.shape[1:])), stream, steps_per_epoch(len(indices), batch), cut
+
+
+def _fine_tune_inputs(model: keras.Model, backbone: Any, effective: dict[str, Any], data: Any, splits: Any, *,
+                      size: int, num_classes: int, seed: int, val_batches: list,
+                      use_prefix: bool) -> tuple[keras.Model, Any, int, list, str | None]:
+    """(model to fit, train stream, steps per epoch, val batches for it, prefix cut or None): a
+    trial's :func:`_train_inputs` on the train split, with the val split on the same path."""
+    from autotransfer.tune import prefix as px
+
+    kw = {"size": size, "num_classes": num_classes, "seed": seed}
+    cut = px.prefix_cut(backbone, effective) if use_prefix else None
+    fit_model, stream, steps, cut = _train_inputs(model, backbone, effective, data, splits.train, cut=cut, **kw)
+    val_x = None if cut is None else px.prefix_activations(backbone, cut, data, splits.val, size=size)
+    if cut is not None and val_x is None:  # val over the cache bound: both on the full path
+        fit_model, stream, steps, cut = _train_inputs(model, backbone, effective, data, splits.train, cut=None, **kw)
+    if cut is None:
+        return fit_model, stream, steps, val_batches, None
+    y_val = np.asarray(data.labels, dtype=np.int64)[splits.val]
+    fit_val = [(tf.constant(val_x[i:i + 64], tf.float32), y_val[i:i + 64]) for i in range(0, len(y_val), 64)]
+    return fit_model, stream, steps, fit_val, cut
 
 
 def _compile_fine_tune(model: keras.Model, backbone: Any, params: dict[str, Any], *, steps: int,
@@ -504,9 +499,14 @@ def refit_trial(
     del feats
     n_unfreeze = effective["unfreeze_blocks"]
     if n_unfreeze > 0 and finetune_epochs > 0 and not flags.timed_out:
+        from autotransfer.tune import prefix as px
+
         backbone.set_unfrozen_blocks(n_unfreeze)
-        fit_model, train_ds, steps = _refit_inputs(model, backbone, effective, data, indices, size=spec.input_size,
-                                                   num_classes=num_classes, seed=seed)
+        # The frozen-prefix path where the trial could take it: on the full path a refit took twice
+        # its trial's time (Fashion-MNIST).
+        fit_model, train_ds, steps, _ = _train_inputs(model, backbone, effective, data, indices, size=spec.input_size,
+                                                      num_classes=num_classes, seed=seed,
+                                                      cut=px.prefix_cut(backbone, effective))
         _compile_fine_tune(fit_model, backbone, effective, steps=steps, max_epochs=effective["max_epochs"])
         fit_model.fit(train_ds, epochs=int(finetune_epochs), steps_per_epoch=steps, verbose=0, shuffle=False,
                       callbacks=cbs)
