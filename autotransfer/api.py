@@ -25,13 +25,13 @@ from autotransfer.progress import RichProgress, log
 from autotransfer.result import Result
 
 # Evaluate, export and report need some seconds after the final model is trained, more with every
-# model served (each is traced, verified and evaluated: ~15 s a model for the zoo at 224-260 px,
-# measured on 2- and 4-member exports; models at 128 px took ~4-5 s on Fashion-MNIST, 2026-12-06);
-# keep them out of the tuner's and the refit's share.
+# model served (each is traced, verified and evaluated: ~15-17.5 s a model for the zoo at 240 px,
+# measured on 2- and 4-member exports; three 6-model Fashion-MNIST exports spent 17.2, 17.5 and 15.4 s
+# a 240-px-equivalent model, 2026-12-06); keep them out of the tuner's and the refit's share.
 #: The built-in search space for data of each modality when --search-space is not given.
 DEFAULT_SPACES = {"image": "offline", "text": "text-offline"}
 _EXPORT_RESERVE_S = 20.0
-_EXPORT_RESERVE_PER_MEMBER_S = 15.0
+_EXPORT_RESERVE_PER_MEMBER_S = 17.5
 _EXPORT_REFERENCE_PX = 240
 #: Refit members whose tuned twins the default export reserve counts: the ensembles measured had 1-3
 #: fine-tuned members, most weight on 1-2 (the tuner's refit reserve counts the members it would pick).
@@ -130,7 +130,7 @@ def _plan(run: _Run, candidates: list) -> tuple[list, int | None]:
     Returns the candidates to probe and how many trials the plan expects. Measuring costs about one
     module load per candidate, so it only runs when a budget is set.
     """
-    from autotransfer.plan import make_plan, measure_costs
+    from autotransfer.plan import ESTIMATE_MARGIN, make_plan, measure_costs
     from autotransfer.tune.space import trial_input_size
 
     if "plan" in run.done:
@@ -146,12 +146,11 @@ def _plan(run: _Run, candidates: list) -> tuple[list, int | None]:
                           head_warmup=tuning.head_warmup, measure_train="first")
     sizes = run.splits.sizes()
     trial_sizes = {c.name: [trial_input_size(v, c.input_size) for v in tuning.input_size] for c in candidates}
-    # Estimates ran 15-20% low against measured runs (benchmarks/selection.py --plan): margin 1.25.
     plan = make_plan(costs, n_items=sum(sizes.values()), n_train=sizes["train"], n_val=sizes["val"],
                      n_test=sizes["test"], budget_s=run.config.time_budget_s, top_k=run.config.top_k,
                      max_trials=run.config.max_trials, max_epochs=tuning.max_epochs,
                      spent_s=time.monotonic() - run.start, reserve_s=_finish_reserve(run.config),
-                     min_reserve_s=_finish_reserve(run.config, 1), margin=1.25, trial_sizes=trial_sizes)
+                     min_reserve_s=_finish_reserve(run.config, 1), margin=ESTIMATE_MARGIN, trial_sizes=trial_sizes)
     _write_json(run.run_dir / "plan.json", plan.to_dict())
     for line in plan.lines:
         log(f"plan: {line}")
