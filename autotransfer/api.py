@@ -272,10 +272,10 @@ def _final_stage(run: _Run, probed: Any, tuned: Any, specs: dict, heads: dict) -
     if c.tta and data.modality == "image":  # flip averaging: a mirrored text is no text
         choose_flip(final, _val_batches(run, final), y[splits.val])
     if c.refit:
-        idx = np.concatenate([splits.train, splits.val])
+        idx = (splits.train, splits.val)  # the parts: a prefix-path refit reuses each split's activations
         refit_members(final, data, idx, features=_features_of(probed, ("train", "val")), space=run.space.tuning,
                       deadline=Deadline(run.deadline(final.served_sizes())),
-                      factor=len(idx) / max(1, len(splits.train)), seed=c.seed)
+                      factor=sum(map(len, idx)) / max(1, len(splits.train)), seed=c.seed)
     final.save_members(run.run_dir)
     _write_json(run.run_dir / "final_model.json", final.to_dict())
     run.timed("final", t0)
@@ -385,10 +385,10 @@ def _refit_with_test(run: _Run, final: Any, probed: Any) -> None:
     from autotransfer.tune.budget import Deadline
     from autotransfer.tune.final import refit_members
 
-    idx = np.concatenate([run.splits.train, run.splits.val, run.splits.test])
+    idx = (run.splits.train, run.splits.val, run.splits.test)
     refit_members(final, run.data, idx, features=_features_of(probed, ("train", "val", "test")), space=run.space.tuning,
                   deadline=Deadline(run.deadline(final.served_sizes())),
-                  factor=len(idx) / max(1, len(run.splits.train)), seed=run.config.seed)
+                  factor=sum(map(len, idx)) / max(1, len(run.splits.train)), seed=run.config.seed)
     notes = [f"{m.name}: {m.refit_note} (train+val+test)" for m in final.members]
     final.save_members(run.run_dir)
     _write_json(run.run_dir / "final_model.json", {**final.to_dict(), "refit_with_test": notes})

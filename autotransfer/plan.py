@@ -32,9 +32,8 @@ EXPORT_RESERVE_S = 30.0
 # Scoring one candidate's cached features (linear CV + kNN + LogME on a few hundred items): ~0.1-1 s
 # measured on small data; an assumption, not measured per run.
 SCORE_S_PER_CANDIDATE = 1.0
-#: Factor on time estimates made from first batches or earlier trials: the plan's ran 15-20% low
-#: against measured runs (benchmarks/selection.py --plan), a refit's up to 45% on a busy machine
-#: (Fashion-MNIST seed 1, 2026-12-06: 164 s against 113 estimated, the run overran by 13 s).
+#: Factor on the plan's estimates from first batches: they ran 15-20% low against measured runs
+#: (benchmarks/selection.py --plan).
 ESTIMATE_MARGIN = 1.25
 
 

@@ -31,6 +31,7 @@ import numpy as np
 from autotransfer.backbones import BackboneSpec
 from autotransfer.ensemble import EnsembleChoice, log_loss, scaled_selection, temperature_scale
 from autotransfer.tune.budget import Deadline
+from autotransfer.tune.prefix import as_parts
 from autotransfer.tune.space import TuneSpace
 from autotransfer.tune.task import HEAD_LAYER, Part, build_ensemble, build_task_model
 from autotransfer.tune.trainer import at_trial_size, predict_probs, probe_head_weights, refit_trial
@@ -217,17 +218,20 @@ def choose_flip(final: FinalModel, val_images: dict[int, Any], y_val: np.ndarray
         m.flip = log_loss(0.5 * (plain + flipped), y_val) < log_loss(plain, y_val)
 
 
-def refit_members(final: FinalModel, data: Any, indices: np.ndarray, *,
+def refit_members(final: FinalModel, data: Any, indices: np.ndarray | tuple[np.ndarray, ...], *,
                   features: dict[tuple[str, int], np.ndarray], space: TuneSpace, deadline: Deadline, factor: float,
                   seed: int = 0) -> None:
     """Retrain every member on ``indices`` (train+val): the linear heads first (a logistic
     regression on cached features, seconds each, always done), then the fine-tuned trials, heaviest
     weight first, each only when its estimate fits the time left after the heads.
 
-    ``features``: ``{(candidate name, input size): features of indices}`` (the probe's, in
-    ``indices`` order); members at another size extract their own.
+    ``indices``: one array, or its parts (the splits: a refit on the frozen-prefix path reuses the
+    activations its trial cached for each). ``features``: ``{(candidate name, input size): features
+    of indices}`` (the probe's, in ``indices`` order); members at another size extract their own.
     ``factor``: refit items over trial train items, to estimate a refit from its trial's time.
     """
+    parts = indices
+    indices = np.concatenate(as_parts(parts))
     y = np.asarray(data.labels, dtype=np.int64)[indices]
     for m in sorted(final.members, key=lambda m: (m.kind == "trial", -m.weight)):
         est = factor * m.refit_seconds
@@ -240,7 +244,7 @@ def refit_members(final: FinalModel, data: Any, indices: np.ndarray, *,
             head = probe_head_weights(feats, y, data.num_classes, seed=seed)
             m.refit_model = _head_model(m.spec, head, data.num_classes)
         else:
-            model, timed_out = refit_trial(m.spec, m.params, data, indices, space=space, num_classes=data.num_classes,
+            model, timed_out = refit_trial(m.spec, m.params, data, parts, space=space, num_classes=data.num_classes,
                                            finetune_epochs=m.finetune_epochs, features=feats, deadline=deadline,
                                            seed=seed + (m.trial_id or 0))
             if timed_out:

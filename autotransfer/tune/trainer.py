@@ -259,9 +259,11 @@ def steps_per_epoch(n_items: int, batch_size: int) -> int:
     return max(1, -(-n_items // batch_size))
 
 
-def _train_inputs(model: keras.Model, backbone: Any, effective: dict[str, Any], data: Any, indices: np.ndarray, *,
-                  size: int, num_classes: int, seed: int, cut: str | None) -> tuple[keras.Model, Any, int, str | None]:
-    """(model to fit, train stream over ``indices``, steps per epoch, prefix cut or None).
+def _train_inputs(model: keras.Model, backbone: Any, effective: dict[str, Any], data: Any,
+                  indices: np.ndarray | tuple[np.ndarray, ...], *, size: int, num_classes: int, seed: int,
+                  cut: str | None) -> tuple[keras.Model, Any, int, str | None]:
+    """(model to fit, train stream over ``indices`` (one array or its parts, :func:`~autotransfer.tune.prefix.as_parts`),
+    steps per epoch, prefix cut or None).
 
     Where ``cut`` names a fixed frozen prefix (:func:`autotransfer.tune.prefix.prefix_cut`) and its
     activations fit the cache bound: a model from the cut block on over the cached activations,
@@ -271,6 +273,7 @@ def _train_inputs(model: keras.Model, backbone: Any, effective: dict[str, Any], 
 
     batch = int(effective["batch_size"])
     x = None if cut is None else px.prefix_activations(backbone, cut, data, indices, size=size)
+    indices = np.concatenate(px.as_parts(indices))
     if x is None:
         train_ds, steps = _train_stream(data, indices, size=size, batch_size=batch, num_classes=num_classes,
                                         augment=str(effective["augment"]), seed=seed)
@@ -478,7 +481,8 @@ def refit_trial(
     deadline: Any = None,
     seed: int = 0,
 ) -> tuple[keras.Model, bool]:
-    """Train ``params`` (a finished trial's effective parameters) from scratch on ``indices``.
+    """Train ``params`` (a finished trial's effective parameters) from scratch on ``indices`` (one
+    array, or its parts: the splits, whose frozen-prefix activations the trial cached).
 
     The head warm-up as in the trial, then exactly ``finetune_epochs`` fine-tuning epochs (the
     epochs the trial's early stopping kept; 0 = head only) on the same learning-rate schedule.
@@ -487,8 +491,11 @@ def refit_trial(
     """
     keras.utils.set_random_seed(seed)
     flags = _Flags()
+    from autotransfer.tune import prefix as px
+
     spec, features, model, backbone, effective = _trial_model(spec, params, space, num_classes, features)
-    indices = np.asarray(indices, dtype=np.int64)
+    parts = px.as_parts(indices)
+    indices = np.concatenate(parts)
     labels = np.asarray(data.labels, dtype="int64")[indices]
     given = None if features is None else {spec.name: {"all": features}}
     feats = _head_features(given, spec, backbone, data, {"all": indices})["all"]
@@ -499,12 +506,10 @@ def refit_trial(
     del feats
     n_unfreeze = effective["unfreeze_blocks"]
     if n_unfreeze > 0 and finetune_epochs > 0 and not flags.timed_out:
-        from autotransfer.tune import prefix as px
-
         backbone.set_unfrozen_blocks(n_unfreeze)
         # The frozen-prefix path where the trial could take it: on the full path a refit took twice
         # its trial's time (Fashion-MNIST).
-        fit_model, train_ds, steps, _ = _train_inputs(model, backbone, effective, data, indices, size=spec.input_size,
+        fit_model, train_ds, steps, _ = _train_inputs(model, backbone, effective, data, tuple(parts), size=spec.input_size,
                                                       num_classes=num_classes, seed=seed,
                                                       cut=px.prefix_cut(backbone, effective))
         _compile_fine_tune(fit_model, backbone, effective, steps=steps, max_epochs=effective["max_epochs"])

@@ -75,17 +75,35 @@ def test_a_refit_takes_the_prefix_path_and_trains_the_same_model(spec, data_spli
     real = trainer._train_stream
     monkeypatch.setattr(trainer, "_train_stream", lambda *a, **kw: streams.append(kw) or real(*a, **kw))
 
-    def refit():
-        model, timed_out = trainer.refit_trial(spec, params, data, idx, space=SPACE, num_classes=data.num_classes,
+    def refit(rows):
+        model, timed_out = trainer.refit_trial(spec, params, data, rows, space=SPACE, num_classes=data.num_classes,
                                                finetune_epochs=2, seed=3)
         assert not timed_out
         from autotransfer.data import image_dataset
 
         return trainer.predict_probs(model, image_dataset(data, splits.test, image_size=16, with_labels=False))
 
-    cached = refit()
+    cached = refit((splits.train, splits.val))  # the rows as the final stage passes them: the splits
     assert streams == []  # no image stream: the cached activations of the train+val rows
     monkeypatch.setenv("AUTOTRANSFER_PREFIX_CACHE", "0")
-    full = refit()
+    full = refit(idx)
     assert len(streams) == 1
     np.testing.assert_allclose(cached, full, atol=1e-4)
+
+
+def test_activations_of_split_parts_reuse_each_splits_entry(spec, data_splits, monkeypatch):
+    from autotransfer.tune import prefix as px
+
+    data, splits = data_splits
+    bb = HubBackbone.from_spec(spec)
+    train = px.prefix_activations(bb, "head", data, splits.train, size=16)  # what a trial caches
+    val = px.prefix_activations(bb, "head", data, splits.val, size=16)
+    items = []
+    real = bb.prefix
+    monkeypatch.setattr(bb, "prefix", lambda cut, x: items.append(int(x.shape[0])) or real(cut, x))
+    both = px.prefix_activations(bb, "head", data, (splits.train, splits.val), size=16)
+    np.testing.assert_array_equal(both, np.concatenate([train, val]))
+    assert items == [1]  # the size bound's one dummy input: no item's activations computed again
+    mixed = px.prefix_activations(bb, "head", data, (splits.val, splits.test), size=16)
+    assert sum(items) == 1 + 1 + len(splits.test)  # a part not cached yet is computed, and only it
+    np.testing.assert_array_equal(mixed[:len(splits.val)], val)

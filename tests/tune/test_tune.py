@@ -380,7 +380,6 @@ def test_first_trials_follow_probe_order_without_augmentation(backend, data_spli
 
 
 def test_the_refit_reserve_counts_the_epochs_a_refit_replays():
-    from autotransfer.plan import ESTIMATE_MARGIN as M
     from autotransfer.tune.tune import REFIT_MIN_SHARE, TrialSummary, refit_reserve
 
     def trial(i, acc, kept, ran, seconds=100.0):
@@ -393,13 +392,11 @@ def test_the_refit_reserve_counts_the_epochs_a_refit_replays():
     assert kept_all.refit_seconds == 100.0 and early.refit_seconds == 50.0 and unknown.refit_seconds == 100.0
     assert reverted.refit_seconds == 100.0 * REFIT_MIN_SHARE
     trials = {t.trial_id: t for t in (kept_all, reverted, early, unknown)}
-    # the refit estimates get the margin that keeps a slow refit inside the budget
-    assert refit_reserve(trials, members=2, factor=1.5) == pytest.approx(M * 1.5 * (100.0 + 100.0 * REFIT_MIN_SHARE))
-    assert refit_reserve(trials, members=4, factor=1.0) == pytest.approx(M * (100.0 + 10.0 + 50.0 + 100.0))
+    assert refit_reserve(trials, members=2, factor=1.5) == pytest.approx(1.5 * (100.0 + 100.0 * REFIT_MIN_SHARE))
+    assert refit_reserve(trials, members=4, factor=1.0) == pytest.approx(100.0 + 10.0 + 50.0 + 100.0)
 
 
 def test_the_refit_reserve_counts_the_trials_member_selection_would_pick():
-    from autotransfer.plan import ESTIMATE_MARGIN as M
     from autotransfer.tune.tune import FINAL_MEMBER_S, TrialSummary, refit_reserve
 
     rng = np.random.default_rng(0)
@@ -418,15 +415,15 @@ def test_the_refit_reserve_counts_the_trials_member_selection_would_pick():
     good = TrialSummary(1, "b", {}, 0.8, 0.4, probs(0.88, 0.8), 4, 40.0, False, 4)
     trials = {0: first, 1: good}
     heads = {"probe:c": probs(0.87, 0.7)}
-    assert refit_reserve(trials, members=1, factor=1.5) == pytest.approx(M * 1.5 * 300.0)  # one member: the best
-    assert refit_reserve(trials, members=2, factor=1.5) == pytest.approx(M * 1.5 * 340.0)  # no labels: the best two
+    assert refit_reserve(trials, members=1, factor=1.5) == pytest.approx(1.5 * 300.0)  # one member: the best
+    assert refit_reserve(trials, members=2, factor=1.5) == pytest.approx(1.5 * 340.0)  # no labels: the best two
     picked = refit_reserve(trials, members=2, factor=1.5, y_val=y, heads=heads)
     from autotransfer.ensemble import scaled_selection
     from autotransfer.tune.final import selection_pool
 
     choice, _ = scaled_selection(selection_pool([first, good], heads), y, max_members=2)
     assert set(choice.weights) == {"trial 1", "probe:c"}  # the premise
-    assert picked == pytest.approx(M * 1.5 * 40.0 + 2 * FINAL_MEMBER_S)
+    assert picked == pytest.approx(1.5 * 40.0 + 2 * FINAL_MEMBER_S)
 
 
 def test_kept_trials_skip_copies_of_a_kept_model():
