@@ -77,8 +77,8 @@ def prefix_activations(backbone: Any, cut: str, data: Any, indices: np.ndarray |
                                f"prefix-{cut}-{STORE_DTYPE.name}", num_items=len(data))
         hit = cache.load(key, ["x"])
         if hit is None:
-            x = np.concatenate([backbone.prefix(cut, x).numpy().astype(STORE_DTYPE)
-                                for x, _ in modality.dataset(data, part, size=size, batch_size=batch_size)])
+            x = np.concatenate([backbone.prefix(cut, batch).numpy().astype(STORE_DTYPE)
+                                for batch, _ in modality.dataset(data, part, size=size, batch_size=batch_size)])
             cache.save(key, {"x": x}, {"cut": cut, "input_size": size, "handle": backbone.handle})
             hit = {"x": x}
         out.append(hit["x"])
