@@ -68,20 +68,19 @@ def prefix_activations(backbone: Any, cut: str, data: Any, indices: np.ndarray |
     modality = modalities.for_data(data)
     cache = cache or FeatureCache()
     parts = as_parts(indices)
-    probe = backbone.prefix(cut, modality.dummy_input(size))
-    if float(np.prod(probe.shape[1:])) * sum(map(len, parts)) * STORE_DTYPE.itemsize > _limit_bytes():
+    keys = [FeatureCache.key(backbone.fingerprint(), data.fingerprint(), part, size, f"prefix-{cut}-{STORE_DTYPE.name}",
+                             num_items=len(data)) for part in parts]
+    out = [None if hit is None else hit["x"] for hit in (cache.load(key, ["x"]) for key in keys)]
+    known = next((x for x in out if x is not None), None)
+    # An item's bytes: from an entry already there, else from one dummy input through the prefix.
+    item_shape = known.shape[1:] if known is not None else backbone.prefix(cut, modality.dummy_input(size)).shape[1:]
+    if float(np.prod(item_shape)) * sum(map(len, parts)) * STORE_DTYPE.itemsize > _limit_bytes():
         return None
-    out = []
-    for part in parts:
-        key = FeatureCache.key(backbone.fingerprint(), data.fingerprint(), part, size,
-                               f"prefix-{cut}-{STORE_DTYPE.name}", num_items=len(data))
-        hit = cache.load(key, ["x"])
-        if hit is None:
-            x = np.concatenate([backbone.prefix(cut, batch).numpy().astype(STORE_DTYPE)
-                                for batch, _ in modality.dataset(data, part, size=size, batch_size=batch_size)])
-            cache.save(key, {"x": x}, {"cut": cut, "input_size": size, "handle": backbone.handle})
-            hit = {"x": x}
-        out.append(hit["x"])
+    for i, (part, key) in enumerate(zip(parts, keys)):
+        if out[i] is None:
+            out[i] = np.concatenate([backbone.prefix(cut, batch).numpy().astype(STORE_DTYPE)
+                                     for batch, _ in modality.dataset(data, part, size=size, batch_size=batch_size)])
+            cache.save(key, {"x": out[i]}, {"cut": cut, "input_size": size, "handle": backbone.handle})
     return out[0] if len(out) == 1 else np.concatenate(out)
 
 

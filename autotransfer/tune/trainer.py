@@ -489,10 +489,10 @@ def refit_trial(
     ``features``: backbone features of ``indices`` in that order (the probe's), else extracted.
     Returns ``(model, timed_out)``; a timed-out refit must not replace the tuned model.
     """
-    keras.utils.set_random_seed(seed)
-    flags = _Flags()
     from autotransfer.tune import prefix as px
 
+    keras.utils.set_random_seed(seed)
+    flags = _Flags()
     spec, features, model, backbone, effective = _trial_model(spec, params, space, num_classes, features)
     parts = px.as_parts(indices)
     indices = np.concatenate(parts)

@@ -103,7 +103,7 @@ def test_activations_of_split_parts_reuse_each_splits_entry(spec, data_splits, m
     monkeypatch.setattr(bb, "prefix", lambda cut, x: items.append(int(x.shape[0])) or real(cut, x))
     both = px.prefix_activations(bb, "head", data, (splits.train, splits.val), size=16)
     np.testing.assert_array_equal(both, np.concatenate([train, val]))
-    assert items == [1]  # the size bound's one dummy input: no item's activations computed again
+    assert items == []  # every part cached: nothing through the prefix, not even the size bound's dummy input
     mixed = px.prefix_activations(bb, "head", data, (splits.val, splits.test), size=16)
-    assert sum(items) == 1 + 1 + len(splits.test)  # a part not cached yet is computed, and only it
+    assert sum(items) == len(splits.test)  # a part not cached yet is computed, and only it
     np.testing.assert_array_equal(mixed[:len(splits.val)], val)
