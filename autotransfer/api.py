@@ -212,13 +212,22 @@ def _linear_heads(run: _Run, probed: Any, specs: dict) -> dict:
     """``{"probe:<candidate>": (head weights, val probabilities)}``: each probed candidate's linear
     head on its cached train features, a member candidate of the final model (none when the
     ensemble is one model). The tune stage's refit reserve selects from them too."""
+    from autotransfer.tune.crossfit import oof_heads
     from autotransfer.tune.final import probe_heads
 
     c = run.config
+    y = np.asarray(run.data.labels, dtype=np.int64)
+    if run.splits.folds is not None:  # cross-validation: out-of-fold probabilities over every labelled row
+        return oof_heads(probed.features, specs, run.splits, y, run.data.num_classes, seed=c.seed)
     if c.ensemble <= 1:
         return {}
-    y = np.asarray(run.data.labels, dtype=np.int64)
     return probe_heads(probed.features, specs, y[run.splits.train], run.data.num_classes, seed=c.seed)
+
+
+def _val_rows(run: _Run, probs: np.ndarray) -> np.ndarray:
+    """A linear head's probabilities on the val split: its out-of-fold rows of val under
+    cross-validation (``Splits.labelled`` ends with val), else all of them."""
+    return probs[-len(run.splits.val):] if run.splits.folds is not None else probs
 
 
 def _tune_stage(run: _Run, probed: Any, specs: dict, expected: int | None, prog: Any, heads: dict) -> Any:
@@ -236,7 +245,7 @@ def _tune_stage(run: _Run, probed: Any, specs: dict, expected: int | None, prog:
                  max_trials=_max_trials(c), time_budget_s=remaining, features=probed.features, out_dir=run.run_dir,
                  seed=c.seed, progress=prog, refit_members=c.ensemble if c.refit else 0,
                  expected_trials=expected, resume=c.resume, shared=_shared_study(run, [specs[n] for n in top], deadline),
-                 heads={name: p for name, (_, p) in heads.items()})
+                 heads={name: _val_rows(run, p) for name, (_, p) in heads.items()})
     run.timed("tune", t0)
     return tuned
 
@@ -267,8 +276,11 @@ def _final_stage(run: _Run, probed: Any, tuned: Any, specs: dict, heads: dict) -
     t0 = time.monotonic()
     data, splits, c = run.data, run.splits, run.config
     y = np.asarray(data.labels, dtype=np.int64)
-    final = choose_members(tuned, heads, specs, y[splits.val], num_classes=data.num_classes, max_members=c.ensemble,
-                           keep_tuned=c.refit and c.keep_tuned, seed=c.seed)
+    if splits.folds is not None:
+        final = _choose_cv(run, probed, tuned, specs, heads)
+    else:
+        final = choose_members(tuned, heads, specs, y[splits.val], num_classes=data.num_classes,
+                               max_members=c.ensemble, keep_tuned=c.refit and c.keep_tuned, seed=c.seed)
     if c.tta and data.modality == "image":  # flip averaging: a mirrored text is no text
         choose_flip(final, _val_batches(run, final), y[splits.val])
     if c.refit:
@@ -279,6 +291,34 @@ def _final_stage(run: _Run, probed: Any, tuned: Any, specs: dict, heads: dict) -
     final.save_members(run.run_dir)
     _write_json(run.run_dir / "final_model.json", final.to_dict())
     run.timed("final", t0)
+    return final
+
+
+def _choose_cv(run: _Run, probed: Any, tuned: Any, specs: dict, heads: dict) -> Any:
+    """Cross-validation: the best kept trials cross-fitted while the time allows, then members,
+    weights and temperatures chosen on out-of-fold predictions over every labelled row, and the
+    chosen model's cross-validated estimate (``final/oof.npz`` keeps the predictions)."""
+    from autotransfer.evaluate import cv_estimate, predict_proba
+    from autotransfer.tune.budget import Deadline
+    from autotransfer.tune.crossfit import cross_fit_trials
+    from autotransfer.tune.final import choose_members
+
+    data, splits, c = run.data, run.splits, run.config
+    y = np.asarray(data.labels, dtype=np.int64)[splits.labelled]
+    sizes = {str(n): int(s) for n, s in zip(probed.leaderboard["name"], probed.leaderboard["input_size"])}
+    trial_probs = cross_fit_trials(tuned, specs, data, splits, space=run.space.tuning, deadline=Deadline(run.deadline()),
+                                   features=_features_of(probed, ("train", "val")), predict=predict_proba,
+                                   max_trials=c.ensemble, probed_sizes=sizes, seed=c.seed, log=log)
+    final = choose_members(tuned, heads, specs, y, num_classes=data.num_classes, max_members=c.ensemble,
+                           keep_tuned=c.refit and c.keep_tuned, seed=c.seed, trial_probs=trial_probs)
+    final.estimate = cv_estimate(final.selected_probs(), y, list(data.class_names), folds=len(splits.folds),
+                                 seed=c.seed)
+    (run.run_dir / "final").mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(run.run_dir / "final" / "oof.npz", labels=y, rows=splits.labelled, folds=splits.fold_ids(),
+                        **{n.replace(" ", "_"): p for n, p in final.pool.items()})
+    est = final.estimate
+    log(f"cross-validated estimate: accuracy {est['accuracy']:.3f} (95% interval {est['accuracy_ci95'][0]:.3f}-"
+        f"{est['accuracy_ci95'][1]:.3f}) over {est['num_labelled']} items, {est['folds']} folds")
     return final
 
 
@@ -299,42 +339,41 @@ def _val_batches(run: _Run, final: Any) -> dict[int, list]:
 def _evaluate_stage(run: _Run, probed: Any, tuned: Any, final: Any) -> dict[str, Any]:
     """Test metrics of the refit model (what is exported) and of the tuned one, plus the verdict.
 
-    Without a test split, the tuned model and the probes are scored on val instead (``split: val``
-    and ``note`` say so): the refit model trained on val, so it has no score then.
+    Under cross-validation without a test split, the scores are the cross-validated estimate
+    (``split: cv``) and the baseline is the best linear head's out-of-fold score. Without a test
+    split otherwise, the tuned model and the probes are scored on val instead (``split: val`` and
+    ``note`` say so): the refit model trained on val, so it has no score then.
     """
     from autotransfer.baselines import baselines_for
-    from autotransfer.evaluate import NO_TEST_NOTE, error_examples, evaluation_split, verdict
+    from autotransfer.evaluate import CV_NOTE, NO_TEST_NOTE, error_examples, evaluation_split, verdict
 
     t0 = time.monotonic()
     data, splits, c = run.data, run.splits, run.config
     idx, split = evaluation_split(splits)
-    tuned_metrics, metrics, probs = _score_final(final, data, idx, refit=split == "test")
-    lb = probed.leaderboard
-    ok_rows = lb[lb["status"] == "ok"]
-    # The baseline to beat is the best frozen probe on test, not only the probe's top-ranked pick:
-    # "better than a logistic head on the best backbone" is the claim the verdict makes.
-    col = f"{split}_accuracy"
-    test_acc = ok_rows[col].astype(float)
-    probe_row = ok_rows.loc[test_acc.idxmax()] if test_acc.notna().any() else ok_rows.iloc[0]
+    if split != "test" and final.estimate is not None:
+        split, idx, probs = "cv", splits.labelled, final.selected_probs()
+        metrics = tuned_metrics = dict(final.estimate)
+        note = CV_NOTE.format(n=len(idx), k=len(splits.folds))
+    else:
+        tuned_metrics, metrics, probs = _score_final(final, data, idx, refit=split == "test")
+        note = None if split == "test" else NO_TEST_NOTE
+    base = _probe_baseline(probed, final, split)
     ok = tuned.trials[tuned.trials["status"] == "ok"] if "status" in tuned.trials else tuned.trials
     beats, why = verdict(
-        metrics["accuracy"], float(probe_row[col]), num_test=metrics["num_test"],
+        metrics["accuracy"], base["probe_test_accuracy"], num_test=metrics["num_test"],
         train_per_class=len(splits.train) / len(data.class_names),
         unfreeze_blocks=max(int(m.params.get("unfreeze_blocks", 0)) for m in final.members),
         trials_ok=len(ok), budget_hit=run.deadline() is not None and time.time() >= run.deadline(),
         val_accuracy=final.choice.val_accuracy if split == "test" else None, split=split,
     )
-    if split != "test":
-        log(f"[yellow]evaluate: {NO_TEST_NOTE}[/]")
+    if note:
+        log(f"[yellow]evaluate: {note}[/]")
     metrics.update(
-        split=split, note=None if split == "test" else NO_TEST_NOTE,
-        probe_test_accuracy=float(probe_row[col]), probe_backbone=str(probe_row["name"]),
-        probe_test_macro_f1=float(probe_row["test_macro_f1"]) if split == "test" and "test_macro_f1" in probe_row else None,
-        probe_pick=str(ok_rows.iloc[0]["name"]), probe_pick_test_accuracy=float(ok_rows.iloc[0][col]),
+        split=split, note=note, **base,
         finetune_beats_probe=beats, verdict=why, model="refit" if metrics is not tuned_metrics else "tuned",
         tuned={k: tuned_metrics[k] for k in ("accuracy", "macro_f1")},
         refit={k: metrics[k] for k in ("accuracy", "macro_f1")} if metrics is not tuned_metrics else None,
-        ensemble=[m.name for m in final.members],
+        ensemble=[m.name for m in final.members], cv_estimate=final.estimate,
         baselines=baselines_for(data, splits, seed=c.seed),
     )
     _write_json(run.run_dir / "test_metrics.json", metrics)
@@ -343,6 +382,32 @@ def _evaluate_stage(run: _Run, probed: Any, tuned: Any, final: Any) -> dict[str,
                                                       "examples": error_examples(probs, data, idx)})
     run.timed("evaluate", t0)
     return metrics
+
+
+def _probe_baseline(probed: Any, final: Any, split: str) -> dict[str, Any]:
+    """The best frozen probe on ``split`` (the claim the verdict makes is "better than a logistic
+    head on the best backbone", not only than the probe's top-ranked pick), and that pick. Under
+    cross-validation (``split == "cv"``): the linear heads' out-of-fold scores."""
+    from autotransfer.evaluate import metrics_from_probs
+    from autotransfer.tune.final import PROBE_PREFIX
+
+    ok_rows = probed.leaderboard[probed.leaderboard["status"] == "ok"]
+    pick = str(ok_rows.iloc[0]["name"])
+    if split == "cv":
+        scores = {n[len(PROBE_PREFIX):]: metrics_from_probs(p, final.labels, final.estimate["class_names"])
+                  for n, p in final.pool.items() if n.startswith(PROBE_PREFIX)}
+        if scores:
+            best = max(scores, key=lambda n: scores[n]["accuracy"])
+            return {"probe_test_accuracy": scores[best]["accuracy"], "probe_backbone": best,
+                    "probe_test_macro_f1": scores[best]["macro_f1"], "probe_pick": pick,
+                    "probe_pick_test_accuracy": scores.get(pick, scores[best])["accuracy"]}
+        split = "val"
+    col = f"{split}_accuracy"
+    acc = ok_rows[col].astype(float)
+    row = ok_rows.loc[acc.idxmax()] if acc.notna().any() else ok_rows.iloc[0]
+    return {"probe_test_accuracy": float(row[col]), "probe_backbone": str(row["name"]),
+            "probe_test_macro_f1": float(row["test_macro_f1"]) if split == "test" and "test_macro_f1" in row else None,
+            "probe_pick": pick, "probe_pick_test_accuracy": float(ok_rows.iloc[0][col])}
 
 
 def _score_final(final: Any, data: Any, idx: np.ndarray, *, refit: bool) -> tuple[dict, dict, np.ndarray]:
@@ -416,6 +481,7 @@ def run(
     keep_tuned: bool = True,
     ensemble: int = 4,
     tta: bool = True,
+    cv: str = "auto",
     resume: bool = False,
     overwrite: bool = False,
     storage: str | None = None,
@@ -440,7 +506,10 @@ def run(
     test split stays untouched, so its score is honest); ``refit_with_test``: retrain once more on
     all labelled data after the test score is recorded; ``keep_tuned``: serve each refit fine-tuned
     member as the mean of its refit and tuned weights (a two-model ensemble of one recipe).
-    ``tta``: flip-average members where it helps on val. Results go to ``out`` (default
+    ``tta``: flip-average members where it helps on val. ``cv``: cross-validation for small data
+    ("auto": up to ``CV_MAX_ITEMS`` labelled items; "on"; "off"): no test split is held back unless
+    the data marks one, members are chosen on out-of-fold predictions over every labelled item and
+    refit on all of them, and the score is the cross-validated estimate. Results go to ``out`` (default
     ``reports/<name>``). ``batch_size``: training batch size (default: the search space's);
     ``feature_batch_size``: the probe's featurization batch.
     ``resume``: continue the run in ``out`` (or ``reports/<name>``): finished stages and trials are
@@ -459,7 +528,7 @@ def run(
         UserInputError: bad inputs; also ``out`` in use by another run (its lock), or holding an
             earlier run without ``resume`` or ``overwrite``.
     """
-    from autotransfer.data import load_data, make_splits
+    from autotransfer.data import load_data
     from autotransfer.data.checks import skip_summary
     from autotransfer.resume import check_resumable
     from autotransfer.rundir import RunDirLock
@@ -471,7 +540,7 @@ def run(
         time_budget_s=parse_duration(time_budget), max_trials=max_trials, top_k=top_k, scorer=scorer,
         halving=halving, multi_source=multi_source, seed=seed, batch_size=batch_size,
         feature_batch_size=feature_batch_size, refit=refit, refit_with_test=refit_with_test, keep_tuned=keep_tuned,
-        ensemble=ensemble, tta=tta, resume=resume, overwrite=overwrite, storage=storage, study=study, strict=strict,
+        ensemble=ensemble, tta=tta, cv=cv, resume=resume, overwrite=overwrite, storage=storage, study=study, strict=strict,
         max_pixels=max_pixels, path_column=path_column, label_column=label_column, split_column=split_column,
         text_column=text_column,
     ).validate()
@@ -492,7 +561,7 @@ def run(
         if claim is None:  # a generated name needs the data's
             claim = RunDirLock.claim(_run_dir(None, None, dataset.source), resume=resume, overwrite=overwrite)
         run_dir = claim.run_dir
-        splits = make_splits(dataset, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=seed)
+        splits = _make_run_splits(config, dataset)
         resolved = json.loads(json.dumps(space.to_dict(), default=str))
         done = check_resumable(run_dir, tuner=config.tuner, data_fingerprint=dataset.fingerprint(),
                                splits=splits.to_dict(), space=resolved) if resume else {}
@@ -505,6 +574,8 @@ def run(
         candidates = space.expanded()
         log(f"[bold]autotransfer[/] {dataset.source}: {len(dataset)} items, {len(dataset.class_names)} classes, "
             f"splits {sizes}; {len(candidates)} candidates; run dir {run_dir}"
+            + (f"; small data: {len(splits.folds)}-fold cross-validation, every label trains the model (--cv off for a "
+               "fixed split)" if splits.folds else "")
             + (f"; resuming after {', '.join(done) or 'no finished stage'}" if resume else ""))
         if skip_summary(dataset.skipped):
             log(f"[yellow]{skip_summary(dataset.skipped)}[/]")
@@ -523,6 +594,26 @@ def run(
     finally:
         if claim is not None:
             claim.release()
+
+
+def _make_run_splits(config: RunConfig, data: Any) -> Any:
+    """Cross-validation folds for small data (``config.cv``: auto up to ``CV_MAX_ITEMS`` labelled
+    items, on, off), else the fixed train/val/test split."""
+    from autotransfer.data import cv_folds, make_cv_splits, make_splits
+    from autotransfer.defaults import CV_MAX_FOLDS, CV_MAX_ITEMS
+
+    y = np.asarray(data.labels, dtype=np.int64)
+    labelled = y if data.split is None else y[np.asarray(data.split).astype(str) != "test"]
+    k = cv_folds(labelled, CV_MAX_FOLDS)
+    want = config.cv == "on" or (config.cv == "auto" and len(labelled) <= CV_MAX_ITEMS)
+    if want and k == 0:
+        if config.cv == "on":
+            raise UserInputError("--cv on: a class has a single labelled item, too few to cross-validate. Add items "
+                                 "to it, or pass --cv off.")
+        log("[yellow]cross-validation off: a class has a single labelled item[/]")
+    if want and k:
+        return make_cv_splits(data, folds=k, seed=config.seed)
+    return make_splits(data, val_fraction=config.val_fraction, test_fraction=config.test_fraction, seed=config.seed)
 
 
 def _spent_before(run_dir: Path, done: dict[str, float]) -> float:

@@ -49,6 +49,7 @@ def run_cmd(
     keep_tuned: bool = typer.Option(True, "--keep-tuned/--no-keep-tuned", help="With the refit, serve each fine-tuned member as the mean of its refit and its tuned (train-only) weights: a two-model ensemble of one recipe; --no-keep-tuned serves the refit alone (one forward pass a member)."),
     ensemble: int = typer.Option(4, "--ensemble", help="Most models the export may average (greedy selection on val); 1 = the best trial alone."),
     tta: bool = typer.Option(True, "--tta/--no-tta", help="Average each model with its left-right flipped input where that helps on val."),
+    cv: str = typer.Option("auto", "--cv", help="Cross-validation for small data: auto (on up to 2,000 labelled items), on, off. On: no test split is held back unless the data marks one; members are chosen on out-of-fold predictions over every labelled item, refit on all of them, and the score is the cross-validated estimate with a 95% interval."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out: finished stages and trials are kept, an interrupted trial runs again."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the earlier run in --out: its files are removed first (without this or --resume, an --out holding a run is refused)."),
     storage: Optional[str] = typer.Option(None, "--storage", help="SQLAlchemy URL of a shared Optuna study (e.g. postgresql://user:pw@host/db): this run is the chief; `autotransfer worker` processes join it."),
@@ -71,7 +72,7 @@ def run_cmd(
                          time_budget=time_budget, max_trials=max_trials, top_k=top_k, scorer=scorer, halving=halving,
                          multi_source=multi_source, seed=seed, batch_size=batch_size,
                          feature_batch_size=feature_batch_size, refit=refit, refit_with_test=refit_with_test,
-                         keep_tuned=keep_tuned, ensemble=ensemble, tta=tta, resume=resume, overwrite=overwrite,
+                         keep_tuned=keep_tuned, ensemble=ensemble, tta=tta, cv=cv, resume=resume, overwrite=overwrite,
                          storage=storage, study=study, strict=strict, max_pixels=max_pixels, path_column=path_column, label_column=label_column,
                          split_column=split_column, text_column=text_column)
     except RunInterrupted as exc:

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from autotransfer.backbones.spec import BackboneSpec
-from autotransfer.defaults import DEFAULT_SCORER, MAX_PIXELS
+from autotransfer.defaults import CV_CHOICES, DEFAULT_SCORER, MAX_PIXELS
 from autotransfer.errors import UserInputError, check_param, unknown_keys
 
 BUILTIN_SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
@@ -149,6 +149,7 @@ class RunConfig:
     keep_tuned: bool = True         # a refit fine-tuned member serves the mean of its refit and tuned weights
     ensemble: int = 4               # most distinct models averaged in the export (1 = single model)
     tta: bool = True                # test-time flip averaging where it lowers the val log-loss
+    cv: str = "auto"                # cross-validation (small data): auto (by size), on, off
     resume: bool = False            # continue the run in `out` (finished stages and trials kept)
     overwrite: bool = False         # replace an earlier run in `out` (its files removed first)
     storage: str | None = None      # SQLAlchemy URL of a shared Optuna study (chief and workers)
@@ -166,6 +167,7 @@ class RunConfig:
     def validate(self) -> "RunConfig":
         owner = "autotransfer.run"
         check_param("tuner", self.tuner, owner, f"one of {', '.join(TUNERS)}", self.tuner in TUNERS)
+        check_param("cv", self.cv, owner, f"one of {', '.join(CV_CHOICES)}", self.cv in CV_CHOICES)
         for name in ("top_k", "ensemble"):
             v = getattr(self, name)
             check_param(name, v, owner, "an integer >= 1", _is_int(v) and v >= 1)

@@ -13,7 +13,7 @@ from autotransfer import modalities
 from autotransfer.data import LabelledData
 from autotransfer.verdict import verdict
 
-__all__ = ["NO_TEST_NOTE", "error_examples", "evaluate_model", "evaluation_split", "metrics_from_probs", "model_inputs",
+__all__ = ["CV_NOTE", "NO_TEST_NOTE", "bootstrap_interval", "cv_estimate", "error_examples", "evaluate_model", "evaluation_split", "metrics_from_probs", "model_inputs",
            "predict_proba", "verdict"]
 
 #: What test_metrics.json and the report say when the data has no test split.
@@ -79,6 +79,42 @@ def metrics_from_probs(probs: np.ndarray, y_true: np.ndarray, class_names: list[
         "class_names": list(class_names),
         "num_test": int(len(y_true)),
     }
+
+
+#: Bootstrap resamples behind a 95% interval.
+BOOTSTRAP_SAMPLES = 1000
+
+
+def bootstrap_interval(probs: np.ndarray, y_true: np.ndarray, *, samples: int = BOOTSTRAP_SAMPLES,
+                       seed: int = 0) -> dict[str, list[float]]:
+    """95% percentile bootstrap intervals of accuracy and macro-F1 (rows resampled with replacement)."""
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_pred = np.asarray(probs).argmax(axis=1)
+    k = int(np.asarray(probs).shape[1])
+    rng = np.random.default_rng(seed)
+    acc, f1 = [], []
+    for _ in range(samples):
+        i = rng.integers(0, len(y_true), len(y_true))
+        acc.append(float(np.mean(y_pred[i] == y_true[i])))
+        f1.append(float(f1_score(y_true[i], y_pred[i], average="macro", labels=list(range(k)), zero_division=0)))
+    return {"accuracy_ci95": [float(np.percentile(acc, 2.5)), float(np.percentile(acc, 97.5))],
+            "macro_f1_ci95": [float(np.percentile(f1, 2.5)), float(np.percentile(f1, 97.5))]}
+
+
+#: How test_metrics.json and the report describe a cross-validated estimate.
+CV_NOTE = ("Cross-validated estimate: every one of the {n} labelled items was predicted by members that did not "
+           "train on it ({k} stratified folds), and the 95% interval bootstraps those predictions. Members and "
+           "weights were chosen on the same predictions, so it can be slightly optimistic. The exported model was "
+           "then refit on all {n} items.")
+
+
+def cv_estimate(probs: np.ndarray, y_true: np.ndarray, class_names: list[str], *, folds: int,
+                seed: int = 0) -> dict[str, Any]:
+    """Metrics of out-of-fold ``probs`` over every labelled row, with bootstrap intervals."""
+    out = metrics_from_probs(probs, y_true, class_names)
+    out.update(bootstrap_interval(probs, y_true, seed=seed), folds=int(folds), num_labelled=int(len(y_true)),
+               method=f"{folds}-fold cross-validation, out-of-fold predictions, 95% bootstrap interval")
+    return out
 
 
 #: Misclassified items the report shows.

@@ -193,6 +193,19 @@ def posthoc(run_dir: Path, test: Path) -> dict[str, float]:
             "members": len(final["members"]), "blended": sum(bool(m.get("blended")) for m in final["members"])}
 
 
+def _estimate(metrics: dict) -> dict | None:
+    """The run's own estimate of its export: the cross-validated one (with its interval) when the run
+    cross-validated, else its internal test split's score (no interval)."""
+    cv = metrics.get("cv_estimate")
+    if cv:
+        return {"accuracy": cv["accuracy"], "ci95": cv["accuracy_ci95"],
+                "how": f"{cv['folds']}-fold cross-validation over {cv['num_labelled']} images"}
+    if metrics.get("accuracy") is None:
+        return None
+    return {"accuracy": metrics["accuracy"], "ci95": None,
+            "how": f"internal {metrics.get('split', 'test')} split, {metrics.get('num_test')} images"}
+
+
 def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     extra = argv[argv.index("--") + 1:] if "--" in argv else []
@@ -238,15 +251,23 @@ def main(argv: list[str] | None = None) -> dict:
               "test": str(test), "test_images": n, "time_budget": args.time_budget, "run_seconds": seconds,
               "export_accuracy": acc, "recipes": recipes, "recipe": RECIPE, "gain_pp": 100 * (acc - recipes[RECIPE]),
               "gain_vs_best_recipe_pp": 100 * (acc - recipes[best_name]), "best_recipe": best_name,
-              "run_test_metrics": {k: metrics.get(k) for k in ("accuracy", "tuned", "refit", "ensemble", "num_test")},
-              "posthoc": parts}
+              "run_test_metrics": {k: metrics.get(k) for k in ("split", "accuracy", "tuned", "refit", "ensemble",
+                                                                "num_test", "cv_estimate")},
+              "estimate": _estimate(metrics), "posthoc": parts}
+    est = result["estimate"]
+    result["estimate_covers_test"] = est["ci95"][0] <= acc <= est["ci95"][1] if est and est.get("ci95") else None
     print(f"\n{tag} (subset {subset}, seed {args.seed}): export through serving_bytes on {n} test images: {acc:.4f}")
     for name, a in recipes.items():
         print(f"  recipe {name} frozen + LogisticRegressionCV on all {len(list(train.glob('*/*.png')))} train images: {a:.4f}")
     print(f"  export - recipe ({RECIPE}): {result['gain_pp']:+.2f} pp; export - best recipe ({best_name}): "
           f"{result['gain_vs_best_recipe_pp']:+.2f} pp; run wall time {seconds / 60:.1f} min")
-    print(f"  run's own test split ({metrics.get('num_test')} images): {metrics.get('accuracy'):.4f} "
-          f"(tuned {(metrics.get('tuned') or {}).get('accuracy')}), members {metrics.get('ensemble')}")
+    if est:
+        ci = est.get("ci95")
+        print(f"  run's own estimate ({est['how']}): {est['accuracy']:.4f}"
+              + (f", 95% interval {ci[0]:.4f}-{ci[1]:.4f}" if ci else "")
+              + f"; real test {acc:.4f} ({100 * (acc - est['accuracy']):+.2f} pp"
+              + (f", {'inside' if result['estimate_covers_test'] else 'OUTSIDE'} the interval)" if ci else ")")
+              + f"; members {metrics.get('ensemble')}")
     if parts:
         fin = parts["final"]
         print(f"  post hoc from the member weights ({parts['members']} member(s)): final {fin:.4f} "

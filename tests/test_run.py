@@ -26,8 +26,9 @@ def result(tiny_space, pattern_folder, tmp_path_factory):
     import autotransfer
 
     out = tmp_path_factory.mktemp("run") / "tiny-run"
+    # A fixed split (the small-data cross-validation has its own tests: test_crossval_run.py).
     return autotransfer.run(pattern_folder, search_space=tiny_space, out=out, max_trials=2, top_k=2,
-                            tuner="optuna", seed=0, time_budget="10m", progress=False)
+                            tuner="optuna", seed=0, time_budget="10m", progress=False, cv="off")
 
 
 def test_probe_ranks_by_construction_and_run_picks_best(result):

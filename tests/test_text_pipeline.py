@@ -62,7 +62,7 @@ def test_run_on_texts_exports_a_model_that_serves_raw_strings(text_modules, tmp_
     space = _text_space(tmp_path / "space.yaml", text_modules)
     # With a time budget: the plan measures text candidates too (no pixels to scale by).
     res = autotransfer.run(texts, labels=list(names), search_space=space, out=tmp_path / "run", max_trials=2,
-                           top_k=2, ensemble=1, time_budget="5m")
+                           top_k=2, ensemble=1, time_budget="5m", cv="off")  # scored on a test split
     assert set(json.loads((tmp_path / "run" / "plan.json").read_text())["costs"]) == {"keywords", "blind"}
     meta = json.loads(next((tmp_path / "run" / "export").glob("*/1/autotransfer_export.json")).read_text())
     assert meta["modality"] == "text" and list(meta["signatures"]) == ["serving_default"]
@@ -162,7 +162,11 @@ def test_run_with_a_bert_pair_exports_a_model_that_serves_raw_strings(text_modul
     assert board["val_accuracy"].iloc[0] >= 0.9
     trials = pd.read_csv(tmp_path / "run" / "trials.csv")
     assert set(trials["backbone"]) == {"tiny_bert"} and set(trials["unfreeze_blocks"]) == {1}
-    assert set(trials["status"]) == {"ok"}
+    # the first trial's fine-tuning may revert to its head; the same configuration then is not run again
+    assert "ok" in set(trials["status"]) and set(trials["status"]) <= {"ok", "repeat"}
+    # 60 texts: cross-validated, and the TF-IDF baseline is scored out of fold beside the estimate
+    [base] = res.test_metrics["baselines"]
+    assert res.test_metrics["split"] == "cv" and 0.0 <= base["cv_accuracy"] <= 1.0 and base["cv_macro_f1"] is not None
     meta = json.loads(next((tmp_path / "run" / "export").glob("*/1/autotransfer_export.json")).read_text())
     assert meta["modality"] == "text" and list(meta["signatures"]["serving_default"]["inputs"]) == ["texts"]
     # The export carries the preprocessor's vocabulary and the encoder: it serves with the modules gone.

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from autotransfer.data.dataset import LabelledData
 from autotransfer.data.loaders import IMAGE_EXTENSIONS, load_data
-from autotransfer.data.split import Splits, make_splits, subsample
+from autotransfer.data.split import Splits, cv_folds, make_cv_splits, make_splits, subsample
 
 if TYPE_CHECKING:
     from autotransfer.data.images import (
@@ -36,6 +36,8 @@ __all__ = [
     "decode_image_sizes",
     "image_dataset",
     "load_data",
+    "cv_folds",
+    "make_cv_splits",
     "make_splits",
     "resize_images",
     "subsample",

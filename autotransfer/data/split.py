@@ -19,23 +19,46 @@ _EMPTY = np.zeros(0, dtype=np.int64)
 
 @dataclass
 class Splits:
-    """Sorted int64 index arrays into a LabelledData; ``test`` may be empty."""
+    """Sorted int64 index arrays into a LabelledData; ``test`` may be empty.
+
+    ``folds`` (cross-validation, :func:`make_cv_splits`): ``k`` sorted, disjoint index arrays whose
+    union is train + val, with ``folds[0] == val``; None for a single fixed split.
+    """
 
     train: np.ndarray
     val: np.ndarray
     test: np.ndarray
+    folds: list[np.ndarray] | None = None
 
-    def to_dict(self) -> dict[str, list[int]]:
-        """JSON-able form: ``{"train": [...], "val": [...], "test": [...]}``."""
-        return {name: [int(i) for i in getattr(self, name)] for name in SPLIT_NAMES}
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form: ``{"train": [...], "val": [...], "test": [...]}`` (and ``"folds"``)."""
+        d: dict[str, Any] = {name: [int(i) for i in getattr(self, name)] for name in SPLIT_NAMES}
+        if self.folds is not None:
+            d["folds"] = [[int(i) for i in f] for f in self.folds]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Splits:
         """Inverse of :meth:`to_dict`; a missing key means an empty split."""
-        return cls(**{name: np.asarray(d.get(name, []), dtype=np.int64) for name in SPLIT_NAMES})
+        folds = d.get("folds")
+        return cls(**{name: np.asarray(d.get(name, []), dtype=np.int64) for name in SPLIT_NAMES},
+                   folds=None if folds is None else [np.asarray(f, dtype=np.int64) for f in folds])
 
     def sizes(self) -> dict[str, int]:
         return {name: int(len(getattr(self, name))) for name in SPLIT_NAMES}
+
+    @property
+    def labelled(self) -> np.ndarray:
+        """Every row the model may learn from, train then val (the order of ``fold_ids``)."""
+        return np.concatenate([self.train, self.val])
+
+    def fold_ids(self) -> np.ndarray:
+        """The fold of each row of :attr:`labelled` (all 1 for train, 0 for val without folds)."""
+        lab = self.labelled
+        ids = np.ones(len(lab), dtype=np.int64)
+        for j, f in enumerate(self.folds or [self.val]):
+            ids[np.isin(lab, f)] = j
+        return ids
 
 
 def make_splits(
@@ -72,6 +95,39 @@ def make_splits(
     if len(val) == 0:  # possible only for tiny data after _cover_train took val's last item
         train, val = _steal_for_val(train, y)
     return Splits(np.sort(train), np.sort(val), np.sort(test))
+
+
+def cv_folds(labels: np.ndarray, max_folds: int = 5) -> int:
+    """Folds for stratified cross-validation of ``labels``: ``max_folds``, fewer when the smallest
+    class has fewer items (every fold should hold each class), 0 when a class has a single item."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64))
+    smallest = int(counts[counts > 0].min()) if counts.any() else 0
+    k = min(max_folds, smallest)
+    return k if k >= 2 else 0
+
+
+def make_cv_splits(data: LabelledData, *, folds: int, seed: int = 0) -> Splits:
+    """Stratified ``folds``-fold splits of every labelled row for small data.
+
+    A user-given test split (``data.split == "test"``) stays out of every fold; without one there is
+    no test split: the estimate comes from cross-validation, and every label trains the model.
+    User train and val rows are pooled. ``val`` is fold 0 (what a single trial validates on),
+    ``train`` the other folds.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    y = np.asarray(data.labels, dtype=np.int64)
+    idx = np.arange(len(y), dtype=np.int64)
+    test = _EMPTY
+    if data.split is not None:
+        user = _user_splits(data, y, 0.15, seed)  # validates the column
+        test, idx = user.test, np.sort(np.concatenate([user.train, user.val]))
+    check_param("folds", folds, "make_cv_splits", "an integer >= 2 no larger than the smallest class",
+                2 <= folds <= np.bincount(y[idx])[np.unique(y[idx])].min())
+    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    parts = [np.sort(idx[held]) for _, held in cv.split(idx, y[idx])]
+    train = np.sort(np.concatenate(parts[1:]))
+    return Splits(train, parts[0], np.sort(test), folds=parts)
 
 
 def _user_splits(data: LabelledData, y: np.ndarray, val_fraction: float, seed: int) -> Splits:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import gc
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -81,6 +81,15 @@ class FinalModel:
     choice: EnsembleChoice
     notes: list[str] = field(default_factory=list)
     keep_tuned: bool = False       # a refit trial member serves the mean of its refit and tuned weights
+    #: what selection scored: ``{candidate: probabilities}`` (val, or out-of-fold over every labelled row)
+    pool: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    labels: np.ndarray | None = field(default=None, repr=False)  # the true classes of the pool's rows
+    #: the cross-validated estimate of the chosen model (:func:`~autotransfer.evaluate.cv_estimate`)
+    estimate: dict[str, Any] | None = None
+
+    def selected_probs(self) -> np.ndarray:
+        """The chosen members' temperature-scaled, weighted mean over the pool's rows."""
+        return sum(m.weight * temperature_scale(self.pool[m.name], m.temperature) for m in self.members)
 
     def _twinned(self, m: Member) -> bool:
         """Whether member ``m``, once refit, serves its tuned twin beside its refit model."""
@@ -133,7 +142,7 @@ class FinalModel:
         members = [{**m.to_dict(), "blended": self.blended(m)} for m in self.members]
         return {"members": members, "selection": self.choice.to_dict(), "ensemble": len(self.members) > 1,
                 "refit": self.refit, "keep_tuned": self.keep_tuned, "models_served": len(self.parts()),
-                "notes": list(self.notes)}
+                "notes": list(self.notes), "cv_estimate": self.estimate}
 
 
 def member_model(run_dir: Path, member: dict[str, Any], num_classes: int, *, tuned: bool = False) -> keras.Model:
@@ -148,7 +157,8 @@ def member_model(run_dir: Path, member: dict[str, Any], num_classes: int, *, tun
     return model
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax of logits."""
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
@@ -162,7 +172,7 @@ def probe_heads(features: dict[str, dict[str, np.ndarray]], specs: dict[str, Bac
         if name not in specs or "train" not in f or "val" not in f:
             continue
         head = probe_head_weights(np.asarray(f["train"], np.float32), y_train, num_classes, seed=seed)
-        out[PROBE_PREFIX + name] = (head, _softmax(np.asarray(f["val"], np.float64) @ head[0] + head[1]))
+        out[PROBE_PREFIX + name] = (head, softmax(np.asarray(f["val"], np.float64) @ head[0] + head[1]))
     return out
 
 
@@ -175,12 +185,19 @@ def selection_pool(kept: Iterable[Any], heads: Mapping[str, np.ndarray]) -> dict
 
 def choose_members(tuned: Any, heads: dict[str, tuple[list[np.ndarray], np.ndarray]], specs: dict[str, BackboneSpec],
                    y_val: np.ndarray, *, num_classes: int, max_members: int, keep_tuned: bool = False,
-                   seed: int = 0) -> FinalModel:
+                   seed: int = 0, trial_probs: Mapping[int, np.ndarray] | None = None) -> FinalModel:
     """Bagged greedy ensemble selection over the kept trials (best first) and the linear heads,
-    each temperature-scaled on val (:func:`~autotransfer.ensemble.scaled_selection`)."""
+    each temperature-scaled on val (:func:`~autotransfer.ensemble.scaled_selection`).
+
+    ``trial_probs`` (cross-validation): ``{trial id: out-of-fold probabilities}``; only those trials
+    are candidates, scored with those probabilities, and ``y_val`` and the heads' probabilities
+    cover the same rows (every labelled row). The selection's pool is kept in ``FinalModel.pool``.
+    """
     kept = sorted((tuned.summaries[t] for t in tuned.models), key=lambda s: s.key, reverse=True)
+    if trial_probs is not None:
+        kept = [replace(s, val_probs=trial_probs[s.trial_id]) for s in kept if s.trial_id in trial_probs]
     probs = selection_pool(kept, {name: p for name, (_, p) in heads.items()})
-    if max_members <= 1:
+    if max_members <= 1 and trial_probs is None:
         # "1 = the best trial alone": the tuner's choice, not the lowest val log-loss of the pool.
         probs = {f"trial {tuned.best_trial_id}": tuned.summaries[tuned.best_trial_id].val_probs}
     choice, temps = scaled_selection(probs, y_val, max_members=max_members, seed=seed)
@@ -196,7 +213,8 @@ def choose_members(tuned: Any, heads: dict[str, tuple[list[np.ndarray], np.ndarr
             members.append(Member(name, at_trial_size(specs[s.backbone], s.params), weight, tuned.models[s.trial_id],
                                   dict(s.params), s.finetune_epochs, s.refit_seconds, s.trial_id,
                                   temperature=temps[name]))
-    return FinalModel(members, choice, keep_tuned=keep_tuned)
+    return FinalModel(members, choice, keep_tuned=keep_tuned, pool=probs,
+                      labels=np.asarray(y_val))
 
 
 def _head_model(spec: BackboneSpec, head: list[np.ndarray], num_classes: int) -> keras.Model:

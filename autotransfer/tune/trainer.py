@@ -176,6 +176,13 @@ def probe_head_weights(features: np.ndarray, labels: np.ndarray, num_classes: in
     return [kernel, bias]
 
 
+def choose_head_c(features: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> float:
+    """The C that :func:`probe_head_weights` with ``C="cv"`` would choose (1.0 when a class is too
+    small to cross-validate): for fitting the same head on other rows without choosing again."""
+    _, clf = fit_head(features, labels, seed=seed)
+    return float(np.ravel(clf.C_)[0]) if hasattr(clf, "C_") else float(clf.C)
+
+
 def fit_head(features: np.ndarray, labels: np.ndarray, *, seed: int = 0, C: float | str = "cv") -> tuple[Any, Any]:
     """``(StandardScaler, LogisticRegression[CV])`` fitted on ``features``; see :func:`probe_head_weights`."""
     import warnings

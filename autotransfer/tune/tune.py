@@ -122,6 +122,31 @@ def kept_trials(summaries: dict[int, TrialSummary], size: int) -> list[TrialSumm
     return out
 
 
+#: Status of a trial not run because it repeats a reverted one (:func:`reverted_twin`).
+REPEAT = "repeat"
+#: Learning rates within this factor of a reverted trial's count as its configuration.
+REPEAT_LR_FACTOR = 2.0
+
+
+def reverted_twin(spec: BackboneSpec, p: dict[str, Any], summaries: dict[int, TrialSummary]) -> TrialSummary | None:
+    """A finished trial whose fine-tuning was reverted to its warmed-up head (it never beat the
+    head on val) and whose configuration ``p`` repeats: same backbone, input size, augmentation
+    and unfrozen blocks, learning rate within :data:`REPEAT_LR_FACTOR`. Running it again would
+    spend a trial's time to rebuild the same head (small data: eight copies of one head in a run)."""
+    size = at_trial_size(spec, p).input_size
+    for s in summaries.values():
+        q = s.params
+        if s.finetune_epochs or s.pruned or q.get("backbone") != p.get("backbone"):
+            continue
+        same = (at_trial_size(spec, q).input_size == size
+                and all(str(q.get(k)) == str(p.get(k)) for k in ("augment", "unfreeze_blocks") if k in p))
+        lr_p, lr_q = p.get("learning_rate"), q.get("learning_rate")
+        close = lr_p is None or lr_q is None or max(lr_p, lr_q) <= REPEAT_LR_FACTOR * min(lr_p, lr_q)
+        if same and close:
+            return s
+    return None
+
+
 def _same_predictions(a: np.ndarray | None, b: np.ndarray | None) -> bool:
     return a is not None and b is not None and np.shape(a) == np.shape(b) and np.allclose(a, b, atol=1e-5)
 
@@ -240,7 +265,9 @@ class _TrialRunner:
         self.kept = _Kept(keep, store)
         self.heads: dict[tuple[str, int], list[np.ndarray]] = {}  # LP-FT heads: one fit per backbone and size
         self.sized_features: dict[tuple[str, int], dict] = {}  # features at trial sizes other than the probed one
-        self.factor = (len(splits.train) + len(splits.val)) / max(1, len(splits.train))
+        # Refit items over trial items; under cross-validation each kept member also replays its recipe
+        # on the other k - 1 folds first (crossfit.cross_fit_trials).
+        self.factor = (len(splits.train) + len(splits.val)) / max(1, len(splits.train)) + len(splits.folds or [1]) - 1
         self.y_val = np.asarray(data.labels, dtype=np.int64)[splits.val]
         self.linear_heads = dict(heads or {})  # the linear heads' val probabilities (member candidates too)
         self.worker = worker_id()
@@ -255,6 +282,13 @@ class _TrialRunner:
                                   "status": INTERRUPTED, "worker": self.worker}
         message = f"trial {trial_id}: {spec.name} interrupted"
         try:
+            twin = reverted_twin(spec, p, self.summaries())
+            if twin is not None:
+                record.update(status=REPEAT, val_accuracy=twin.val_accuracy, repeat_of=twin.trial_id, seconds=0.0)
+                self.store.save(record)
+                message = (f"trial {trial_id}: skipped, it repeats trial {twin.trial_id}, whose fine-tuning did not "
+                           "beat its head")
+                return ObjectiveResult(twin.val_accuracy, 0, "ok", dict(twin.params))
             name, out = self._train(spec, p, report)
             ran = len(out.history.get("finetune", {}).get("loss", []))
             summary = TrialSummary(trial_id, name, dict(out.params), out.val_accuracy, out.val_loss,

@@ -1,0 +1,124 @@
+"""Out-of-fold predictions for small data (cross-validation mode, ``Splits.folds``).
+
+Every labelled row is predicted by a model that did not train on it, so that member selection,
+temperatures and the run's estimate use all rows instead of one small validation split: k-fold
+cross-fitting, as AutoGluon's bagging does. Linear heads are cheap and always cross-fitted; a
+fine-tuned trial is cross-fitted by replaying its recipe (its parameters and kept fine-tuning
+epochs, :func:`~autotransfer.tune.trainer.refit_trial`) on each fold's complement, while the time
+allows. Fold 0 is the validation split the trial itself was judged on, so its own validation
+predictions fill that fold.
+"""
+from __future__ import annotations
+
+import gc
+import time
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from autotransfer.backbones import BackboneSpec
+from autotransfer.tune.final import PROBE_PREFIX, softmax
+from autotransfer.tune.trainer import at_trial_size, choose_head_c, probe_head_weights, refit_trial
+
+
+def oof_heads(features: Mapping[str, Mapping[str, np.ndarray]], specs: Mapping[str, BackboneSpec], splits: Any,
+              y_all: np.ndarray, num_classes: int, *, seed: int = 0) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
+    """``{probe:<name>: (head trained on train, out-of-fold probabilities over splits.labelled)}``.
+
+    The inverse regularisation C is chosen once, by cross-validation on the train split (the
+    fold-0 fit), and reused for the other folds: one choice per candidate, as the fixed-split head.
+    """
+    fold_ids = splits.fold_ids()
+    y = np.asarray(y_all, dtype=np.int64)[splits.labelled]
+    out = {}
+    for name, f in features.items():
+        if name not in specs or "train" not in f or "val" not in f:
+            continue
+        x = np.concatenate([f["train"], f["val"]]).astype(np.float32)
+        c = choose_head_c(x[fold_ids != 0], y[fold_ids != 0], seed=seed)
+        oof = np.zeros((len(y), num_classes))
+        head0 = None
+        for j in range(len(splits.folds)):
+            fit = fold_ids != j
+            head = probe_head_weights(x[fit], y[fit], num_classes, seed=seed, C=c)
+            oof[~fit] = softmax(x[~fit].astype(np.float64) @ head[0] + head[1])
+            head0 = head if j == 0 else head0
+        out[PROBE_PREFIX + name] = (head0, oof)
+    return out
+
+
+def fold_parts(splits: Any, held: int) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """``(training parts, held-out rows)`` for fold ``held``: the other folds, each one part (a
+    frozen-prefix refit caches each fold's activations once for every cross-fit), and fold ``held``."""
+    return tuple(f for i, f in enumerate(splits.folds) if i != held), splits.folds[held]
+
+
+def cross_fit_trial(summary: Any, spec: BackboneSpec, data: Any, splits: Any, *, space: Any, deadline: Any,
+                    features: np.ndarray | None, predict: Callable[..., np.ndarray], seed: int = 0) -> np.ndarray | None:
+    """Out-of-fold probabilities over ``splits.labelled`` of a finished trial's recipe, or None
+    when the deadline cut a fit short.
+
+    ``summary``: its :class:`~autotransfer.tune.tune.TrialSummary` (val predictions fill fold 0).
+    ``features``: the probe's features of ``splits.labelled`` when the trial runs at the probed
+    size, else None (extracted per fit). ``predict(model, data, rows, input_size=)``: probabilities.
+    """
+    import keras
+
+    fold_ids = splits.fold_ids()
+    oof = np.zeros((len(fold_ids), data.num_classes))
+    oof[fold_ids == 0] = summary.val_probs
+    spec = at_trial_size(spec, summary.params)
+    for j in range(1, len(splits.folds)):
+        parts, held = fold_parts(splits, j)
+        feats = None if features is None else np.concatenate([features[fold_ids == i] for i in range(len(splits.folds))
+                                                               if i != j])
+        model, timed_out = refit_trial(spec, summary.params, data, parts, space=space, num_classes=data.num_classes,
+                                       finetune_epochs=summary.finetune_epochs, features=feats, deadline=deadline,
+                                       seed=seed + summary.trial_id)
+        if not timed_out:
+            oof[fold_ids == j] = predict(model, data, held, input_size=spec.input_size)
+        del model
+        keras.backend.clear_session(free_memory=False)
+        gc.collect()
+        if timed_out:
+            return None
+    return oof
+
+
+def cross_fit_trials(tuned: Any, specs: Mapping[str, BackboneSpec], data: Any, splits: Any, *, space: Any,
+                     deadline: Any, features: Mapping[tuple[str, int], np.ndarray], predict: Callable[..., np.ndarray],
+                     max_trials: int, probed_sizes: Mapping[str, int], seed: int = 0,
+                     log: Callable[[str], None] = lambda _: None) -> dict[int, np.ndarray]:
+    """``{trial id: out-of-fold probabilities}`` of the best kept trials (at most ``max_trials``),
+    best first, each only when its folds plus its later refit fit the time left after the refits
+    already promised. A trial reverted to its head at the probed size is the probe's linear head
+    (a member candidate already) and is skipped. ``features``: ``{(candidate, probed size): probe
+    features of splits.labelled}``."""
+    k = len(splits.folds)
+    kept = sorted((tuned.summaries[t] for t in tuned.models), key=lambda s: s.key, reverse=True)
+    out: dict[int, np.ndarray] = {}
+    promised = 0.0
+    for s in kept:
+        if len(out) == max_trials:
+            break
+        size = at_trial_size(specs[s.backbone], s.params).input_size
+        if s.finetune_epochs == 0 and size == probed_sizes.get(s.backbone):
+            continue
+        need = (k - 1) * s.refit_seconds + s.refit_seconds * len(splits.labelled) / max(1, len(splits.train))
+        if deadline.remaining() < need + promised:
+            log(f"cross-fit: trial {s.trial_id} skipped: its {k - 1} folds and refit need ~{need:.0f} s, "
+                f"{max(0.0, deadline.remaining() - promised):.0f} s left")
+            continue
+        t0 = time.monotonic()
+        oof = cross_fit_trial(s, specs[s.backbone], data, splits, space=space, deadline=deadline,
+                              features=features.get((s.backbone, size)), predict=predict, seed=seed)
+        if oof is None:
+            log(f"cross-fit: trial {s.trial_id} ran out of time")
+            continue
+        out[s.trial_id] = oof
+        promised += s.refit_seconds * len(splits.labelled) / max(1, len(splits.train))
+        log(f"cross-fit: trial {s.trial_id} on {k - 1} more folds in {time.monotonic() - t0:.0f} s")
+    return out
+
+
+__all__ = ["cross_fit_trial", "cross_fit_trials", "fold_parts", "oof_heads"]
