@@ -370,7 +370,8 @@ def _evaluate_stage(run: _Run, probed: Any, tuned: Any, final: Any) -> dict[str,
         log(f"[yellow]evaluate: {note}[/]")
     metrics.update(
         split=split, note=note, **base,
-        finetune_beats_probe=beats, verdict=why, model="refit" if metrics is not tuned_metrics else "tuned",
+        finetune_beats_probe=beats, verdict=why,
+        model="cross-validated" if split == "cv" else "refit" if metrics is not tuned_metrics else "tuned",
         tuned={k: tuned_metrics[k] for k in ("accuracy", "macro_f1")},
         refit={k: metrics[k] for k in ("accuracy", "macro_f1")} if metrics is not tuned_metrics else None,
         ensemble=[m.name for m in final.members], cv_estimate=final.estimate,

@@ -79,6 +79,11 @@ def run_cmd(
         typer.secho(f"interrupted: nothing exported; finished stages and trials are in {exc.run_dir}. "
                     f"Continue with: {_resume_command(exc.run_dir)}", fg=typer.colors.YELLOW, err=True)
         raise typer.Exit(130) from None
+    _print_summary(result)
+
+
+def _print_summary(result: object) -> None:
+    """The probe leaderboard, the chosen model and its scores on stdout."""
     from rich.console import Console
     from rich.table import Table
 
@@ -98,15 +103,22 @@ def run_cmd(
     tuned = m.get("tuned") or {}
     if m.get("note"):
         console.print(f"note: {m['note']}")
-    console.print(f"{m.get('split', 'test')} accuracy: {m['accuracy']:.4f} ({m.get('model', 'tuned')} model; tuned on train only: "
-                  f"{tuned.get('accuracy', m['accuracy']):.4f})   best linear probe ({m['probe_backbone']}): "
-                  f"{m['probe_test_accuracy']:.4f}")
+    if m.get("split") == "cv":
+        est = m["cv_estimate"]
+        console.print(f"cross-validated accuracy: {m['accuracy']:.4f} (95% interval {est['accuracy_ci95'][0]:.4f}-"
+                      f"{est['accuracy_ci95'][1]:.4f}; {est['folds']} folds over {est['num_labelled']} items)   best "
+                      f"linear head out of fold ({m['probe_backbone']}): {m['probe_test_accuracy']:.4f}")
+    else:
+        console.print(f"{m.get('split', 'test')} accuracy: {m['accuracy']:.4f} ({m.get('model', 'tuned')} model; tuned on "
+                      f"train only: {tuned.get('accuracy', m['accuracy']):.4f})   best linear probe "
+                      f"({m['probe_backbone']}): {m['probe_test_accuracy']:.4f}")
+    col = "cv_macro_f1" if m.get("split") == "cv" else "test_macro_f1"  # the baselines' score on the same rows
     if m.get("macro_f1") is not None:
         probe_f1 = m.get("probe_test_macro_f1")  # None when the scores are on val (no test split)
         console.print(f"{m.get('split', 'test')} macro-F1: {m['macro_f1']:.4f}"
                       + (f"   best linear probe: {probe_f1:.4f}" if probe_f1 is not None else "")
-                      + "".join(f"   {b['name']}: {b['test_macro_f1']:.4f}" for b in m.get("baselines") or []
-                                if b.get("test_macro_f1") is not None))
+                      + "".join(f"   {b['name']}: {b[col]:.4f}" for b in m.get("baselines") or []
+                                if b.get(col) is not None))
     console.print(m["verdict"])
     console.print(f"export: {result.export_path}")
     console.print(f"report: {result.report_path}")

@@ -47,11 +47,16 @@ def loss_reasons(
     if diff_pp is not None and num_test:
         two_images = _two_images_pp(num_test)
         if abs(diff_pp) <= two_images:
-            reasons.append(f"the gap ({diff_pp:.1f} pp) is within two test images ({two_images:.1f} pp) and is noise")
+            reasons.append(f"the gap ({diff_pp:.1f} pp) is within two evaluated items ({two_images:.1f} pp) and is noise")
     if not reasons:
         reasons.append("the selected configuration over-fitted the validation split; more data or a wider search "
                        "would help")
     return reasons
+
+
+def _on(split: str) -> str:
+    """Where the comparison was made, as the verdict says it."""
+    return "out of fold over every labelled item (cross-validation)" if split == "cv" else f"on the {split} split"
 
 
 def verdict(
@@ -73,14 +78,14 @@ def verdict(
         if unfreeze_blocks == 0:
             # Not a fine-tuning win: heads on frozen features (cross-validated regularisation,
             # perhaps averaged) beat the leaderboard's probe (C = 1). Say so rather than claim one.
-            text = (f"The export beat the best linear probe by {diff_pp:.1f} pp on the {split} split without "
+            text = (f"The export beat the best linear probe by {diff_pp:.1f} pp {_on(split)} without "
                     "fine-tuning: no member unfroze a backbone block (its linear heads choose their regularisation "
                     "by cross-validation, the leaderboard's probes use C = 1)")
         else:
-            text = f"Fine-tuning beat the best linear probe by {diff_pp:.1f} pp on the {split} split"
+            text = f"Fine-tuning beat the best linear probe by {diff_pp:.1f} pp {_on(split)}"
         two_images = _two_images_pp(num_test)
         if diff_pp <= two_images:
-            text += f" (within two {split} images, {two_images:.1f} pp: treat as a tie)"
+            text += f" (within two {'labelled' if split == 'cv' else split} items, {two_images:.1f} pp: treat as a tie)"
         return True, text + "."
     reasons = loss_reasons(diff_pp=diff_pp, num_test=num_test, train_per_class=train_per_class,
                            unfreeze_blocks=unfreeze_blocks, trials_ok=trials_ok, budget_hit=budget_hit,
