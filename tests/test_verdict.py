@@ -30,7 +30,9 @@ def test_loss_lists_each_cause_it_can_see() -> None:
     for cause in ("unfroze no backbone block", "~20 training images per class", "time budget",
                   "only 2 trial(s)", "overstated its test accuracy (80.0%)"):
         assert cause in text
-    assert "within two test images" not in text  # 5 pp at 1,000 test images is not noise
+    assert "within two evaluated items" not in text  # 5 pp at 1,000 test images is not noise
+    _, close = verdict(0.80, 0.805, num_test=100, train_per_class=20, unfreeze_blocks=0, trials_ok=2, budget_hit=False)
+    assert "within two evaluated items (2.0 pp) and is noise" in close
 
 
 def test_unknown_facts_are_skipped_and_the_list_is_never_empty() -> None:
