@@ -172,7 +172,7 @@ class _Kept:
 
 def refit_reserve(summaries: dict[int, TrialSummary], *, members: int, factor: float, keep: int = KEEP_MODELS,
                   y_val: np.ndarray | None = None, heads: Mapping[str, np.ndarray] | None = None,
-                  seed: int = 0) -> float:
+                  seed: int = 0, affordable_s: float | None = None) -> float:
     """Seconds to keep free after tuning for the final stage: ``factor`` (train+val over train
     items) times the refit seconds of the trials the final stage would refit, plus
     :data:`FINAL_MEMBER_S` per member when the members are known. No safety margin: a refit stops
@@ -183,14 +183,17 @@ def refit_reserve(summaries: dict[int, TrialSummary], *, members: int, factor: f
     :func:`~autotransfer.ensemble.scaled_selection` over the :func:`kept_trials` and the linear
     heads' val probabilities ``heads``, at most ``members`` members) picks from the trials so far:
     it often picks trials other than the best by val accuracy, and longer ones. Without it, the
-    ``members`` best trials."""
+    ``members`` best trials. ``affordable_s`` (cross-validation, where a trial is a member only once
+    cross-fitted): trials whose ``factor`` x refit seconds exceed it are left out of that selection,
+    since the final stage will skip them; reserving for them stopped tuning with time left unused."""
     best = sorted(summaries.values(), key=lambda s: s.key, reverse=True)
     if y_val is None or members <= 1 or not best:  # one member: the best trial (choose_members' rule)
         return factor * sum(s.refit_seconds for s in best[:members])
     from autotransfer.ensemble import scaled_selection
     from autotransfer.tune.final import selection_pool
 
-    kept = [s for s in kept_trials(summaries, keep) if s.val_probs is not None]
+    kept = [s for s in kept_trials(summaries, keep) if s.val_probs is not None
+            and (affordable_s is None or factor * s.refit_seconds <= affordable_s)]
     choice, _ = scaled_selection(selection_pool(kept, heads or {}), y_val, max_members=members, seed=seed)
     by_name = {f"trial {s.trial_id}": s for s in kept}
     trials = [by_name[n] for n in choice.weights if n in by_name]
@@ -303,9 +306,11 @@ class _TrialRunner:
             summaries = self.summaries()
             self.kept.offer(summary, out.model, summaries)
             if self.refit_members:
-                self.deadline.reserve_s = refit_reserve(summaries, members=self.refit_members, factor=self.factor,
-                                                        keep=self.kept.size, y_val=self.y_val,
-                                                        heads=self.linear_heads, seed=self.seed)
+                cross_fit = self.splits.folds is not None and self.deadline.end is not None
+                self.deadline.reserve_s = refit_reserve(
+                    summaries, members=self.refit_members, factor=self.factor, keep=self.kept.size, y_val=self.y_val,
+                    heads=self.linear_heads, seed=self.seed,
+                    affordable_s=self.deadline.end - time.time() if cross_fit else None)
             message = f"trial {trial_id}: {spec.name} val_accuracy={out.val_accuracy:.3f}"
             interrupts.check()  # a Ctrl-C whose exception was lost mid-trial: no next trial
             return ObjectiveResult(out.val_accuracy, out.epochs, "timeout" if out.timed_out else "ok", out.params)

@@ -425,6 +425,11 @@ def test_the_refit_reserve_counts_the_trials_member_selection_would_pick():
     choice, _ = scaled_selection(selection_pool([first, good], heads), y, max_members=2)
     assert set(choice.weights) == {"trial 1", "probe:c"}  # the premise
     assert picked == pytest.approx(1.5 * 40.0 + 2 * FINAL_MEMBER_S)
+    # Cross-validation: a trial the time left cannot cross-fit is no member; the reserve leaves it out.
+    poor = refit_reserve(trials, members=2, factor=5.0, y_val=y, heads=heads, affordable_s=100.0)
+    assert poor == pytest.approx(FINAL_MEMBER_S * len(scaled_selection(heads, y, max_members=2)[0].weights))
+    assert refit_reserve(trials, members=2, factor=5.0, y_val=y, heads=heads, affordable_s=300.0) == pytest.approx(
+        5.0 * 40.0 + 2 * FINAL_MEMBER_S)
 
 
 def test_kept_trials_skip_copies_of_a_kept_model():
