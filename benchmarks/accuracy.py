@@ -221,6 +221,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", type=Path, default=Path("reports/accuracy"))
     p.add_argument("--tag", default="", help="name of this configuration in the output (e.g. an ablation)")
     p.add_argument("--no-run", action="store_true", help="only the recipes (and score an existing run dir)")
+    p.add_argument("--no-posthoc", action="store_true",
+                   help="skip step 5 (it predicts the test images once per variant: ~20 min for a 4-member export)")
     p.add_argument("--set", action="append", default=[], metavar="tuning.FIELD=YAML",
                    help="ablation: run on the offline search space with this tuning field replaced "
                         "(e.g. tuning.augment=none); repeatable")
@@ -246,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
     recipes = {name: recipe_accuracy(train, test, name, size, args.out / "recipe-cache") for name, size in ZOO.items()}
     metrics = json.loads((run_dir / "test_metrics.json").read_text())
     best_name = max(recipes, key=recipes.get)
-    parts = posthoc(run_dir, test) if (run_dir / "final_model.json").is_file() else None
+    parts = posthoc(run_dir, test) if (run_dir / "final_model.json").is_file() and not args.no_posthoc else None
     result = {"tag": tag, "extra_args": extra, "subset_seed": subset, "seed": args.seed, "train": str(train),
               "test": str(test), "test_images": n, "time_budget": args.time_budget, "run_seconds": seconds,
               "export_accuracy": acc, "recipes": recipes, "recipe": RECIPE, "gain_pp": 100 * (acc - recipes[RECIPE]),
