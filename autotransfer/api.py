@@ -300,7 +300,7 @@ def _choose_cv(run: _Run, probed: Any, tuned: Any, specs: dict, heads: dict) -> 
     chosen model's cross-validated estimate (``final/oof.npz`` keeps the predictions)."""
     from autotransfer.evaluate import cv_estimate, predict_proba
     from autotransfer.tune.budget import Deadline
-    from autotransfer.tune.crossfit import cross_fit_trials
+    from autotransfer.tune.crossfit import cross_fit_trials, nested_selection_probs
     from autotransfer.tune.final import choose_members
 
     data, splits, c = run.data, run.splits, run.config
@@ -311,8 +311,8 @@ def _choose_cv(run: _Run, probed: Any, tuned: Any, specs: dict, heads: dict) -> 
                                    max_trials=c.ensemble, probed_sizes=sizes, seed=c.seed, log=log)
     final = choose_members(tuned, heads, specs, y, num_classes=data.num_classes, max_members=c.ensemble,
                            keep_tuned=c.refit and c.keep_tuned, seed=c.seed, trial_probs=trial_probs)
-    final.estimate = cv_estimate(final.selected_probs(), y, list(data.class_names), folds=len(splits.folds),
-                                 seed=c.seed)
+    nested = nested_selection_probs(final.pool, y, splits.fold_ids(), max_members=c.ensemble, seed=c.seed)
+    final.estimate = cv_estimate(nested, y, list(data.class_names), folds=len(splits.folds), seed=c.seed)
     (run.run_dir / "final").mkdir(parents=True, exist_ok=True)
     np.savez_compressed(run.run_dir / "final" / "oof.npz", labels=y, rows=splits.labelled, folds=splits.fold_ids(),
                         **{n.replace(" ", "_"): p for n, p in final.pool.items()})

@@ -102,9 +102,9 @@ def bootstrap_interval(probs: np.ndarray, y_true: np.ndarray, *, samples: int = 
 
 
 #: How test_metrics.json and the report describe a cross-validated estimate.
-CV_NOTE = ("Cross-validated estimate: every one of the {n} labelled items was predicted by members that did not "
-           "train on it ({k} stratified folds), and the 95% interval bootstraps those predictions. Members and "
-           "weights were chosen on the same predictions, so it can be slightly optimistic. The exported model was "
+CV_NOTE = ("Cross-validated estimate: every one of the {n} labelled items was predicted by models that did not "
+           "train on it ({k} stratified folds), averaged with members, weights and temperatures chosen without "
+           "that item's fold (nested), and the 95% interval bootstraps those predictions. The exported model was "
            "then refit on all {n} items.")
 
 
@@ -113,7 +113,8 @@ def cv_estimate(probs: np.ndarray, y_true: np.ndarray, class_names: list[str], *
     """Metrics of out-of-fold ``probs`` over every labelled row, with bootstrap intervals."""
     out = metrics_from_probs(probs, y_true, class_names)
     out.update(bootstrap_interval(probs, y_true, seed=seed), folds=int(folds), num_labelled=int(len(y_true)),
-               method=f"{folds}-fold cross-validation, out-of-fold predictions, 95% bootstrap interval")
+               method=f"{folds}-fold cross-validation, out-of-fold predictions, member selection nested, "
+                      "95% bootstrap interval")
     return out
 
 

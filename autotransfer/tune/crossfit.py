@@ -47,6 +47,24 @@ def oof_heads(features: Mapping[str, Mapping[str, np.ndarray]], specs: Mapping[s
     return out
 
 
+def nested_selection_probs(pool: Mapping[str, np.ndarray], y: np.ndarray, fold_ids: np.ndarray, *, max_members: int,
+                           seed: int = 0) -> np.ndarray:
+    """Out-of-fold probabilities of the member selection itself (nested cross-validation): for each
+    fold, temperatures, members and weights are chosen on the other folds' rows of ``pool``
+    (``{candidate: out-of-fold probabilities}``) and applied to its rows. The chosen ensemble scored
+    on the rows that chose it overstates its accuracy by what the choice fitted to their noise; this
+    estimate pays for the choice, as the export's test items would."""
+    from autotransfer.ensemble import scaled_selection, temperature_scale
+
+    out = np.zeros(np.shape(next(iter(pool.values()))), dtype=np.float64)
+    for j in np.unique(fold_ids):
+        fit = fold_ids != j
+        choice, temps = scaled_selection({n: p[fit] for n, p in pool.items()}, y[fit], max_members=max_members,
+                                         seed=seed)
+        out[~fit] = sum(w * temperature_scale(pool[n][~fit], temps[n]) for n, w in choice.weights.items())
+    return out
+
+
 def fold_parts(splits: Any, held: int) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
     """``(training parts, held-out rows)`` for fold ``held``: the other folds, each one part (a
     frozen-prefix refit caches each fold's activations once for every cross-fit), and fold ``held``."""
@@ -121,4 +139,4 @@ def cross_fit_trials(tuned: Any, specs: Mapping[str, BackboneSpec], data: Any, s
     return out
 
 
-__all__ = ["cross_fit_trial", "cross_fit_trials", "fold_parts", "oof_heads"]
+__all__ = ["cross_fit_trial", "cross_fit_trials", "fold_parts", "nested_selection_probs", "oof_heads"]

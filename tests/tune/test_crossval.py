@@ -136,3 +136,24 @@ def test_a_configuration_whose_fine_tuning_reverted_is_not_run_again(tiny_module
     assert len(calls) == 1
     assert list(rows["status"]) == ["ok", "repeat", "repeat"]
     assert list(result.summaries) == [0]
+
+
+def test_the_estimate_rechooses_members_without_each_fold():
+    from autotransfer.ensemble import scaled_selection, temperature_scale
+    from autotransfer.tune.crossfit import nested_selection_probs
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 90)
+    folds = np.repeat([0, 1, 2], 30)
+    right = np.eye(3)[y] * 0.8 + 0.2 / 3
+    lucky = np.eye(3)[np.where(folds == 2, y, (y + 1) % 3)] * 0.9 + 0.1 / 3  # right on fold 2 only
+    pool = {"right": right, "lucky": lucky, "noise": rng.dirichlet(np.ones(3), 90)}
+    nested = nested_selection_probs(pool, y, folds, max_members=2, seed=0)
+    fit = folds != 1
+    choice, temps = scaled_selection({n: p[fit] for n, p in pool.items()}, y[fit], max_members=2, seed=0)
+    expect = sum(w * temperature_scale(pool[n][~fit], temps[n]) for n, w in choice.weights.items())
+    assert np.allclose(nested[folds == 1], expect)
+    # Fold 2's rows are predicted by a choice made without them: "lucky" cannot earn its place there.
+    fit2 = folds != 2
+    choice2, _ = scaled_selection({n: p[fit2] for n, p in pool.items()}, y[fit2], max_members=2, seed=0)
+    assert "lucky" not in choice2.weights
