@@ -43,7 +43,7 @@ def check_resumable(run_dir: Path, *, tuner: str, data_fingerprint: str, splits:
     if old_data.get("fingerprint") != data_fingerprint:
         changed.append("the data (its files or labels)")
     if old_splits is not None and old_splits != splits:
-        changed.append("the splits (the CSV's split column, or --seed)")
+        changed.append("the splits (the CSV's split column, --seed or --cv)")
     if old_config.get("search_space_resolved") != space:
         changed.append("the search space (candidates or tuning)")
     if old_config.get("tuner") != tuner:
