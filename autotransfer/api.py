@@ -311,10 +311,11 @@ def _choose_cv(run: _Run, probed: Any, tuned: Any, specs: dict, heads: dict) -> 
                                    max_trials=c.ensemble, probed_sizes=sizes, seed=c.seed, log=log)
     final = choose_members(tuned, heads, specs, y, num_classes=data.num_classes, max_members=c.ensemble,
                            keep_tuned=c.refit and c.keep_tuned, seed=c.seed, trial_probs=trial_probs)
-    nested = nested_selection_probs(final.pool, y, splits.fold_ids(), max_members=c.ensemble, seed=c.seed)
+    fold_ids = splits.fold_ids()
+    nested = nested_selection_probs(final.pool, y, fold_ids, max_members=c.ensemble, seed=c.seed)
     final.estimate = cv_estimate(nested, y, list(data.class_names), folds=len(splits.folds), seed=c.seed)
     (run.run_dir / "final").mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(run.run_dir / "final" / "oof.npz", labels=y, rows=splits.labelled, folds=splits.fold_ids(),
+    np.savez_compressed(run.run_dir / "final" / "oof.npz", labels=y, rows=splits.labelled, folds=fold_ids,
                         **{n.replace(" ", "_"): p for n, p in final.pool.items()})
     est = final.estimate
     log(f"cross-validated estimate: accuracy {est['accuracy']:.3f} (95% interval {est['accuracy_ci95'][0]:.3f}-"
