@@ -16,6 +16,8 @@ from autotransfer.probe.cache import ENV_VAR
 from autotransfer.testing import write_tiny_space
 
 MAX_TRIALS = 4
+# Statuses of a trial the study counts as done (a "repeat" reports the reverted trial it repeats).
+FINISHED = ["ok", "pruned", "timeout", "repeat"]
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +80,7 @@ def test_kill_9_in_the_third_trial_then_resume(tuner, space, folder, tmp_path):
     resumed = _resume(cmd, out)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     trials = pd.read_csv(out / "trials.csv")
-    done = trials[trials["status"].isin(["ok", "pruned", "timeout"])]
+    done = trials[trials["status"].isin(FINISHED)]
     assert len(done) == MAX_TRIALS  # as many as an uninterrupted run: none lost, none extra
     assert done["trial_id"].is_unique  # no trial completed twice
     if tuner == "optuna":  # the study agrees with the trial store
@@ -108,7 +110,7 @@ def test_ctrl_c_saves_says_resume_and_exports_nothing(space, folder, tmp_path):
     resumed = _resume(cmd, out)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     trials = pd.read_csv(out / "trials.csv")
-    assert trials["status"].isin(["ok", "pruned", "timeout"]).sum() == MAX_TRIALS and (out / "export").is_dir()
+    assert trials["status"].isin(FINISHED).sum() == MAX_TRIALS and (out / "export").is_dir()
     rerun = trials[trials["status"] == "interrupted"]
     assert len(rerun) == 1  # it ran again under a new trial number, with the same parameters
     same = trials[(trials["learning_rate"] == rerun["learning_rate"].iloc[0]) & (trials["status"] != "interrupted")]

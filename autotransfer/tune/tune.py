@@ -333,7 +333,8 @@ class _TrialRunner:
         """(status, val accuracy) of a trial the store holds as finished, else None (a backend asks
         after a kill that came between the trial's end and the tuner's record of it)."""
         r = self.store.record(trial_id)
-        return (r["status"], float(r["val_accuracy"])) if r is not None and r["status"] in STATUSES else None
+        done = r is not None and (r["status"] in STATUSES or r["status"] == REPEAT)
+        return (r["status"], float(r["val_accuracy"])) if done else None
 
     def load_model(self, trial_id: int) -> keras.Model:
         """A checkpointed trial's model (KerasTuner's ``load_model`` asks for it)."""
