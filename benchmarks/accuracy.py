@@ -238,7 +238,8 @@ def main(argv: list[str] | None = None) -> dict:
         train, test = args.train, args.test
     else:
         p.error("give --fashion-mnist N, or --train DIR and --test DIR")
-    run_dir = args.out / f"run-{tag}-s{subset}-seed{args.seed}"
+    # The data's own name in the run's: runs at two subset sizes must not share (overwrite) a directory.
+    run_dir = args.out / f"run-{tag}-{train.parent.name}-seed{args.seed}"
     if args.set:
         extra = ["--search-space", str(ablation_space(args.set, args.out / f"space-{tag}.yaml")), *extra]
     seconds, rc = (0.0, 0) if args.no_run else run_autotransfer(train, run_dir, args.time_budget, args.seed, extra)
