@@ -19,7 +19,8 @@ import numpy as np
 
 from autotransfer import interrupts
 from autotransfer.config import DEFAULT_MAX_TRIALS, RunConfig, load_search_space, parse_duration
-from autotransfer.defaults import DEFAULT_SCORER, MAX_PIXELS
+from autotransfer.params import BY_NAME
+from autotransfer.params import DEFAULTS as D
 from autotransfer.errors import RunInterrupted, UserInputError
 from autotransfer.progress import RichProgress, log
 from autotransfer.result import Result
@@ -442,7 +443,7 @@ def _export_stage(run: _Run, final: Any, probed: Any) -> Path:
     warm = next(iter(modality.dataset(data, splits.val[:8], size=sizes[-1], batch_size=8, with_labels=False))).numpy()
     path = export_model(model, class_names=data.class_names, input_size=sizes, export_dir=run.run_dir / "export",
                         model_name=re.sub(r"[^A-Za-z0-9_-]+", "_", run.run_dir.name), warmup_examples=warm,
-                        modality=modality.name)
+                        modality=modality.name, max_pixels=run.config.max_pixels)
     run.timed("export", t0)
     return Path(path)
 
@@ -461,39 +462,44 @@ def _refit_with_test(run: _Run, final: Any, probed: Any) -> None:
     _write_json(run.run_dir / "final_model.json", {**final.to_dict(), "refit_with_test": notes})
 
 
+#: Parameters ``run`` resolves before they reach :class:`RunConfig` (a modality's space, a path,
+#: the tuner a storage implies, a duration in seconds).
+_RESOLVED = ("search_space", "out", "tuner", "time_budget")
+
+
 def run(
     data: Any,
     *,
     labels: Any = None,
-    search_space: str | Path | None = None,
-    out: str | Path | None = None,
-    name: str | None = None,
-    tuner: str | None = None,
-    time_budget: str | float | None = None,
-    max_trials: int | None = None,
-    top_k: int = 2,
-    scorer: str = DEFAULT_SCORER,
-    halving: bool = False,
-    multi_source: int = 0,
-    seed: int = 0,
-    batch_size: int | None = None,
-    feature_batch_size: int | None = None,
-    refit: bool = True,
-    refit_with_test: bool = False,
-    keep_tuned: bool = True,
-    ensemble: int = 4,
-    tta: bool = True,
-    cv: str = "auto",
-    resume: bool = False,
-    overwrite: bool = False,
-    storage: str | None = None,
-    study: str | None = None,
-    strict: bool = False,
-    max_pixels: int = MAX_PIXELS,
-    path_column: str = "path",
-    label_column: str = "label",
-    split_column: str = "split",
-    text_column: str | None = None,
+    search_space: str | Path | None = D.search_space,
+    out: str | Path | None = D.out,
+    name: str | None = D.name,
+    tuner: str | None = D.tuner,
+    time_budget: str | float | None = D.time_budget,
+    max_trials: int | None = D.max_trials,
+    top_k: int = D.top_k,
+    scorer: str = D.scorer,
+    halving: bool = D.halving,
+    multi_source: int = D.multi_source,
+    seed: int = D.seed,
+    batch_size: int | None = D.batch_size,
+    feature_batch_size: int | None = D.feature_batch_size,
+    refit: bool = D.refit,
+    refit_with_test: bool = D.refit_with_test,
+    keep_tuned: bool = D.keep_tuned,
+    ensemble: int = D.ensemble,
+    tta: bool = D.tta,
+    cv: str = D.cv,
+    resume: bool = D.resume,
+    overwrite: bool = D.overwrite,
+    storage: str | None = D.storage,
+    study: str | None = D.study,
+    strict: bool = D.strict,
+    max_pixels: int = D.max_pixels,
+    path_column: str = D.path_column,
+    label_column: str = D.label_column,
+    split_column: str = D.split_column,
+    text_column: str | None = D.text_column,
     progress: bool = True,
 ) -> Result:
     """Select, fine-tune and export the best backbone (or ensemble) of ``search_space`` for ``data``.
@@ -512,7 +518,9 @@ def run(
     ("auto": up to ``CV_MAX_ITEMS`` labelled items; "on"; "off"): no test split is held back unless
     the data marks one, members are chosen on out-of-fold predictions over every labelled item and
     refit on all of them, and the score is the cross-validated estimate. Results go to ``out`` (default
-    ``reports/<name>``). ``batch_size``: training batch size (default: the search space's);
+    ``reports/<name>``; ``name`` defaults to the data's name and the time). ``top_k``: candidates
+    that go from probing to tuning, ranked by ``scorer``; ``seed`` fixes the splits, the tuner and
+    training. ``batch_size``: training batch size (default: the search space's);
     ``feature_batch_size``: the probe's featurization batch.
     ``resume``: continue the run in ``out`` (or ``reports/<name>``): finished stages and trials are
     kept, an interrupted trial runs again. ``overwrite``: replace an earlier run in ``out`` (its
@@ -536,16 +544,10 @@ def run(
     from autotransfer.rundir import RunDirLock
 
     start = time.monotonic()
-    config = RunConfig(
-        search_space=str(search_space or DEFAULT_SPACES["image"]), out=None if out is None else str(out), name=name,
-        tuner=tuner or ("optuna" if storage else "keras-tuner"),
-        time_budget_s=parse_duration(time_budget), max_trials=max_trials, top_k=top_k, scorer=scorer,
-        halving=halving, multi_source=multi_source, seed=seed, batch_size=batch_size,
-        feature_batch_size=feature_batch_size, refit=refit, refit_with_test=refit_with_test, keep_tuned=keep_tuned,
-        ensemble=ensemble, tta=tta, cv=cv, resume=resume, overwrite=overwrite, storage=storage, study=study, strict=strict,
-        max_pixels=max_pixels, path_column=path_column, label_column=label_column, split_column=split_column,
-        text_column=text_column,
-    ).validate()
+    given = {k: v for k, v in locals().items() if k in BY_NAME and k not in _RESOLVED}
+    config = RunConfig(**given, search_space=str(search_space or DEFAULT_SPACES["image"]),
+                       out=None if out is None else str(out), tuner=tuner or ("optuna" if storage else "keras-tuner"),
+                       time_budget_s=parse_duration(time_budget)).validate()
     space = load_search_space(search_space) if search_space is not None else None  # a bad one fails first
     # Claimed before the data is loaded: a busy or occupied --out fails at once, and two runs never mix files.
     claim = (RunDirLock.claim(_run_dir(out, name, ""), resume=resume, overwrite=overwrite)

@@ -11,7 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TF's C++ start-up chatter 
 
 import typer  # noqa: E402
 
-from autotransfer.defaults import DEFAULT_SCORER, MAX_PIXELS  # noqa: E402
+from autotransfer.params import BY_NAME  # noqa: E402
 from autotransfer.errors import AutotransferError  # noqa: E402
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -25,56 +25,54 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _option(name: str) -> typer.models.OptionInfo:
+    """The option of run parameter ``name``: its default, flags and help from the table."""
+    p = BY_NAME[name]
+    return typer.Option(p.default, *[f for f in (p.flag, p.short) if f], help=p.help, rich_help_panel=p.panel)
+
+
 @app.command("run")
 def run_cmd(
     data: Path = typer.Argument(..., help="Image folder (one sub-folder per class) or CSV (path,label[,split])."),
-    search_space: Optional[str] = typer.Option(
-        None, "--search-space", "-s",
-        help="YAML file or built-in name (offline, online, text-offline). Default: offline for images, text-offline for texts."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory (default reports/<name>)."),
-    name: Optional[str] = typer.Option(None, "--name", help="Run name (default: data name + time)."),
-    tuner: Optional[str] = typer.Option(None, "--tuner", help="keras-tuner (Hyperband; the default) or optuna (TPE + pruner; the default with --storage)."),
-    time_budget: Optional[str] = typer.Option(None, "--time-budget", help="Whole-run budget, e.g. 20m, 1h, 900s."),
-    max_trials: Optional[int] = typer.Option(None, "--max-trials", help="Most tuning trials (default: until --time-budget is spent; 6 without a budget)."),
-    top_k: int = typer.Option(2, "--top-k", help="Candidates that go from probing to tuning."),
-    scorer: str = typer.Option(DEFAULT_SCORER, "--scorer", help="Probe scorer that ranks candidates: combined (mean z-score of logme and nleep across candidates), linear_ll (linear probe, CV log-likelihood), linear (its CV accuracy), knn, logme, leep, nleep."),
-    halving: bool = typer.Option(False, "--halving", help="Successive halving on growing subsamples before the full probe."),
-    multi_source: int = typer.Option(0, "--multi-source", help="Also probe the concatenated features of the top N backbones (N >= 2)."),
-    seed: int = typer.Option(0, "--seed"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Training batch size (default: the search space's tuning.batch_size)."),
-    feature_batch_size: Optional[int] = typer.Option(None, "--feature-batch-size",
-                                                     help="Probe featurization batch size (default: by input size)."),
-    refit: bool = typer.Option(True, "--refit/--no-refit", help="Retrain the final model on train+val before export (test stays untouched)."),
-    refit_with_test: bool = typer.Option(False, "--refit-with-test", help="After the test score is recorded, retrain once more on every labelled item (the export then has no untouched test score)."),
-    keep_tuned: bool = typer.Option(True, "--keep-tuned/--no-keep-tuned", help="With the refit, serve each fine-tuned member as the mean of its refit and its tuned (train-only) weights: a two-model ensemble of one recipe; --no-keep-tuned serves the refit alone (one forward pass a member)."),
-    ensemble: int = typer.Option(4, "--ensemble", help="Most models the export may average (greedy selection on val); 1 = the best trial alone."),
-    tta: bool = typer.Option(True, "--tta/--no-tta", help="Average each model with its left-right flipped input where that helps on val."),
-    cv: str = typer.Option("auto", "--cv", help="Cross-validation for small data: auto (on up to 2,000 labelled items), on, off. On: no test split is held back unless the data marks one; members are chosen on out-of-fold predictions over every labelled item, refit on all of them, and the score is the cross-validated estimate with a 95% interval."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out: finished stages and trials are kept, an interrupted trial runs again."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the earlier run in --out: its files are removed first (without this or --resume, an --out holding a run is refused)."),
-    storage: Optional[str] = typer.Option(None, "--storage", help="SQLAlchemy URL of a shared Optuna study (e.g. postgresql://user:pw@host/db): this run is the chief; `autotransfer worker` processes join it."),
-    study: Optional[str] = typer.Option(None, "--study", help="Study name on --storage (default: the run directory's name)."),
-    strict: bool = typer.Option(False, "--strict", help="Stop with an error on any data item that would be skipped (truncated, unreadable, duplicate, conflicting labels, split leakage, outside the CSV's folder, link loop, too large)."),
-    max_pixels: int = typer.Option(MAX_PIXELS, "--max-pixels", help="Skip images whose header says more pixels (height x width); never decoded."),
-    path_column: str = typer.Option("path", "--path-column", help="CSV column of the image paths."),
-    label_column: str = typer.Option("label", "--label-column", help="CSV column of the labels."),
-    split_column: str = typer.Option("split", "--split-column", help="CSV column of train/val/test (optional: without it the data is split 70/15/15)."),
-    text_column: Optional[str] = typer.Option(None, "--text-column", help="CSV column of texts (detected in a CSV without a path column); text runs default to --search-space text-offline."),
+    search_space: Optional[str] = _option("search_space"),
+    out: Optional[Path] = _option("out"),
+    name: Optional[str] = _option("name"),
+    tuner: Optional[str] = _option("tuner"),
+    time_budget: Optional[str] = _option("time_budget"),
+    max_trials: Optional[int] = _option("max_trials"),
+    top_k: int = _option("top_k"),
+    scorer: str = _option("scorer"),
+    halving: bool = _option("halving"),
+    multi_source: int = _option("multi_source"),
+    seed: int = _option("seed"),
+    batch_size: Optional[int] = _option("batch_size"),
+    feature_batch_size: Optional[int] = _option("feature_batch_size"),
+    refit: bool = _option("refit"),
+    refit_with_test: bool = _option("refit_with_test"),
+    keep_tuned: bool = _option("keep_tuned"),
+    ensemble: int = _option("ensemble"),
+    tta: bool = _option("tta"),
+    cv: str = _option("cv"),
+    resume: bool = _option("resume"),
+    overwrite: bool = _option("overwrite"),
+    storage: Optional[str] = _option("storage"),
+    study: Optional[str] = _option("study"),
+    strict: bool = _option("strict"),
+    max_pixels: int = _option("max_pixels"),
+    path_column: str = _option("path_column"),
+    label_column: str = _option("label_column"),
+    split_column: str = _option("split_column"),
+    text_column: Optional[str] = _option("text_column"),
 ) -> None:
     """Probe every candidate, tune the best, export the winner and write the report."""
+    params = {k: v for k, v in locals().items() if k in BY_NAME}  # every option, by its run() keyword
     from autotransfer import interrupts
     from autotransfer.api import run
     from autotransfer.errors import RunInterrupted
 
     try:
         with interrupts.handling():
-            result = run(data, search_space=search_space, out=out, name=name, tuner=tuner,
-                         time_budget=time_budget, max_trials=max_trials, top_k=top_k, scorer=scorer, halving=halving,
-                         multi_source=multi_source, seed=seed, batch_size=batch_size,
-                         feature_batch_size=feature_batch_size, refit=refit, refit_with_test=refit_with_test,
-                         keep_tuned=keep_tuned, ensemble=ensemble, tta=tta, cv=cv, resume=resume, overwrite=overwrite,
-                         storage=storage, study=study, strict=strict, max_pixels=max_pixels, path_column=path_column, label_column=label_column,
-                         split_column=split_column, text_column=text_column)
+            result = run(data, **params)
     except RunInterrupted as exc:
         typer.secho(f"interrupted: nothing exported; finished stages and trials are in {exc.run_dir}. "
                     f"Continue with: {_resume_command(exc.run_dir)}", fg=typer.colors.YELLOW, err=True)

@@ -9,21 +9,15 @@ from typing import Any
 import yaml
 
 from autotransfer.backbones.spec import BackboneSpec
-from autotransfer.defaults import CV_CHOICES, DEFAULT_SCORER, MAX_PIXELS
 from autotransfer.errors import UserInputError, check_param, unknown_keys
+from autotransfer.params import DEFAULTS as D
+from autotransfer.params import PARAMS
 
 BUILTIN_SPACES_DIR = Path(__file__).resolve().parent.parent / "search_spaces"
-TUNERS = ("keras-tuner", "optuna")
 #: Search-space modalities (``modality:`` at the top of the YAML; image when absent).
 MODALITIES = ("image", "text")
-#: Largest seed: scikit-learn's and NumPy's random_state take [0, 2**32 - 1].
-MAX_SEED = 2**32 - 1
 #: Tuning trials when neither max_trials nor a time budget is given.
 DEFAULT_MAX_TRIALS = 6
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 @dataclass
@@ -129,61 +123,53 @@ def parse_duration(value: str | float | int | None) -> float | None:
 
 @dataclass
 class RunConfig:
-    """Everything a run needs besides the data; checked by :meth:`validate`."""
+    """Everything a run needs besides the data; checked by :meth:`validate`. Defaults and
+    constraints come from :data:`autotransfer.params.PARAMS`; ``search_space``, ``tuner`` and
+    ``time_budget_s`` hold what ``autotransfer.run`` resolved (a modality's space, the tuner a
+    storage implies, a duration in seconds)."""
 
     search_space: str = "offline"
-    out: str | None = None
-    name: str | None = None
+    out: str | None = D.out
+    name: str | None = D.name
     tuner: str = "keras-tuner"
     time_budget_s: float | None = None
-    max_trials: int | None = None  # None: as many as the time budget allows (DEFAULT_MAX_TRIALS without one)
-    top_k: int = 2
-    scorer: str = DEFAULT_SCORER
-    halving: bool = False
-    multi_source: int = 0
-    seed: int = 0
-    batch_size: int | None = None  # training batch; None = the search space's tuning.batch_size
-    feature_batch_size: int | None = None  # probe featurization; None = by input size (auto_batch_size)
-    refit: bool = True              # retrain the final model on train+val before export
-    refit_with_test: bool = False   # ... and on test too, after the test score is recorded
-    keep_tuned: bool = True         # a refit fine-tuned member serves the mean of its refit and tuned weights
-    ensemble: int = 4               # most distinct models averaged in the export (1 = single model)
-    tta: bool = True                # test-time flip averaging where it lowers the val log-loss
-    cv: str = "auto"                # cross-validation (small data): auto (by size), on, off
-    resume: bool = False            # continue the run in `out` (finished stages and trials kept)
-    overwrite: bool = False         # replace an earlier run in `out` (its files removed first)
-    storage: str | None = None      # SQLAlchemy URL of a shared Optuna study (chief and workers)
-    study: str | None = None        # its name (default: the run directory's name)
-    strict: bool = False            # a data item that would be skipped (truncated, duplicate, ...) is an error
-    max_pixels: int = MAX_PIXELS    # images whose header says more pixels (height x width) are skipped
-    path_column: str = "path"       # column names of a CSV or DataFrame
-    label_column: str = "label"
-    split_column: str = "split"
-    text_column: str | None = None  # None: detected in a table without a path column
-    val_fraction: float = 0.15
+    max_trials: int | None = D.max_trials  # None: as many as the time budget allows (DEFAULT_MAX_TRIALS without one)
+    top_k: int = D.top_k
+    scorer: str = D.scorer
+    halving: bool = D.halving
+    multi_source: int = D.multi_source
+    seed: int = D.seed
+    batch_size: int | None = D.batch_size
+    feature_batch_size: int | None = D.feature_batch_size
+    refit: bool = D.refit
+    refit_with_test: bool = D.refit_with_test
+    keep_tuned: bool = D.keep_tuned
+    ensemble: int = D.ensemble
+    tta: bool = D.tta
+    cv: str = D.cv
+    resume: bool = D.resume
+    overwrite: bool = D.overwrite
+    storage: str | None = D.storage
+    study: str | None = D.study
+    strict: bool = D.strict
+    max_pixels: int = D.max_pixels
+    path_column: str = D.path_column
+    label_column: str = D.label_column
+    split_column: str = D.split_column
+    text_column: str | None = D.text_column
+    val_fraction: float = 0.15  # of a split the run makes itself (no split column, cross-validation off)
     test_fraction: float = 0.15
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> "RunConfig":
+        """Every parameter against its constraint in the table, then the rules between parameters."""
         owner = "autotransfer.run"
-        check_param("tuner", self.tuner, owner, f"one of {', '.join(TUNERS)}", self.tuner in TUNERS)
-        check_param("cv", self.cv, owner, f"one of {', '.join(CV_CHOICES)}", self.cv in CV_CHOICES)
-        for name in ("top_k", "ensemble"):
-            v = getattr(self, name)
-            check_param(name, v, owner, "an integer >= 1", _is_int(v) and v >= 1)
-        check_param("max_pixels", self.max_pixels, owner, "a positive integer", _is_int(self.max_pixels) and self.max_pixels >= 1)
-        for name, v in self.columns().items():
-            check_param(name, v, owner, "a non-empty column name", (v is None and name == "text_column")
-                        or isinstance(v, str) and v.strip() != "")
-        for name in ("max_trials", "batch_size", "feature_batch_size"):
-            v = getattr(self, name)
-            check_param(name, v, owner, "an integer >= 1, or None for automatic", v is None or (_is_int(v) and v >= 1))
-        for name in ("refit", "refit_with_test", "keep_tuned", "tta", "halving", "resume", "overwrite", "strict"):
-            check_param(name, getattr(self, name), owner, "True or False", isinstance(getattr(self, name), bool))
+        for p in PARAMS:
+            if p.check is not None and hasattr(self, p.name):
+                check_param(p.name, getattr(self, p.name), owner, p.expect, p.check(getattr(self, p.name)))
         if self.refit_with_test and not self.refit:
             raise UserInputError("refit_with_test (--refit-with-test) needs refit (drop --no-refit): the test data "
                                  "joins the train+val refit.")
-        check_param("seed", self.seed, owner, f"an integer in [0, {MAX_SEED}]", _is_int(self.seed) and 0 <= self.seed <= MAX_SEED)
         self._validate_state()
         for name in ("val_fraction", "test_fraction"):
             v = getattr(self, name)
@@ -191,8 +177,6 @@ class RunConfig:
         from autotransfer.probe import ranking_scorers
 
         check_param("scorer", self.scorer, owner, f"one of {', '.join(ranking_scorers())}", self.scorer in ranking_scorers())
-        check_param("multi_source", self.multi_source, owner, "0 or an integer >= 2",
-                    isinstance(self.multi_source, int) and not isinstance(self.multi_source, bool) and self.multi_source != 1 and self.multi_source >= 0)
         return self
 
     def _validate_state(self) -> None:

@@ -237,6 +237,7 @@ def export_model(
     verify: bool = True,
     modality: str = "image",
     warmup_examples: Any = None,
+    max_pixels: int | None = None,
 ) -> Path:
     """Export ``model`` (float32 ``[None, S, S, 3]`` in [0, 1], or with ``modality="text"`` a batch
     of strings, -> probabilities ``[None, K]``).
@@ -251,6 +252,8 @@ def export_model(
     ``[N, H, W, 3]``, resized to ``input_size`` if needed; first 8 used) feed the warmup requests;
     zeros when omitted; ``warmup_examples`` is the same for any modality (texts: up to 8 strings).
     ``verify`` reloads the result and checks it against ``model`` before the version becomes visible.
+    ``max_pixels``: the most pixels (height x width) ``serving_bytes`` decodes (None: the built-in
+    limit, ``MAX_SERVING_PIXELS``); a run passes its ``--max-pixels``.
     """
     from autotransfer import modalities
 
@@ -276,7 +279,7 @@ def export_model(
     fd = try_lock(lock)
     assert fd is not None  # a fresh random name: nobody else holds it
     try:
-        _build_archive(model, class_names, sizes, preprocessor).write_out(str(tmp), verbose=False)
+        _build_archive(model, class_names, sizes, preprocessor, max_pixels).write_out(str(tmp), verbose=False)
         (tmp / "assets").mkdir(exist_ok=True)
         (tmp / "assets" / LABELS_FILE).write_text("".join(f"{c}\n" for c in class_names), encoding="utf-8")
         batches = preprocessor.warmup_batches(warmup_examples if warmup_examples is not None else warmup_images, sizes)
