@@ -19,7 +19,7 @@ import numpy as np
 
 from autotransfer import interrupts
 from autotransfer.config import DEFAULT_MAX_TRIALS, RunConfig, load_search_space, parse_duration
-from autotransfer.params import BY_NAME
+from autotransfer.params import BY_NAME, params_doc
 from autotransfer.params import DEFAULTS as D
 from autotransfer.errors import RunInterrupted, UserInputError
 from autotransfer.progress import RichProgress, log
@@ -505,42 +505,16 @@ def run(
     """Select, fine-tune and export the best backbone (or ensemble) of ``search_space`` for ``data``.
 
     ``data``: an image folder (one sub-folder per class), a CSV (``path,label[,split]``), a pandas
-    DataFrame, arrays (``data=x, labels=y`` or ``(x, y)``). ``time_budget``: seconds or '20m' for the
-    whole run; tuning then runs until it is spent (``max_trials`` caps it when given; without a
-    budget ``max_trials`` defaults to 6). ``halving``: successive halving over growing subsamples
-    before the full probe. ``multi_source``: also probe the concatenated features of the top N
-    backbones. ``ensemble``: most distinct models the export may average (greedy selection on val;
-    1 = the best trial alone). ``refit``: retrain the final model on train+val before export (the
-    test split stays untouched, so its score is honest); ``refit_with_test``: retrain once more on
-    all labelled data after the test score is recorded; ``keep_tuned``: serve each refit fine-tuned
-    member as the mean of its refit and tuned weights (a two-model ensemble of one recipe).
-    ``tta``: flip-average members where it helps on val. ``cv``: cross-validation for small data
-    ("auto": up to ``CV_MAX_ITEMS`` labelled items; "on"; "off"): no test split is held back unless
-    the data marks one, members are chosen on out-of-fold predictions over every labelled item and
-    refit on all of them, and the score is the cross-validated estimate. Results go to ``out`` (default
-    ``reports/<name>``; ``name`` defaults to the data's name and the time). ``top_k``: candidates
-    that go from probing to tuning, ranked by ``scorer``; ``seed`` fixes the splits, the tuner and
-    training. ``batch_size``: training batch size (default: the search space's);
-    ``feature_batch_size``: the probe's featurization batch.
-    ``resume``: continue the run in ``out`` (or ``reports/<name>``): finished stages and trials are
-    kept, an interrupted trial runs again. ``overwrite``: replace an earlier run in ``out`` (its
-    files are removed first); without it or ``resume`` an ``out`` holding a run is refused.
-    ``storage`` (an SQLAlchemy URL) with ``study``: tune on a shared Optuna study that
-    ``autotransfer worker`` processes join (``tuner`` then defaults to optuna; otherwise keras-tuner).
-    Unusable data items (truncated, unreadable, duplicate, conflicting, leaking, outside the CSV's
-    folder, link loops, over ``max_pixels`` pixels) are skipped and listed in ``data.json``;
-    ``strict`` makes any of them an error. ``path_column``, ``label_column``, ``split_column``,
-    ``text_column``: the column names of a CSV or DataFrame (texts load, but no stage after the data
-    runs on them yet: an error says so).
+    DataFrame, arrays (``data=x, labels=y`` or ``(x, y)``), texts in a CSV or DataFrame. Unusable
+    items are skipped and listed in ``data.json``. ``progress``: show rich progress bars. Every
+    other keyword is a run parameter, listed below from :data:`autotransfer.params.PARAMS` (the
+    command line's options, with ``-`` for ``_``).
 
     Raises:
         RunInterrupted: on Ctrl-C (a KeyboardInterrupt), once the running trial is saved as interrupted.
         UserInputError: bad inputs; also ``out`` in use by another run (its lock), or holding an
             earlier run without ``resume`` or ``overwrite``.
     """
-    from autotransfer.data import load_data
-    from autotransfer.data.checks import skip_summary
-    from autotransfer.resume import check_resumable
     from autotransfer.rundir import RunDirLock
 
     start = time.monotonic()
@@ -553,51 +527,74 @@ def run(
     claim = (RunDirLock.claim(_run_dir(out, name, ""), resume=resume, overwrite=overwrite)
              if out is not None or name is not None else None)
     try:
-        dataset = load_data(data, labels=labels, strict=config.strict, max_pixels=config.max_pixels,
-                            **config.columns())
-        if space is None:
-            config = replace(config, search_space=DEFAULT_SPACES[dataset.modality])
-            space = load_search_space(config.search_space)
-        _check_modality(space, dataset)
-        if batch_size is not None:
-            space = replace(space, tuning=replace(space.tuning, batch_size=batch_size))
-        space = _with_data(space, dataset)
+        config, space, dataset = _load(data, labels, config, space)
         if claim is None:  # a generated name needs the data's
             claim = RunDirLock.claim(_run_dir(None, None, dataset.source), resume=resume, overwrite=overwrite)
-        run_dir = claim.run_dir
-        splits = _make_run_splits(config, dataset)
-        resolved = json.loads(json.dumps(space.to_dict(), default=str))
-        done = check_resumable(run_dir, tuner=config.tuner, data_fingerprint=dataset.fingerprint(),
-                               splits=splits.to_dict(), space=resolved) if resume else {}
-        sizes = splits.sizes()
-        _write_json(run_dir / "config.json", {**config.to_dict(), "run_dir": str(run_dir), "search_space_resolved": resolved})
-        _write_json(run_dir / "data.json", {**dataset.summary(), "split_sizes": sizes, "fingerprint": dataset.fingerprint()})
-        _write_json(run_dir / "splits.json", splits.to_dict())
-        r = _Run(config, space, dataset, splits, run_dir, start - _spent_before(run_dir, done), dict(done), done,
-                 str(Path(data).resolve()) if isinstance(data, (str, Path)) else None)
+        r = _open_run(config, space, dataset, claim.run_dir, start, data)
         candidates = space.expanded()
-        log(f"[bold]autotransfer[/] {dataset.source}: {len(dataset)} items, {len(dataset.class_names)} classes, "
-            f"splits {sizes}; {len(candidates)} candidates; run dir {run_dir}"
-            + (f"; small data: {len(splits.folds)}-fold cross-validation, every label trains the model (--cv off for a "
-               "fixed split)" if splits.folds else "")
-            + (f"; resuming after {', '.join(done) or 'no finished stage'}" if resume else ""))
-        if skip_summary(dataset.skipped):
-            log(f"[yellow]{skip_summary(dataset.skipped)}[/]")
+        _announce(r, len(candidates))
         try:
             metrics, export_path, report_path, best, probed, tuned = _stages(r, candidates, progress)
         except KeyboardInterrupt:
-            raise RunInterrupted(run_dir) from None
+            raise RunInterrupted(r.run_dir) from None
         except Exception as exc:
             if interrupts.requested():  # a Ctrl-C that TensorFlow reported as another error
-                raise RunInterrupted(run_dir) from exc
+                raise RunInterrupted(r.run_dir) from exc
             raise
         log(f"{metrics.get('split', 'test')} accuracy {metrics['accuracy']:.3f} (best linear probe {metrics['probe_test_accuracy']:.3f}); "
             f"export {export_path}; report {report_path}")
-        return Result(run_dir=run_dir, leaderboard=probed.leaderboard, best=best, test_metrics=metrics,
+        return Result(run_dir=r.run_dir, leaderboard=probed.leaderboard, best=best, test_metrics=metrics,
                       export_path=export_path, report_path=Path(report_path), trials=tuned.trials, timings=r.timings)
     finally:
         if claim is not None:
             claim.release()
+
+
+run.__doc__ = (run.__doc__ or "").replace("\n    Raises:", params_doc() + "\n    Raises:", 1)
+
+def _load(data: Any, labels: Any, config: RunConfig, space: Any) -> tuple[RunConfig, Any, Any]:
+    """The data, and the search space fitted to it: the modality's default space when none was
+    given, the --batch-size override, the data's own sizes (:func:`_with_data`)."""
+    from autotransfer.data import load_data
+
+    dataset = load_data(data, labels=labels, strict=config.strict, max_pixels=config.max_pixels, **config.columns())
+    if space is None:
+        config = replace(config, search_space=DEFAULT_SPACES[dataset.modality])
+        space = load_search_space(config.search_space)
+    _check_modality(space, dataset)
+    if config.batch_size is not None:
+        space = replace(space, tuning=replace(space.tuning, batch_size=config.batch_size))
+    return config, _with_data(space, dataset), dataset
+
+
+def _open_run(config: RunConfig, space: Any, dataset: Any, run_dir: Path, start: float, data: Any) -> _Run:
+    """The run's splits and its first files (config, data, splits); on --resume, what is finished."""
+    from autotransfer.resume import check_resumable
+
+    splits = _make_run_splits(config, dataset)
+    resolved = json.loads(json.dumps(space.to_dict(), default=str))
+    done = check_resumable(run_dir, tuner=config.tuner, data_fingerprint=dataset.fingerprint(),
+                           splits=splits.to_dict(), space=resolved) if config.resume else {}
+    _write_json(run_dir / "config.json", {**config.to_dict(), "run_dir": str(run_dir), "search_space_resolved": resolved})
+    _write_json(run_dir / "data.json", {**dataset.summary(), "split_sizes": splits.sizes(),
+                                        "fingerprint": dataset.fingerprint()})
+    _write_json(run_dir / "splits.json", splits.to_dict())
+    return _Run(config, space, dataset, splits, run_dir, start - _spent_before(run_dir, done), dict(done), done,
+                str(Path(data).resolve()) if isinstance(data, (str, Path)) else None)
+
+
+def _announce(r: _Run, num_candidates: int) -> None:
+    """One line on what this run is about to do, and the data items it skipped."""
+    from autotransfer.data.checks import skip_summary
+
+    dataset, splits = r.data, r.splits
+    log(f"[bold]autotransfer[/] {dataset.source}: {len(dataset)} items, {len(dataset.class_names)} classes, "
+        f"splits {splits.sizes()}; {num_candidates} candidates; run dir {r.run_dir}"
+        + (f"; small data: {len(splits.folds)}-fold cross-validation, every label trains the model (--cv off for a "
+           "fixed split)" if splits.folds else "")
+        + (f"; resuming after {', '.join(r.done) or 'no finished stage'}" if r.config.resume else ""))
+    if skip_summary(dataset.skipped):
+        log(f"[yellow]{skip_summary(dataset.skipped)}[/]")
 
 
 def _make_run_splits(config: RunConfig, data: Any) -> Any:

@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -135,6 +136,15 @@ def markdown() -> str:
             default = "" if p.default is None else f"`{p.default}`"
             rows.append(f"| {flag} | {panel} | {default} | {p.help.replace('|', '/')} |")
     return "\n".join(rows) + "\n"
+
+
+def params_doc(indent: str = "    ") -> str:
+    """The run parameters as a docstring section (``autotransfer.run``'s)."""
+    lines = ["", f"{indent}Parameters (defaults in brackets):"]
+    for p in PARAMS:
+        lines += textwrap.wrap(f"``{p.name}`` [{p.default!r}]: {p.help}", width=96,
+                               initial_indent=indent + "    ", subsequent_indent=indent + "        ")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
