@@ -25,10 +25,9 @@ from autotransfer.errors import RunInterrupted, UserInputError
 from autotransfer.progress import RichProgress, log
 from autotransfer.result import Result
 
-# Evaluate, export and report need some seconds after the final model is trained, more with every
-# model served (each is traced, verified and evaluated: ~15-17.5 s a model for the zoo at 240 px,
-# measured on 2- and 4-member exports; three 6-model Fashion-MNIST exports spent 17.2, 17.5 and 15.4 s
-# a 240-px-equivalent model, 2026-12-06); keep them out of the tuner's and the refit's share.
+# Evaluate, export and report need seconds after the final model is trained, more with every model
+# served (each is traced, verified and evaluated; the per-model figure is the zoo's at 240 px on 2
+# cores, benchmarks/README.md); keep them out of the tuner's and the refit's share.
 #: The built-in search space for data of each modality when --search-space is not given.
 DEFAULT_SPACES = {"image": "offline", "text": "text-offline"}
 _EXPORT_RESERVE_S = 20.0

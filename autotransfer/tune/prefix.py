@@ -61,8 +61,8 @@ def prefix_activations(backbone: Any, cut: str, data: Any, indices: np.ndarray |
     or None when the entry would exceed the size bound.
 
     ``indices`` given as parts (:func:`as_parts`) are cached part by part and concatenated: a
-    refit on train+val reuses the entries its trial left for each split (recomputing the 850
-    rows of a Fashion-MNIST refit doubled its seconds)."""
+    refit on train+val reuses the entries its trial left for each split (recomputing them would
+    double the refit's time)."""
     from autotransfer import modalities
 
     modality = modalities.for_data(data)

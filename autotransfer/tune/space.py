@@ -99,8 +99,7 @@ def auto_input_size(image_side: float) -> int:
     """The ``auto`` cap for data whose images are ``image_side`` px: upsampling small images to a
     backbone's 224-260 px adds pixels, not information, while a fine-tuning epoch costs about the
     square of the size; ``AUTO_UPSAMPLE`` x the side (at least ``AUTO_MIN``) keeps most of what
-    the upsampling gives frozen features (measured on Fashion-MNIST, 28 px: a lite0 probe at
-    112-160 px within 1.5 pp of 224 px) at a third of the cost."""
+    the upsampling gives frozen features at a third of the cost (benchmarks/README.md)."""
     return max(AUTO_MIN, int(AUTO_UPSAMPLE * image_side))
 
 

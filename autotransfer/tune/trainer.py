@@ -430,9 +430,8 @@ def train_trial(
         effective["prefix_cut"] = cut or ""
         _compile_fine_tune(fit_model, backbone, effective, steps=steps, max_epochs=max_epochs)
         # A cosine schedule runs to its end and keeps the last weights: mid-schedule weights were
-        # trained at a high learning rate, and the one a noisy validation split picks does not
-        # replay in a refit (Fashion-MNIST, lite0 at 128 px: restored epoch-4 weights 82.3% / 84.7%
-        # on 2,000 test images, their 4-epoch refits 78.9% / 83.1%). A constant rate stops early.
+        # trained at a high learning rate, and the epoch a noisy validation split picks does not
+        # replay in a refit (a refit of that many epochs scores lower). A constant rate stops early.
         cosine = effective["lr_schedule"] == "cosine"
         stop = [] if cosine else [keras.callbacks.EarlyStopping(
             monitor="val_accuracy", mode="max", patience=int(params["patience"]),
@@ -514,8 +513,8 @@ def refit_trial(
     n_unfreeze = effective["unfreeze_blocks"]
     if n_unfreeze > 0 and finetune_epochs > 0 and not flags.timed_out:
         backbone.set_unfrozen_blocks(n_unfreeze)
-        # The frozen-prefix path where the trial could take it: on the full path a refit took twice
-        # its trial's time (Fashion-MNIST).
+        # The frozen-prefix path where the trial could take it: the full path costs a refit about
+        # twice its trial's time.
         fit_model, train_ds, steps, _ = _train_inputs(model, backbone, effective, data, tuple(parts), size=spec.input_size,
                                                       num_classes=num_classes, seed=seed,
                                                       cut=px.prefix_cut(backbone, effective))

@@ -35,7 +35,7 @@ ProgressFn = Callable[[str, int, int, str], None]
 REFIT_MIN_SHARE = 0.1
 #: Seconds the final stage spends on each member besides a fine-tuned refit: the flip-averaging
 #: check predicts val twice at the member's size, a linear head's refit rebuilds its backbone
-#: (2 CPU cores, Fashion-MNIST runs: 5-10 s and 4-15 s a member).
+#: (the larger of the two on 2 CPU cores with the zoo).
 FINAL_MEMBER_S = 15.0
 #: Trained models checkpointed for the ensemble and the export (the best by validation).
 KEEP_MODELS = 6
@@ -176,8 +176,8 @@ def refit_reserve(summaries: dict[int, TrialSummary], *, members: int, factor: f
     """Seconds to keep free after tuning for the final stage: ``factor`` (train+val over train
     items) times the refit seconds of the trials the final stage would refit, plus
     :data:`FINAL_MEMBER_S` per member when the members are known. No safety margin: a refit stops
-    at its deadline within a batch, so a slow one costs its member's refit, not the budget (with
-    the plan's 1.25, a Fashion-MNIST run left 84 s of its 20 minutes idle).
+    at its deadline within a batch, so a slow one costs its member's refit, not the budget, while a
+    margin would leave time idle.
 
     With ``y_val``, those are the trials that member selection (the final stage's own rule,
     :func:`~autotransfer.ensemble.scaled_selection` over the :func:`kept_trials` and the linear
