@@ -64,9 +64,7 @@ def feature_dataset(data: LabelledData, indices: np.ndarray, input_size: int,
     ds = modalities.for_data(data).dataset(data, indices, size=input_size, with_labels=False, raw=True,
                                            batch_size=feature_batch(batch_size, input_size))
     # tf.data's autotuner off: beside a CPU-bound forward on the same cores it has nothing to win, and
-    # on 2 cores it sometimes settled ~20% slower for a whole pass (lite0 224 px, 512 images, batch 16:
-    # 99-100 img/s in 1 of 5 passes over arrays and 4 of 6 over PNG files, vs 114-124; with it off 0 of
-    # 30; PNG decoding was not slower without it: median 106 vs 99 img/s, 16-px PNGs 16k vs 15k img/s).
+    # it sometimes settles on a slower pipeline for a whole pass (benchmarks/README.md, featurize.py).
     options = tf.data.Options()
     options.autotune.enabled = False
     return ds.with_options(options)
