@@ -165,7 +165,7 @@ class RunConfig:
         """Every parameter against its constraint in the table, then the rules between parameters."""
         owner = "autotransfer.run"
         for p in PARAMS:
-            if p.check is not None and hasattr(self, p.name):
+            if p.check is not None:
                 check_param(p.name, getattr(self, p.name), owner, p.expect, p.check(getattr(self, p.name)))
         if self.refit_with_test and not self.refit:
             raise UserInputError("refit_with_test (--refit-with-test) needs refit (drop --no-refit): the test data "

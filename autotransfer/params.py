@@ -24,8 +24,12 @@ def _int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _positive(v: Any) -> bool:
+    return _int(v) and v >= 1
+
+
 def _positive_or_none(v: Any) -> bool:
-    return v is None or (_int(v) and v >= 1)
+    return v is None or _positive(v)
 
 
 def _column(v: Any) -> bool:
@@ -48,7 +52,8 @@ class Param:
     panel: str = "Run"
 
 
-_BOOL = "True or False"
+#: A switch's constraint.
+_SWITCH = {"expect": "True or False", "check": lambda v: isinstance(v, bool)}
 _AUTO = "an integer >= 1, or None for automatic"
 
 PARAMS: tuple[Param, ...] = (
@@ -62,12 +67,12 @@ PARAMS: tuple[Param, ...] = (
     Param("max_trials", None, "Most tuning trials (default: until --time-budget is spent; 6 without a budget).",
           "--max-trials", expect=_AUTO, check=_positive_or_none, panel="Search"),
     Param("top_k", 2, "Candidates that go from probing to tuning.", "--top-k", expect="an integer >= 1",
-          check=lambda v: _int(v) and v >= 1, panel="Search"),
+          check=_positive, panel="Search"),
     Param("scorer", DEFAULT_SCORER, "Probe scorer that ranks candidates: combined (mean z-score of logme and nleep "
           "across candidates), linear_ll (linear probe, CV log-likelihood), linear (its CV accuracy), knn, logme, "
           "leep, nleep.", "--scorer", panel="Search"),  # checked against the registered scorers (validate)
     Param("halving", False, "Successive halving on growing subsamples before the full probe.", "--halving",
-          expect=_BOOL, check=lambda v: isinstance(v, bool), panel="Search"),
+          **_SWITCH, panel="Search"),
     Param("multi_source", 0, "Also probe the concatenated features of the top N backbones (N >= 2).",
           "--multi-source", expect="0 or an integer >= 2", check=lambda v: _int(v) and (v == 0 or v >= 2),
           panel="Search"),
@@ -78,38 +83,35 @@ PARAMS: tuple[Param, ...] = (
     Param("feature_batch_size", None, "Probe featurization batch size (default: by input size).",
           "--feature-batch-size", expect=_AUTO, check=_positive_or_none, panel="Resources"),
     Param("refit", True, "Retrain the final model on train+val before export (test stays untouched).",
-          "--refit/--no-refit", expect=_BOOL, check=lambda v: isinstance(v, bool), panel="Final model"),
+          "--refit/--no-refit", **_SWITCH, panel="Final model"),
     Param("refit_with_test", False, "After the test score is recorded, retrain once more on every labelled item "
-          "(the export then has no untouched test score).", "--refit-with-test", expect=_BOOL,
-          check=lambda v: isinstance(v, bool), panel="Final model"),
+          "(the export then has no untouched test score).", "--refit-with-test", **_SWITCH, panel="Final model"),
     Param("keep_tuned", True, "With the refit, serve each fine-tuned member as the mean of its refit and its tuned "
           "(train-only) weights: a two-model ensemble of one recipe; --no-keep-tuned serves the refit alone (one "
-          "forward pass a member).", "--keep-tuned/--no-keep-tuned", expect=_BOOL,
-          check=lambda v: isinstance(v, bool), panel="Final model"),
+          "forward pass a member).", "--keep-tuned/--no-keep-tuned", **_SWITCH, panel="Final model"),
     Param("ensemble", 4, "Most models the export may average (greedy selection on val); 1 = the best trial alone.",
-          "--ensemble", expect="an integer >= 1", check=lambda v: _int(v) and v >= 1, panel="Final model"),
+          "--ensemble", expect="an integer >= 1", check=_positive, panel="Final model"),
     Param("tta", True, "Average each model with its left-right flipped input where that helps on val.",
-          "--tta/--no-tta", expect=_BOOL, check=lambda v: isinstance(v, bool), panel="Final model"),
+          "--tta/--no-tta", **_SWITCH, panel="Final model"),
     Param("cv", "auto", f"Cross-validation for small data: auto (on up to {CV_MAX_ITEMS:,} labelled items), on, off. "
           "On: no test split is held back unless the data marks one; members are chosen on out-of-fold predictions "
           "over every labelled item, refit on all of them, and the score is the cross-validated estimate with a 95% "
           "interval.", "--cv", expect=f"one of {', '.join(CV_CHOICES)}", check=lambda v: v in CV_CHOICES,
           panel="Final model"),
     Param("resume", False, "Continue the run in --out: finished stages and trials are kept, an interrupted trial "
-          "runs again.", "--resume", expect=_BOOL, check=lambda v: isinstance(v, bool), panel="Output"),
+          "runs again.", "--resume", **_SWITCH, panel="Output"),
     Param("overwrite", False, "Replace the earlier run in --out: its files are removed first (without this or "
-          "--resume, an --out holding a run is refused).", "--overwrite", expect=_BOOL,
-          check=lambda v: isinstance(v, bool), panel="Output"),
+          "--resume, an --out holding a run is refused).", "--overwrite", **_SWITCH, panel="Output"),
     Param("storage", None, "SQLAlchemy URL of a shared Optuna study (e.g. postgresql://user:pw@host/db): this run is "
           "the chief; `autotransfer worker` processes join it.", "--storage", panel="Distributed"),
     Param("study", None, "Study name on --storage (default: the run directory's name).", "--study",
           panel="Distributed"),
     Param("strict", False, "Stop with an error on any data item that would be skipped (truncated, unreadable, "
           "duplicate, conflicting labels, split leakage, outside the CSV's folder, link loop, too large).",
-          "--strict", expect=_BOOL, check=lambda v: isinstance(v, bool), panel="Data"),
+          "--strict", **_SWITCH, panel="Data"),
     Param("max_pixels", MAX_PIXELS, "Skip images whose header says more pixels (height x width), never decoded; the "
           "export's serving_bytes refuses them too.", "--max-pixels", expect="a positive integer",
-          check=lambda v: _int(v) and v >= 1, panel="Data"),
+          check=_positive, panel="Data"),
     Param("path_column", "path", "CSV column of the image paths.", "--path-column", expect="a non-empty column name",
           check=_column, panel="Data"),
     Param("label_column", "label", "CSV column of the labels.", "--label-column", expect="a non-empty column name",
