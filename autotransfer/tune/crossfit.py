@@ -4,9 +4,9 @@ Every labelled row is predicted by a model that did not train on it, so that mem
 temperatures and the run's estimate use all rows instead of one small validation split: k-fold
 cross-fitting, as AutoGluon's bagging does. Linear heads are cheap and always cross-fitted; a
 fine-tuned trial is cross-fitted by replaying its recipe (its parameters and kept fine-tuning
-epochs, :func:`~autotransfer.tune.trainer.refit_trial`) on each fold's complement, while the time
-allows. Fold 0 is the validation split the trial itself was judged on, so its own validation
-predictions fill that fold.
+epochs, :func:`~autotransfer.tune.trainer.refit_trial`) on the complement of each group of the
+other folds, while the time allows. Fold 0 is the validation split the trial itself was judged on,
+so its own validation predictions fill that fold.
 """
 from __future__ import annotations
 
@@ -65,10 +65,39 @@ def nested_selection_probs(pool: Mapping[str, np.ndarray], y: np.ndarray, fold_i
     return out
 
 
-def fold_parts(splits: Any, held: int) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
-    """``(training parts, held-out rows)`` for fold ``held``: the other folds, each one part (a
-    frozen-prefix refit caches each fold's activations once for every cross-fit), and fold ``held``."""
-    return tuple(f for i, f in enumerate(splits.folds) if i != held), splits.folds[held]
+#: Refits that cross-fit a fine-tuned trial: folds 1..k-1 are held out in this many groups. Two
+#: refits on 3/5 of the rows cost about 1.5 trials where one refit per fold (k - 1 = 4 on 80%)
+#: costs 4: within a 10-20 minute budget a trial's cross-fit and refit then take about 2.75 trials
+#: instead of 5.25, so a fine-tuned trial can become a member at all. The price: its out-of-fold
+#: predictions come from models trained on fewer rows than its refit, which errs against it.
+CROSSFIT_REFITS = 2
+
+
+def fold_groups(k: int, refits: int = CROSSFIT_REFITS) -> list[list[int]]:
+    """Folds 1..k-1 in at most ``refits`` contiguous groups, each held out by one cross-fit refit
+    (fold 0 is the trial's own validation split)."""
+    return [list(map(int, g)) for g in np.array_split(np.arange(1, k), min(refits, k - 1)) if len(g)]
+
+
+def fold_parts(splits: Any, held: list[int]) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """``(training parts, held-out rows)`` for the folds ``held``: the other folds, each one part (a
+    frozen-prefix refit caches each fold's activations once for every cross-fit), and the union of
+    the ``held`` folds, sorted as their rows are in :attr:`Splits.labelled`."""
+    parts = tuple(f for i, f in enumerate(splits.folds) if i not in held)
+    return parts, np.sort(np.concatenate([splits.folds[i] for i in held]))
+
+
+def cross_fit_factor(splits: Any) -> float:
+    """What a trial's cross-fit plus its final refit cost, in multiples of the trial's own refit
+    seconds (a refit's time grows with its rows); under a fixed split only the refit on train +
+    val."""
+    labelled = len(splits.train) + len(splits.val)
+    refit = labelled / max(1, len(splits.train))
+    if not splits.folds:
+        return refit
+    sizes = [len(f) for f in splits.folds]
+    held = [sum(sizes[i] for i in g) for g in fold_groups(len(sizes))]
+    return refit + sum((labelled - h) / max(1, len(splits.train)) for h in held)
 
 
 def cross_fit_trial(summary: Any, spec: BackboneSpec, data: Any, splits: Any, *, space: Any, deadline: Any,
@@ -86,15 +115,15 @@ def cross_fit_trial(summary: Any, spec: BackboneSpec, data: Any, splits: Any, *,
     oof = np.zeros((len(fold_ids), data.num_classes))
     oof[fold_ids == 0] = summary.val_probs
     spec = at_trial_size(spec, summary.params)
-    for j in range(1, len(splits.folds)):
-        parts, held = fold_parts(splits, j)
+    for group in fold_groups(len(splits.folds)):
+        parts, held = fold_parts(splits, group)
         feats = None if features is None else np.concatenate([features[fold_ids == i] for i in range(len(splits.folds))
-                                                               if i != j])
+                                                               if i not in group])
         model, timed_out = refit_trial(spec, summary.params, data, parts, space=space, num_classes=data.num_classes,
                                        finetune_epochs=summary.finetune_epochs, features=feats, deadline=deadline,
                                        seed=seed + summary.trial_id)
         if not timed_out:
-            oof[fold_ids == j] = predict(model, data, held, input_size=spec.input_size)
+            oof[np.isin(fold_ids, group)] = predict(model, data, held, input_size=spec.input_size)
         del model
         keras.backend.clear_session(free_memory=False)
         gc.collect()
@@ -112,7 +141,8 @@ def cross_fit_trials(tuned: Any, specs: Mapping[str, BackboneSpec], data: Any, s
     already promised. A trial reverted to its head at the probed size is the probe's linear head
     (a member candidate already) and is skipped. ``features``: ``{(candidate, probed size): probe
     features of splits.labelled}``."""
-    k = len(splits.folds)
+    refits = len(fold_groups(len(splits.folds)))
+    refit_share = len(splits.labelled) / max(1, len(splits.train))
     kept = sorted((tuned.summaries[t] for t in tuned.models), key=lambda s: s.key, reverse=True)
     out: dict[int, np.ndarray] = {}
     promised = 0.0
@@ -122,9 +152,9 @@ def cross_fit_trials(tuned: Any, specs: Mapping[str, BackboneSpec], data: Any, s
         size = at_trial_size(specs[s.backbone], s.params).input_size
         if s.finetune_epochs == 0 and size == probed_sizes.get(s.backbone):
             continue
-        need = (k - 1) * s.refit_seconds + s.refit_seconds * len(splits.labelled) / max(1, len(splits.train))
+        need = cross_fit_factor(splits) * s.refit_seconds
         if deadline.remaining() < need + promised:
-            log(f"cross-fit: trial {s.trial_id} skipped: its {k - 1} folds and refit need ~{need:.0f} s, "
+            log(f"cross-fit: trial {s.trial_id} skipped: its {refits} cross-fits and refit need ~{need:.0f} s, "
                 f"{max(0.0, deadline.remaining() - promised):.0f} s left")
             continue
         t0 = time.monotonic()
@@ -134,9 +164,10 @@ def cross_fit_trials(tuned: Any, specs: Mapping[str, BackboneSpec], data: Any, s
             log(f"cross-fit: trial {s.trial_id} ran out of time")
             continue
         out[s.trial_id] = oof
-        promised += s.refit_seconds * len(splits.labelled) / max(1, len(splits.train))
-        log(f"cross-fit: trial {s.trial_id} on {k - 1} more folds in {time.monotonic() - t0:.0f} s")
+        promised += s.refit_seconds * refit_share
+        log(f"cross-fit: trial {s.trial_id} on {len(splits.folds) - 1} more folds in {time.monotonic() - t0:.0f} s")
     return out
 
 
-__all__ = ["cross_fit_trial", "cross_fit_trials", "fold_parts", "nested_selection_probs", "oof_heads"]
+__all__ = ["CROSSFIT_REFITS", "cross_fit_factor", "cross_fit_trial", "cross_fit_trials", "fold_groups", "fold_parts",
+           "nested_selection_probs", "oof_heads"]

@@ -66,7 +66,7 @@ def _oracle_class() -> type:
             self.first = list(state.get("autotransfer_first", []))
 
         def populate_space(self, trial_id: str) -> dict:
-            if self.deadline.passed() and self.trials:
+            if not self.deadline.can_start() and self.trials:
                 return {"status": "STOPPED"}
             return super().populate_space(trial_id)
 

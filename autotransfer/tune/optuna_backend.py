@@ -184,7 +184,7 @@ class OptunaBackend(TunerBackend):
         if max_trials is not None and sum(_countable(t) for t in trials) >= max_trials:
             return True
         # The first trial always runs (it stops itself at the deadline); none starts after it.
-        return deadline.passed() and (ran > 0 or any(_finished(t) for t in trials))
+        return not deadline.can_start() and (ran > 0 or any(_finished(t) for t in trials))
 
     @staticmethod
     def _rank(study: Any, number: int) -> int:

@@ -20,6 +20,7 @@ from autotransfer.backbones import METADATA_FILE, BackboneSpec, HubBackbone, res
 from autotransfer.errors import AutotransferError, UserInputError, check_param
 from autotransfer.tune.base import STATUSES, ObjectiveResult, ReportFn, TrialRecord, TunerBackend, get_backend, worker_id
 from autotransfer.tune.budget import Deadline
+from autotransfer.tune.crossfit import cross_fit_factor
 from autotransfer.tune.space import TuneSpace
 from autotransfer.tune.store import INTERRUPTED, TrialStore
 from autotransfer.tune.trainer import at_trial_size, load_trial_model, probe_head_weights, train_trial
@@ -200,6 +201,21 @@ def refit_reserve(summaries: dict[int, TrialSummary], *, members: int, factor: f
     return factor * sum(s.refit_seconds for s in trials) + FINAL_MEMBER_S * len(choice.weights)
 
 
+def crossfit_start_s(summaries: dict[int, TrialSummary], factor: float) -> float:
+    """Under cross-validation, the seconds a new trial needs before the deadline to be of any use:
+    a trial becomes a member only once cross-fitted, so after a typical trial (the median of the
+    finished ones) there must be time to cross-fit and refit (``factor`` x refit seconds) a typical
+    trial or the best so far, whichever costs more. A trial started with less would end past the
+    time its cross-fit needs, and would take the time of the best trial's cross-fit with it.
+    0 before any trial has finished."""
+    done = [s for s in summaries.values() if not s.pruned] or list(summaries.values())
+    if not done:
+        return 0.0
+    best = max(done, key=lambda s: s.key)
+    refit = max(float(np.median([s.refit_seconds for s in done])), best.refit_seconds)
+    return float(np.median([s.seconds for s in done])) + factor * refit
+
+
 @dataclass
 class SharedStudy:
     """An Optuna study on a storage other processes reach (``role``: "chief" creates it and
@@ -268,9 +284,9 @@ class _TrialRunner:
         self.kept = _Kept(keep, store)
         self.heads: dict[tuple[str, int], list[np.ndarray]] = {}  # LP-FT heads: one fit per backbone and size
         self.sized_features: dict[tuple[str, int], dict] = {}  # features at trial sizes other than the probed one
-        # Refit items over trial items; under cross-validation each kept member also replays its recipe
-        # on the other k - 1 folds first (crossfit.cross_fit_trials).
-        self.factor = (len(splits.train) + len(splits.val)) / max(1, len(splits.train)) + len(splits.folds or [1]) - 1
+        # A member's refit and, under cross-validation, its cross-fit first (crossfit.cross_fit_trials),
+        # in multiples of its trial's refit seconds.
+        self.factor = cross_fit_factor(splits)
         self.y_val = np.asarray(data.labels, dtype=np.int64)[splits.val]
         self.linear_heads = dict(heads or {})  # the linear heads' val probabilities (member candidates too)
         self.worker = worker_id()
@@ -311,6 +327,7 @@ class _TrialRunner:
                     summaries, members=self.refit_members, factor=self.factor, keep=self.kept.size, y_val=self.y_val,
                     heads=self.linear_heads, seed=self.seed,
                     affordable_s=self.deadline.end - time.time() if cross_fit else None)
+                self.deadline.start_s = crossfit_start_s(summaries, self.factor) if cross_fit else 0.0
             message = f"trial {trial_id}: {spec.name} val_accuracy={out.val_accuracy:.3f}"
             interrupts.check()  # a Ctrl-C whose exception was lost mid-trial: no next trial
             return ObjectiveResult(out.val_accuracy, out.epochs, "timeout" if out.timed_out else "ok", out.params)

@@ -157,3 +157,35 @@ def test_the_estimate_rechooses_members_without_each_fold():
     fit2 = folds != 2
     choice2, _ = scaled_selection({n: p[fit2] for n, p in pool.items()}, y[fit2], max_members=2, seed=0)
     assert "lucky" not in choice2.weights
+
+
+def test_a_trial_is_cross_fitted_in_two_refits_each_blind_to_the_rows_it_predicts(monkeypatch):
+    from autotransfer.tune import crossfit
+    from autotransfer.tune.tune import TrialSummary
+
+    assert crossfit.fold_groups(5) == [[1, 2], [3, 4]]
+    assert crossfit.fold_groups(3) == [[1], [2]] and crossfit.fold_groups(2) == [[1]]
+    y = np.repeat([0, 1, 2], 10)
+    data = load_data(np.zeros((30, 4, 4, 3), dtype="float32"), labels=y)
+    s = make_cv_splits(data, folds=5, seed=0)
+    fits = []
+
+    def refit(spec, params, data, parts, **kwargs):  # the "model" is the rows it trained on
+        fits.append(np.concatenate(parts))
+        return np.concatenate(parts), False
+
+    def predict(model, data, rows, input_size):  # right where blind to the row, wrong where it saw it
+        seen = np.isin(rows, model)
+        return np.eye(3)[np.where(seen, (y[rows] + 1) % 3, y[rows])]
+
+    monkeypatch.setattr(crossfit, "refit_trial", refit)
+    trial = TrialSummary(7, "b", {}, 1.0, 0.1, np.eye(3)[y[s.val]], 2, 10.0)
+    from autotransfer.backbones import BackboneSpec
+
+    oof = crossfit.cross_fit_trial(trial, BackboneSpec(name="b", handle="x", input_size=4), data, s, space=None, deadline=None, features=None,
+                                   predict=predict)
+    assert len(fits) == 2 and all(len(f) == 18 for f in fits)  # 3 of 5 folds each
+    assert np.array_equal(oof.argmax(1), y[s.labelled])  # every row, in order, from a model blind to it
+    # Its cost: two refits on 3/5 of the rows (0.75 of a trial's 4/5 each) and the refit on all rows.
+    assert crossfit.cross_fit_factor(s) == pytest.approx(30 / 24 + 2 * 18 / 24)
+    assert crossfit.cross_fit_factor(replace(s, folds=None)) == pytest.approx(30 / 24)

@@ -445,3 +445,31 @@ def test_kept_trials_skip_copies_of_a_kept_model():
               2: trial(2, 0.7, np.array([[0.6, 0.4], [0.1, 0.9]])), 3: trial(3, 0.8, head + 1e-7)}
     assert [s.trial_id for s in kept_trials(trials, 3)] == [0, 1, 2]
     assert [s.trial_id for s in kept_trials(trials, 2)] == [0, 1]
+
+
+def test_under_cross_validation_a_trial_starts_only_with_time_to_cross_fit_it():
+    from autotransfer.tune.budget import Deadline
+    from autotransfer.tune.tune import REFIT_MIN_SHARE, TrialSummary, crossfit_start_s
+
+    assert crossfit_start_s({}, 3.0) == 0.0
+    kept = TrialSummary(0, "b", {}, 0.9, 0.3, None, 10, 200.0, False, 10)  # the best: refits all of its 200 s
+    reverted = TrialSummary(1, "b", {}, 0.8, 0.4, None, 0, 60.0, False, 10)
+    other = TrialSummary(2, "b", {}, 0.7, 0.5, None, 5, 100.0, False, 10)
+    trials = {0: kept, 1: reverted, 2: other}
+    assert reverted.refit_seconds == 60.0 * REFIT_MIN_SHARE
+    # A median trial (100 s), then the best one's cross-fit and refit (3 x 200 s).
+    assert crossfit_start_s(trials, 3.0) == pytest.approx(100.0 + 3.0 * 200.0)
+    deadline = Deadline(time.time() + 1000.0, reserve_s=200.0, start_s=700.0)
+    assert deadline.can_start() and not deadline.passed()
+    deadline.start_s = 850.0
+    assert not deadline.can_start() and not deadline.passed()  # a running trial goes on
+
+
+@pytest.mark.parametrize("backend", ["keras-tuner", "optuna"])
+def test_backends_start_no_trial_without_the_time_it_needs(backend, tmp_path):
+    from autotransfer.tune.budget import Deadline
+
+    deadline = Deadline(time.time() + 600.0, start_s=700.0)  # a trial and its cross-fit: 700 s
+    records = get_backend(backend).search(lambda p, report: 0.5, PARAMS, max_trials=5, deadline=deadline, seed=0,
+                                          work_dir=tmp_path)
+    assert len(records) == 1  # the first trial always runs
