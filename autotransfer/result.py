@@ -63,12 +63,13 @@ class Result:
             raw = tf.constant([Path(p).read_bytes() for p in images])
             out = model.signatures["serving_bytes"](image_bytes=raw)
         else:
-            from autotransfer.data import LabelledData, image_dataset
+            from autotransfer import modalities
+            from autotransfer.data import LabelledData
 
             x = np.asarray(images)
             # Unlabelled inference data: build the container directly (load_data insists on >= 2 classes).
             data = LabelledData(items=x, labels=np.zeros(len(x), dtype="int64"), class_names=["?"])
             size = int(self.best.get("input_size", 224))
-            batch = np.concatenate([b.numpy() for b in image_dataset(data, np.arange(len(x)), image_size=size, batch_size=32, with_labels=False)])
-            out = model.signatures["serving_default"](images=tf.constant(batch))
+            batches = modalities.for_data(data).dataset(data, np.arange(len(x)), size=size, with_labels=False)
+            out = model.signatures["serving_default"](images=tf.constant(np.concatenate([b.numpy() for b in batches])))
         return {k: v.numpy() for k, v in out.items()}

@@ -1,7 +1,7 @@
 """``autotransfer worker``: join a chief's Optuna study and run its trials.
 
 Everything a worker needs is in the study's ``autotransfer`` attribute, written by the chief
-(:func:`autotransfer.api._shared_study`): the data path and its fingerprint, the splits, the
+(:func:`autotransfer.pipeline.tune.shared_study`): the data path and its fingerprint, the splits, the
 candidates, the tuning space, the seed, the trial cap and the deadline. A worker on the chief's
 machine (or one that sees its run directory on a shared filesystem) keeps its trials there, so the
 chief can export any worker's model and the probe's cached features are reused; elsewhere it keeps

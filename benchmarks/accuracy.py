@@ -148,8 +148,8 @@ def recipe_accuracy(train: Path, test: Path, name: str, size: int, cache: Path) 
 def posthoc(run_dir: Path, test: Path) -> dict[str, float]:
     """Test accuracy of the final model's variants, rebuilt from ``final/member_<i>*.weights.h5``."""
     from autotransfer.data import image_dataset, load_data
-    from autotransfer.ensemble import temperature_scale
-    from autotransfer.tune.final import member_model
+    from autotransfer.final.ensemble import temperature_scale
+    from autotransfer.final.members import member_model
 
     final = json.loads((run_dir / "final_model.json").read_text())
     te = load_data(str(test))

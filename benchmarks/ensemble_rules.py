@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from autotransfer.ensemble import (accuracy, average, bagged_ensemble, fit_temperature, greedy_ensemble,  # noqa: E402
+from autotransfer.final.ensemble import (accuracy, average, bagged_ensemble, fit_temperature, greedy_ensemble,  # noqa: E402
                                    temperature_scale)
 
 MAX_MEMBERS = 4
@@ -76,7 +76,7 @@ def head_test_features(specs: dict, names: list[str], test, cache: Path, test_di
 
 def candidates(run_dir: Path, test, cache: Path, test_dir: Path) -> tuple[dict, dict, np.ndarray]:
     """``(val probs, test probs, y_val)`` of every kept trial and every probe head of the run."""
-    from autotransfer.tune.final import PROBE_PREFIX
+    from autotransfer.final.members import PROBE_PREFIX
     from autotransfer.tune.task import build_task_model
     from autotransfer.tune.trainer import at_trial_size, probe_head_weights
 

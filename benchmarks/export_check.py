@@ -65,7 +65,7 @@ def main(run_dir: Path, repeats: int) -> None:
     final_file = run_dir / "final_model.json"
     members = json.loads(final_file.read_text())["members"] if final_file.is_file() else []
     if len(members) > 1 and all(m.get("weights_file") for m in members):
-        from autotransfer.tune.final import member_model
+        from autotransfer.final.members import member_model
 
         heaviest = max(members, key=lambda m: m["weight"])
         model = member_model(run_dir, heaviest, len(meta["class_names"]))

@@ -56,7 +56,7 @@ def test_every_labelled_row_trains_the_export_and_the_test_split_none(cv_run, cs
 
 
 def test_member_weights_are_the_selection_on_the_saved_out_of_fold_predictions(cv_run):
-    from autotransfer.ensemble import scaled_selection
+    from autotransfer.final.ensemble import scaled_selection
 
     run_dir = cv_run.run_dir
     oof = np.load(run_dir / "final" / "oof.npz")

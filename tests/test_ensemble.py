@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from autotransfer.ensemble import (TEMPERATURE_BOUNDS, accuracy, average, bagged_ensemble, fit_temperature,
+from autotransfer.final.ensemble import (TEMPERATURE_BOUNDS, accuracy, average, bagged_ensemble, fit_temperature,
                                    greedy_ensemble, log_loss, temperature_scale)
 
 Y = np.array([0, 1, 2, 0, 1, 2, 0, 1])

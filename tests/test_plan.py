@@ -175,22 +175,26 @@ def test_the_least_budget_counts_one_model_not_the_whole_ensemble():
 
 
 def test_the_export_reserve_counts_the_served_models_and_their_pixels():
-    from autotransfer import api
+    from autotransfer import budget as b
     from autotransfer.config import RunConfig
 
-    fixed, share = api._EXPORT_RESERVE_S, api._EXPORT_RESERVE_PER_MEMBER_S
+    fixed, share = b.EXPORT_RESERVE_S, b.EXPORT_RESERVE_PER_MODEL_S
+
+    def reserve(config: RunConfig, **kwargs):
+        return b.Budget.for_run(config, 0.0).finish_reserve(**kwargs)
+
     # Before the members are known: the most the ensemble may serve, tuned twins of the refit members included.
-    assert api._finish_reserve(RunConfig()) == fixed + share * (4 + 2)
-    assert api._finish_reserve(RunConfig(keep_tuned=False)) == fixed + share * 4
-    assert api._finish_reserve(RunConfig(refit=False)) == fixed + share * 4
+    assert reserve(RunConfig()) == fixed + share * (4 + 2)
+    assert reserve(RunConfig(keep_tuned=False)) == fixed + share * 4
+    assert reserve(RunConfig(refit=False)) == fixed + share * 4
     # Known members: scaled by pixels, at least a quarter share; text (size 0) the full share.
-    assert api._finish_reserve(RunConfig(), sizes=[240, 240]) == pytest.approx(fixed + 2 * share)
-    assert api._finish_reserve(RunConfig(), sizes=[120]) == pytest.approx(fixed + share / 4)
-    assert api._finish_reserve(RunConfig(), sizes=[32]) == pytest.approx(fixed + share / 4)
-    assert api._finish_reserve(RunConfig(), sizes=[0]) == pytest.approx(fixed + share)
-    assert api._finish_reserve(RunConfig(), sizes=[480]) == pytest.approx(fixed + 4 * share)
+    assert reserve(RunConfig(), sizes=[240, 240]) == pytest.approx(fixed + 2 * share)
+    assert reserve(RunConfig(), sizes=[120]) == pytest.approx(fixed + share / 4)
+    assert reserve(RunConfig(), sizes=[32]) == pytest.approx(fixed + share / 4)
+    assert reserve(RunConfig(), sizes=[0]) == pytest.approx(fixed + share)
+    assert reserve(RunConfig(), sizes=[480]) == pytest.approx(fixed + 4 * share)
     from autotransfer.backbones import BackboneSpec
-    from autotransfer.tune.final import FinalModel, Member
+    from autotransfer.final.members import FinalModel, Member
 
     members = [Member("trial 1", BackboneSpec("a", "a", 128), 0.5, None, {}),
                Member("probe:b", BackboneSpec("b", "b", 224), 0.5, None, {})]

@@ -117,8 +117,8 @@ def test_final_model_is_refit_on_train_and_val_and_reported(result):
 
 
 def test_member_weights_rebuild_what_the_export_serves(result):
-    from autotransfer.ensemble import temperature_scale
-    from autotransfer.tune.final import member_model
+    from autotransfer.final.ensemble import temperature_scale
+    from autotransfer.final.members import member_model
 
     final = json.loads((result.run_dir / "final_model.json").read_text())
     x, _ = pattern_images(2, num_classes=4, size=16, seed=3)

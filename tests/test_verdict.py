@@ -1,7 +1,7 @@
 """The fine-tune-vs-probe verdict: one set of rules for the run and for the report."""
 from __future__ import annotations
 
-from autotransfer.verdict import loss_reasons, verdict
+from autotransfer.evaluate.verdicts import loss_reasons, verdict
 
 
 def test_win_within_two_test_images_is_called_a_tie() -> None:

@@ -233,32 +233,31 @@ def export_model(
     export_dir: str | Path,
     model_name: str,
     version: int | None = None,
-    warmup_images: np.ndarray | None = None,
     verify: bool = True,
-    modality: str = "image",
+    modality: Any = "image",
     warmup_examples: Any = None,
     max_pixels: int | None = None,
 ) -> Path:
-    """Export ``model`` (float32 ``[None, S, S, 3]`` in [0, 1], or with ``modality="text"`` a batch
-    of strings, -> probabilities ``[None, K]``).
+    """Export ``model`` (the model input of ``modality`` -> probabilities ``[None, K]``).
 
-    ``input_size``: S, or a list of sizes for a model with one input per size (ascending, as
-    :func:`autotransfer.tune.task.build_ensemble` makes them); ``serving_default`` then takes the
-    largest and resizes for the others, ``serving_bytes`` decodes once per size.
+    ``modality``: a :class:`~autotransfer.modalities.Modality` or its registered name; it supplies
+    the serving signatures, their warm-up batches and the metadata's input description.
+    ``input_size``: the backbone's input size (0 where the modality has none), or a list of sizes
+    for a model with one input per size (ascending, as :func:`autotransfer.tune.task.build_ensemble`
+    makes them); ``serving_default`` then takes the largest and resizes for the others.
 
     Writes ``<export_dir>/<model_name>/<version>/`` (see the module docstring) and returns it.
     ``version=None`` takes the next integer after the existing numeric versions; an explicit
-    version that exists raises :class:`VersionExistsError`. ``warmup_images`` (uint8 or float
-    ``[N, H, W, 3]``, resized to ``input_size`` if needed; first 8 used) feed the warmup requests;
-    zeros when omitted; ``warmup_examples`` is the same for any modality (texts: up to 8 strings).
-    ``verify`` reloads the result and checks it against ``model`` before the version becomes visible.
-    ``max_pixels``: the most pixels (height x width) ``serving_bytes`` decodes (None: the built-in
-    limit, ``MAX_SERVING_PIXELS``); a run passes its ``--max-pixels``.
+    version that exists raises :class:`VersionExistsError`. ``warmup_examples``: up to 8 of the
+    data's items (as the data stage loads them) for the warm-up requests; the modality's own
+    placeholder items when omitted. ``verify`` reloads the result and checks it against ``model``
+    before the version becomes visible. ``max_pixels``: the most pixels (height x width) an image
+    export's ``serving_bytes`` decodes (None: the built-in limit); a run passes its ``--max-pixels``.
     """
     from autotransfer import modalities
 
-    preprocessor = modalities.get(modality)
-    _check_args(model, class_names, input_size, model_name, version, sized=modality == "image")
+    preprocessor = modalities.get(modality) if isinstance(modality, str) else modality
+    _check_args(model, class_names, input_size, model_name, version, sized=preprocessor.has_size)
     sizes = _sizes(input_size)
     model_dir = Path(export_dir) / model_name
     model_dir.mkdir(parents=True, exist_ok=True)
@@ -279,18 +278,8 @@ def export_model(
     fd = try_lock(lock)
     assert fd is not None  # a fresh random name: nobody else holds it
     try:
-        _build_archive(model, class_names, sizes, preprocessor, max_pixels).write_out(str(tmp), verbose=False)
-        (tmp / "assets").mkdir(exist_ok=True)
-        (tmp / "assets" / LABELS_FILE).write_text("".join(f"{c}\n" for c in class_names), encoding="utf-8")
-        batches = preprocessor.warmup_batches(warmup_examples if warmup_examples is not None else warmup_images, sizes)
-        keys = {name: key for name, (key, _, _) in preprocessor.signature_inputs(sizes).items()}
-        write_warmup_requests(tmp / "assets.extra" / WARMUP_FILE, model_name=model_name, batches=batches,
-                              input_keys=keys)
-        (tmp / METADATA_FILE).write_text(
-            json.dumps(_metadata(class_names, sizes, model_name, version, preprocessor), indent=2), encoding="utf-8"
-        )
-        if verify:
-            _verify(tmp, model, batches, len(class_names), sizes, preprocessor)
+        _write_version(tmp, model, class_names, sizes, model_name, version, preprocessor, warmup_examples,
+                       max_pixels=max_pixels, verify=verify)
         if final.exists():  # another export took this version meanwhile
             raise VersionExistsError(f"export_model: {final} appeared during the export; not overwriting it.")
         os.rename(tmp, final)
@@ -300,6 +289,23 @@ def export_model(
     finally:
         unlock(fd, lock)
     return final
+
+
+def _write_version(tmp: Path, model: keras.Model, class_names: list[str], sizes: list[int], model_name: str,
+                   version: int, modality: Any, examples: Any, *, max_pixels: int | None, verify: bool) -> None:
+    """Write the SavedModel, its labels, warm-up requests and metadata into ``tmp``, then check
+    the reloaded model against ``model`` (``verify``)."""
+    _build_archive(model, class_names, sizes, modality, max_pixels).write_out(str(tmp), verbose=False)
+    (tmp / "assets").mkdir(exist_ok=True)
+    (tmp / "assets" / LABELS_FILE).write_text("".join(f"{c}\n" for c in class_names), encoding="utf-8")
+    batches = modality.warmup_batches(examples, sizes)
+    keys = {name: key for name, (key, _, _) in modality.signature_inputs(sizes).items()}
+    write_warmup_requests(tmp / "assets.extra" / WARMUP_FILE, model_name=model_name, batches=batches, input_keys=keys)
+    (tmp / METADATA_FILE).write_text(
+        json.dumps(_metadata(class_names, sizes, model_name, version, modality), indent=2), encoding="utf-8"
+    )
+    if verify:
+        _verify(tmp, model, batches, len(class_names), sizes, modality)
 
 
 def remove_stale_exports(model_dir: str | Path) -> list[str]:

@@ -15,6 +15,16 @@ class Modality(ABC):
 
     #: Name used in ``LabelledData.modality`` and the registry.
     name: str = ""
+    #: Whether a mirrored item is still an item of its class, so that averaging a model's
+    #: predictions of an item and its mirror image (test-time flip averaging) may pay.
+    test_time_flip: bool = False
+    #: Whether a backbone takes an input ``size`` (an image side); else ``size`` is 0 and ignored.
+    has_size: bool = False
+
+    def typical_size(self, data: Any) -> float | None:
+        """The typical item size of ``data`` in the units of ``size`` (an image side in pixels), or
+        None where the modality has no size (what ``tuning.input_size: auto`` resolves against)."""
+        return None
 
     @abstractmethod
     def dataset(self, data: Any, indices: np.ndarray, *, size: int, batch_size: int = 32, shuffle: bool = False,

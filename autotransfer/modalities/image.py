@@ -19,6 +19,14 @@ class ImageModality(Modality):
     """RGB images at the backbone's square input size."""
 
     name = "image"
+    test_time_flip = True
+    has_size = True
+
+    def typical_size(self, data: Any) -> float | None:
+        """The data's typical image side (:func:`~autotransfer.data.typical_image_side`)."""
+        from autotransfer.data import typical_image_side
+
+        return typical_image_side(data)
 
     def dataset(self, data: Any, indices: np.ndarray, *, size: int, batch_size: int = 32, shuffle: bool = False,
                 seed: int = 0, with_labels: bool = True, cache: bool = False, raw: bool = False) -> tf.data.Dataset:
@@ -58,7 +66,7 @@ class ImageModality(Modality):
         ``serving_bytes`` (encoded images, decoded once per member size with the training pipeline's
         own ops after a header check of the pixel count, ``max_pixels``)."""
         from autotransfer.data import decode_image_sizes
-        from autotransfer.export.serving import check_image_batch, check_pixel_limit
+        from autotransfer.modalities.image_serving import check_image_batch, check_pixel_limit
 
         largest = sizes[-1]
         call = self.model_call(model, sizes)
@@ -100,7 +108,7 @@ class ImageModality(Modality):
             x = x[None] if x.ndim == 3 else x
             if x.ndim != 4 or x.shape[-1] != CHANNELS or len(x) == 0:
                 raise UserInputError(
-                    f"export_model: warmup_images must be [N, H, W, 3] with N >= 1. Got shape {x.shape}.")
+                    f"export_model: image warmup_examples must be [N, H, W, 3] with N >= 1. Got shape {x.shape}.")
             x = x[:MAX_WARMUP]
             # Same convention as the data stage: uint8 or float > 1.5 means 0..255.
             scale = 1.0 / 255.0 if x.dtype == np.uint8 or float(np.max(x)) > 1.5 else 1.0

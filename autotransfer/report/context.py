@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from autotransfer.report.savedmodel import read_signatures
-from autotransfer.verdict import loss_reasons
+from autotransfer.evaluate.verdicts import loss_reasons
 
 # Leaderboard columns in display order; unknown columns keep their file order after these.
 LEADERBOARD_COLUMNS = [

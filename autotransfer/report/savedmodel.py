@@ -25,7 +25,7 @@ def read_signatures(version_dir: str | Path) -> list[dict[str, Any]] | None:
 
 
 def format_shape(shape: list[int | None] | None) -> str:
-    """``[None, 224, 224, 3]`` -> ``(?, 224, 224, 3)``; unknown rank -> ``?``."""
+    """``[None, 384]`` -> ``(?, 384)`` (None: any size); unknown rank -> ``?``."""
     if shape is None:
         return "?"
     return "(" + ", ".join("?" if d is None else str(d) for d in shape) + ")"

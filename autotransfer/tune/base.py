@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any, Callable, Protocol
 
 from autotransfer.errors import UserInputError
-from autotransfer.tune.budget import Deadline
+from autotransfer.budget import Deadline
 from autotransfer.tune.space import ParamSpec
 
 STATUSES = ("ok", "pruned", "timeout")  # plus "failed: <message>"

@@ -24,7 +24,7 @@ from typing import Any
 from autotransfer.errors import UserInputError
 from autotransfer.interrupts import shielded
 from autotransfer.tune.base import Objective, Reporter, TrialRecord, TunerBackend, register_backend, run_objective, worker_id
-from autotransfer.tune.budget import Deadline, as_deadline
+from autotransfer.budget import Deadline, as_deadline
 from autotransfer.tune.space import ParamSpec, render_optuna
 
 log = logging.getLogger(__name__)

@@ -90,7 +90,7 @@ def _deadline_passed(deadline: Any) -> bool:
 
 class _Deadline(keras.callbacks.Callback):
     """Stops training at the first batch that ends past ``deadline`` (a ``time.time()`` value or an
-    object with ``passed()``, e.g. :class:`autotransfer.tune.budget.Deadline`)."""
+    object with ``passed()``, e.g. :class:`autotransfer.budget.Deadline`)."""
 
     def __init__(self, deadline: Any, flags: _Flags) -> None:
         super().__init__()

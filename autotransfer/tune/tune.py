@@ -19,8 +19,7 @@ from autotransfer import interrupts
 from autotransfer.backbones import METADATA_FILE, BackboneSpec, HubBackbone, resolve_handle
 from autotransfer.errors import AutotransferError, UserInputError, check_param
 from autotransfer.tune.base import STATUSES, ObjectiveResult, ReportFn, TrialRecord, TunerBackend, get_backend, worker_id
-from autotransfer.tune.budget import Deadline
-from autotransfer.tune.crossfit import cross_fit_factor
+from autotransfer.budget import Deadline, cross_fit_factor
 from autotransfer.tune.space import TuneSpace
 from autotransfer.tune.store import INTERRUPTED, TrialStore
 from autotransfer.tune.trainer import at_trial_size, load_trial_model, probe_head_weights, train_trial
@@ -181,7 +180,7 @@ def refit_reserve(summaries: dict[int, TrialSummary], *, members: int, factor: f
     margin would leave time idle.
 
     With ``y_val``, those are the trials that member selection (the final stage's own rule,
-    :func:`~autotransfer.ensemble.scaled_selection` over the :func:`kept_trials` and the linear
+    :func:`~autotransfer.final.ensemble.scaled_selection` over the :func:`kept_trials` and the linear
     heads' val probabilities ``heads``, at most ``members`` members) picks from the trials so far:
     it often picks trials other than the best by val accuracy, and longer ones. Without it, the
     ``members`` best trials. ``affordable_s`` (cross-validation, where a trial is a member only once
@@ -190,8 +189,8 @@ def refit_reserve(summaries: dict[int, TrialSummary], *, members: int, factor: f
     best = sorted(summaries.values(), key=lambda s: s.key, reverse=True)
     if y_val is None or members <= 1 or not best:  # one member: the best trial (choose_members' rule)
         return factor * sum(s.refit_seconds for s in best[:members])
-    from autotransfer.ensemble import scaled_selection
-    from autotransfer.tune.final import selection_pool
+    from autotransfer.final.ensemble import scaled_selection
+    from autotransfer.final.members import selection_pool
 
     kept = [s for s in kept_trials(summaries, keep) if s.val_probs is not None
             and (affordable_s is None or factor * s.refit_seconds <= affordable_s)]

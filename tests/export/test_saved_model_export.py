@@ -55,7 +55,7 @@ def exported(tiny_modules, tmp_path_factory):
     model = _model(str(module_copy))
     x, _ = pattern_images(2, num_classes=4)
     path = export_model(model, class_names=CLASSES, input_size=SIZE, export_dir=root / "serving",
-                        model_name="pets", warmup_images=x[:3])
+                        model_name="pets", warmup_examples=x[:3])
     shutil.rmtree(module_copy)
     return {"model": model, "path": path, "root": root / "serving", "loaded": tf.saved_model.load(str(path))}
 

@@ -16,7 +16,7 @@ from autotransfer.backbones import HubBackbone
 from autotransfer.export import export_model, make_predict_request, run_predict_request
 from autotransfer import modalities
 from autotransfer.export.saved_model import _build_archive
-from autotransfer.export.serving import MAX_SERVING_PIXELS, encoded_image_shape
+from autotransfer.modalities.image_serving import MAX_SERVING_PIXELS, encoded_image_shape
 
 SIZE = 16
 

@@ -12,7 +12,7 @@ from autotransfer.errors import UserInputError
 from autotransfer.report import render_report
 from autotransfer.report.context import load_context
 from autotransfer.report.savedmodel import read_signatures
-from autotransfer.verdict import verdict
+from autotransfer.evaluate.verdicts import verdict
 
 CLASS_NAMES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]  # == conftest.CLASS_NAMES
 CANDIDATES = ["efficientnet_lite2", "efficientnet_lite1", "efficientnet_lite0", "mobilenet_v3_small"]

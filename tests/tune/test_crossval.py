@@ -40,7 +40,7 @@ def test_cv_folds_follow_the_smallest_class():
 
 
 def test_out_of_fold_heads_predict_each_row_from_a_head_that_did_not_see_it():
-    from autotransfer.tune.crossfit import oof_heads
+    from autotransfer.final.crossfit import oof_heads
     from autotransfer.tune.trainer import probe_head_weights
 
     rng = np.random.default_rng(0)
@@ -69,7 +69,7 @@ def test_out_of_fold_heads_predict_each_row_from_a_head_that_did_not_see_it():
 
 
 def test_member_weights_come_from_out_of_fold_predictions_over_every_row(monkeypatch):
-    from autotransfer.tune.final import choose_members
+    from autotransfer.final.members import choose_members
     from autotransfer.tune.tune import TrialSummary
 
     class Tuned:  # a trial perfect on fold 0 (its val) but wrong on the other folds
@@ -86,7 +86,7 @@ def test_member_weights_come_from_out_of_fold_predictions_over_every_row(monkeyp
     from autotransfer.backbones import BackboneSpec
 
     spec = BackboneSpec(name="h", handle="x", input_size=8)
-    monkeypatch.setattr("autotransfer.tune.final._head_model", lambda spec, head, k: None)  # no network needed
+    monkeypatch.setattr("autotransfer.final.members._head_model", lambda spec, head, k: None)  # no network needed
     final = choose_members(Tuned(), {"probe:h": ([np.zeros((1, 2)), np.zeros(2)], good_head)}, {"h": spec, "b": spec},
                            y, num_classes=2, max_members=2, trial_probs={0: bad})
     assert [m.name for m in final.members] == ["probe:h"]
@@ -139,8 +139,8 @@ def test_a_configuration_whose_fine_tuning_reverted_is_not_run_again(tiny_module
 
 
 def test_the_estimate_rechooses_members_without_each_fold():
-    from autotransfer.ensemble import scaled_selection, temperature_scale
-    from autotransfer.tune.crossfit import nested_selection_probs
+    from autotransfer.final.ensemble import scaled_selection, temperature_scale
+    from autotransfer.final.crossfit import nested_selection_probs
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 90)
@@ -160,11 +160,12 @@ def test_the_estimate_rechooses_members_without_each_fold():
 
 
 def test_a_trial_is_cross_fitted_in_two_refits_each_blind_to_the_rows_it_predicts(monkeypatch):
-    from autotransfer.tune import crossfit
+    from autotransfer import budget
+    from autotransfer.final import crossfit
     from autotransfer.tune.tune import TrialSummary
 
-    assert crossfit.fold_groups(5) == [[1, 2], [3, 4]]
-    assert crossfit.fold_groups(3) == [[1], [2]] and crossfit.fold_groups(2) == [[1]]
+    assert budget.fold_groups(5) == [[1, 2], [3, 4]]
+    assert budget.fold_groups(3) == [[1], [2]] and budget.fold_groups(2) == [[1]]
     y = np.repeat([0, 1, 2], 10)
     data = load_data(np.zeros((30, 4, 4, 3), dtype="float32"), labels=y)
     s = make_cv_splits(data, folds=5, seed=0)
@@ -187,5 +188,5 @@ def test_a_trial_is_cross_fitted_in_two_refits_each_blind_to_the_rows_it_predict
     assert len(fits) == 2 and all(len(f) == 18 for f in fits)  # 3 of 5 folds each
     assert np.array_equal(oof.argmax(1), y[s.labelled])  # every row, in order, from a model blind to it
     # Its cost: two refits on 3/5 of the rows (0.75 of a trial's 4/5 each) and the refit on all rows.
-    assert crossfit.cross_fit_factor(s) == pytest.approx(30 / 24 + 2 * 18 / 24)
-    assert crossfit.cross_fit_factor(replace(s, folds=None)) == pytest.approx(30 / 24)
+    assert budget.cross_fit_factor(s) == pytest.approx(30 / 24 + 2 * 18 / 24)
+    assert budget.cross_fit_factor(replace(s, folds=None)) == pytest.approx(30 / 24)

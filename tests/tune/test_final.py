@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from autotransfer.backbones import BackboneSpec
 from autotransfer.data import decode_image_bytes
-from autotransfer.ensemble import log_loss, temperature_scale
+from autotransfer.final.ensemble import log_loss, temperature_scale
 from autotransfer.tune import HEAD_LAYER, TuneSpace, build_task_model, tune
 from autotransfer.tune.task import build_ensemble
 from autotransfer.tune.trainer import probe_head_weights, refit_trial
@@ -63,8 +63,8 @@ def test_single_member_is_the_model_itself(tiny_modules):
 
 
 def test_keep_tuned_serves_a_refit_trial_as_the_mean_of_its_refit_and_tuned_weights(tiny_modules):
-    from autotransfer.ensemble import EnsembleChoice
-    from autotransfer.tune.final import FinalModel, Member
+    from autotransfer.final.ensemble import EnsembleChoice
+    from autotransfer.final.members import FinalModel, Member
 
     rng = np.random.default_rng(2)
 
@@ -103,8 +103,8 @@ def test_keep_tuned_serves_a_refit_trial_as_the_mean_of_its_refit_and_tuned_weig
 def test_members_are_chosen_on_temperature_scaled_probabilities(tiny_modules):
     from types import SimpleNamespace
 
-    from autotransfer.ensemble import fit_temperature, greedy_ensemble
-    from autotransfer.tune.final import choose_members
+    from autotransfer.final.ensemble import fit_temperature, greedy_ensemble
+    from autotransfer.final.members import choose_members
     from autotransfer.tune.tune import TrialSummary
 
     def softmax(z):
@@ -168,10 +168,10 @@ def test_refit_trains_on_the_indices_it_is_given(tiny_modules, monkeypatch):
 def test_refit_does_the_linear_heads_first_so_a_trial_that_no_longer_fits_is_skipped(monkeypatch):
     from types import SimpleNamespace
 
-    from autotransfer.ensemble import EnsembleChoice
-    from autotransfer.tune.final import FinalModel, Member
+    from autotransfer.final.ensemble import EnsembleChoice
+    from autotransfer.final.members import FinalModel, Member
 
-    final_mod = importlib.import_module("autotransfer.tune.final")
+    final_mod = importlib.import_module("autotransfer.final.members")
     order, clock = [], {"left": 50.0}
 
     def head(features, labels, num_classes, seed=0):

@@ -419,8 +419,8 @@ def test_the_refit_reserve_counts_the_trials_member_selection_would_pick():
     assert refit_reserve(trials, members=1, factor=1.5) == 1.5 * 300.0  # one member: the best trial
     assert refit_reserve(trials, members=2, factor=1.5) == 1.5 * 340.0  # no labels: the best two
     picked = refit_reserve(trials, members=2, factor=1.5, y_val=y, heads=heads)
-    from autotransfer.ensemble import scaled_selection
-    from autotransfer.tune.final import selection_pool
+    from autotransfer.final.ensemble import scaled_selection
+    from autotransfer.final.members import selection_pool
 
     choice, _ = scaled_selection(selection_pool([first, good], heads), y, max_members=2)
     assert set(choice.weights) == {"trial 1", "probe:c"}  # the premise
@@ -448,7 +448,7 @@ def test_kept_trials_skip_copies_of_a_kept_model():
 
 
 def test_under_cross_validation_a_trial_starts_only_with_time_to_cross_fit_it():
-    from autotransfer.tune.budget import Deadline
+    from autotransfer.budget import Deadline
     from autotransfer.tune.tune import REFIT_MIN_SHARE, TrialSummary, crossfit_start_s
 
     assert crossfit_start_s({}, 3.0) == 0.0
@@ -467,7 +467,7 @@ def test_under_cross_validation_a_trial_starts_only_with_time_to_cross_fit_it():
 
 @pytest.mark.parametrize("backend", ["keras-tuner", "optuna"])
 def test_backends_start_no_trial_without_the_time_it_needs(backend, tmp_path):
-    from autotransfer.tune.budget import Deadline
+    from autotransfer.budget import Deadline
 
     deadline = Deadline(time.time() + 600.0, start_s=700.0)  # a trial and its cross-fit: 700 s
     records = get_backend(backend).search(lambda p, report: 0.5, PARAMS, max_trials=5, deadline=deadline, seed=0,

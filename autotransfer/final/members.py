@@ -3,7 +3,7 @@
 After tuning, every kept trial and every probed candidate's linear head (a frozen backbone with a
 logistic regression on its cached features: cheap, and a different backbone, layer or size from
 the tuned ones) is a candidate member. :func:`choose_members` picks members and weights by greedy
-ensemble selection on validation (:mod:`autotransfer.ensemble`, bagged), each candidate first
+ensemble selection on validation (:mod:`autotransfer.final.ensemble`, bagged), each candidate first
 temperature-scaled on val so that an over-confident fine-tuned network and a calibrated linear
 head average on equal terms; a single model wins unless averaging beats it on val.
 :func:`refit_members` then retrains each member on train+val with its own recipe (a trial: its
@@ -29,8 +29,8 @@ import keras
 import numpy as np
 
 from autotransfer.backbones import BackboneSpec
-from autotransfer.ensemble import EnsembleChoice, log_loss, scaled_selection, temperature_scale
-from autotransfer.tune.budget import Deadline
+from autotransfer.final.ensemble import EnsembleChoice, log_loss, scaled_selection, temperature_scale
+from autotransfer.budget import Deadline
 from autotransfer.tune.prefix import as_parts
 from autotransfer.tune.space import TuneSpace
 from autotransfer.tune.task import HEAD_LAYER, Part, build_ensemble, build_task_model
@@ -187,7 +187,7 @@ def choose_members(tuned: Any, heads: dict[str, tuple[list[np.ndarray], np.ndarr
                    y_val: np.ndarray, *, num_classes: int, max_members: int, keep_tuned: bool = False,
                    seed: int = 0, trial_probs: Mapping[int, np.ndarray] | None = None) -> FinalModel:
     """Bagged greedy ensemble selection over the kept trials (best first) and the linear heads,
-    each temperature-scaled on val (:func:`~autotransfer.ensemble.scaled_selection`).
+    each temperature-scaled on val (:func:`~autotransfer.final.ensemble.scaled_selection`).
 
     ``trial_probs`` (cross-validation): ``{trial id: out-of-fold probabilities}``; only those trials
     are candidates, scored with those probabilities, and ``y_val`` and the heads' probabilities

@@ -1,4 +1,4 @@
-"""Test-split evaluation of the tuned model and the fine-tune-vs-probe verdict."""
+"""Scores of a model on labelled items: metrics, the cross-validated estimate and its interval, error examples."""
 from __future__ import annotations
 
 import math
@@ -11,10 +11,9 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from autotransfer import modalities
 from autotransfer.data import LabelledData
-from autotransfer.verdict import verdict
 
-__all__ = ["CV_NOTE", "NO_TEST_NOTE", "bootstrap_interval", "cv_estimate", "error_examples", "evaluate_model", "evaluation_split", "metrics_from_probs", "model_inputs",
-           "predict_proba", "verdict"]
+__all__ = ["CV_NOTE", "NO_TEST_NOTE", "bootstrap_interval", "cv_estimate", "error_examples", "evaluate_model",
+           "evaluation_split", "metrics_from_probs", "model_inputs", "predict_proba"]
 
 #: What test_metrics.json and the report say when the data has no test split.
 NO_TEST_NOTE = ("The data has no test split (its split column lists no 'test' rows), so these scores are on the "

@@ -17,7 +17,8 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from autotransfer.backbones import BackboneSpec
-from autotransfer.tune.final import PROBE_PREFIX, softmax
+from autotransfer.budget import cross_fit_factor, fold_groups
+from autotransfer.final.members import PROBE_PREFIX, softmax
 from autotransfer.tune.trainer import at_trial_size, choose_head_c, probe_head_weights, refit_trial
 
 
@@ -54,7 +55,7 @@ def nested_selection_probs(pool: Mapping[str, np.ndarray], y: np.ndarray, fold_i
     (``{candidate: out-of-fold probabilities}``) and applied to its rows. The chosen ensemble scored
     on the rows that chose it overstates its accuracy by what the choice fitted to their noise; this
     estimate pays for the choice, as the export's test items would."""
-    from autotransfer.ensemble import scaled_selection, temperature_scale
+    from autotransfer.final.ensemble import scaled_selection, temperature_scale
 
     out = np.zeros(np.shape(next(iter(pool.values()))), dtype=np.float64)
     for j in np.unique(fold_ids):
@@ -65,39 +66,12 @@ def nested_selection_probs(pool: Mapping[str, np.ndarray], y: np.ndarray, fold_i
     return out
 
 
-#: Refits that cross-fit a fine-tuned trial: folds 1..k-1 are held out in this many groups. Two
-#: refits on 3/5 of the rows cost about 1.5 trials where one refit per fold (k - 1 = 4 on 80%)
-#: costs 4: within a 10-20 minute budget a trial's cross-fit and refit then take about 2.75 trials
-#: instead of 5.25, so a fine-tuned trial can become a member at all. The price: its out-of-fold
-#: predictions come from models trained on fewer rows than its refit, which errs against it.
-CROSSFIT_REFITS = 2
-
-
-def fold_groups(k: int, refits: int = CROSSFIT_REFITS) -> list[list[int]]:
-    """Folds 1..k-1 in at most ``refits`` contiguous groups, each held out by one cross-fit refit
-    (fold 0 is the trial's own validation split)."""
-    return [list(map(int, g)) for g in np.array_split(np.arange(1, k), min(refits, k - 1)) if len(g)]
-
-
 def fold_parts(splits: Any, held: list[int]) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
     """``(training parts, held-out rows)`` for the folds ``held``: the other folds, each one part (a
     frozen-prefix refit caches each fold's activations once for every cross-fit), and the union of
     the ``held`` folds, sorted as their rows are in :attr:`Splits.labelled`."""
     parts = tuple(f for i, f in enumerate(splits.folds) if i not in held)
     return parts, np.sort(np.concatenate([splits.folds[i] for i in held]))
-
-
-def cross_fit_factor(splits: Any) -> float:
-    """What a trial's cross-fit plus its final refit cost, in multiples of the trial's own refit
-    seconds (a refit's time grows with its rows); under a fixed split only the refit on train +
-    val."""
-    labelled = len(splits.train) + len(splits.val)
-    refit = labelled / max(1, len(splits.train))
-    if not splits.folds:
-        return refit
-    sizes = [len(f) for f in splits.folds]
-    held = [sum(sizes[i] for i in g) for g in fold_groups(len(sizes))]
-    return refit + sum((labelled - h) / max(1, len(splits.train)) for h in held)
 
 
 def cross_fit_trial(summary: Any, spec: BackboneSpec, data: Any, splits: Any, *, space: Any, deadline: Any,
@@ -169,5 +143,4 @@ def cross_fit_trials(tuned: Any, specs: Mapping[str, BackboneSpec], data: Any, s
     return out
 
 
-__all__ = ["CROSSFIT_REFITS", "cross_fit_factor", "cross_fit_trial", "cross_fit_trials", "fold_groups", "fold_parts",
-           "nested_selection_probs", "oof_heads"]
+__all__ = ["cross_fit_trial", "cross_fit_trials", "fold_parts", "nested_selection_probs", "oof_heads"]
