@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from autotransfer.plan.costs import CandidateCost
 
-# Scoring one candidate's cached features (linear CV + kNN + LogME on a few hundred items): ~0.1-1 s
-# measured on small data; an assumption, not measured per run.
+# Seconds to score one candidate's cached features (linear CV + kNN + LogME on a few hundred items).
+# Assumed rather than timed per run: the upper end of what scoring takes on small data.
 SCORE_S_PER_CANDIDATE = 1.0
 
 

@@ -11,8 +11,8 @@ from autotransfer.plan.estimate import SCORE_S_PER_CANDIDATE, probe_seconds, tri
 
 # What the selector does after tuning (evaluate + export + report) and what ``api.run`` keeps back for it.
 EXPORT_RESERVE_S = 30.0
-#: Factor on the plan's estimates from first batches: they ran 15-20% low against measured runs
-#: (benchmarks/selection.py --plan).
+#: Factor on the plan's estimates: they come from a few first batches, which run low against whole
+#: runs; benchmarks/selection.py --plan compares the two.
 ESTIMATE_MARGIN = 1.25
 
 
