@@ -199,19 +199,7 @@ def image_dataset(
     check_param("batch_size", batch_size, "image_dataset", "a positive int", int(batch_size) > 0)
     indices = np.asarray(indices, dtype=np.int64)
     labels = np.asarray(data.labels, dtype=np.int64)[indices]
-    item_fn: Callable[[tf.Tensor], tf.Tensor] | None
-    if data.is_paths:
-        if validate and not data.screened:
-            _validate_once(data)
-        source = tf.constant([data.items[i] for i in indices.tolist()], dtype=tf.string)
-        item_fn = lambda p: _load_file(p, size)  # noqa: E731
-    elif raw_uint8 and yields_raw_uint8(data, size):
-        source = data.items[indices]
-        item_fn = None if data.items.ndim == 4 and data.items.shape[-1] == 3 else _rgb
-    else:
-        scale = _array_scale(data.items)
-        source = data.items[indices]
-        item_fn = lambda a: _array_image(a, size, scale)  # noqa: E731
+    source, item_fn = _item_source(data, indices, size, validate=validate, raw_uint8=raw_uint8)
     # Without labels the source holds the items alone: no per-item map just to drop them.
     if with_labels:
         ds = tf.data.Dataset.from_tensor_slices((source, labels))
@@ -219,7 +207,31 @@ def image_dataset(
     else:
         ds = tf.data.Dataset.from_tensor_slices(source)
         fn = item_fn
-    buffer = max(1, len(indices))
+    return _shuffled_batches(ds, fn, len(indices), batch_size=int(batch_size), shuffle=shuffle, seed=seed,
+                             cache=cache)
+
+
+def _item_source(data: LabelledData, indices: np.ndarray, size: tuple[int, int], *, validate: bool,
+                 raw_uint8: bool) -> tuple[tf.Tensor | np.ndarray, Callable[[tf.Tensor], tf.Tensor] | None]:
+    """``(source, item_fn)``: what the dataset slices for the items at ``indices`` (file paths or
+    array pixels) and the per-item map to images of ``size`` (None: the items are already those;
+    see :func:`image_dataset` for ``validate`` and ``raw_uint8``)."""
+    if data.is_paths:
+        if validate and not data.screened:
+            _validate_once(data)
+        source = tf.constant([data.items[i] for i in indices.tolist()], dtype=tf.string)
+        return source, lambda p: _load_file(p, size)
+    if raw_uint8 and yields_raw_uint8(data, size):
+        return data.items[indices], None if data.items.ndim == 4 and data.items.shape[-1] == 3 else _rgb
+    scale = _array_scale(data.items)
+    return data.items[indices], lambda a: _array_image(a, size, scale)
+
+
+def _shuffled_batches(ds: tf.data.Dataset, fn: Callable | None, n_items: int, *, batch_size: int, shuffle: bool,
+                      seed: int, cache: bool) -> tf.data.Dataset:
+    """``ds`` mapped by ``fn`` (unless None), optionally cached and reshuffled every epoch, batched
+    and prefetched."""
+    buffer = max(1, n_items)
     if shuffle and not cache:
         # Shuffling paths before decoding costs nothing and needs no image buffer.
         ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
@@ -229,7 +241,7 @@ def image_dataset(
         ds = ds.cache()
         if shuffle:
             ds = ds.shuffle(buffer, seed=seed, reshuffle_each_iteration=True)
-    return ds.batch(int(batch_size)).prefetch(tf.data.AUTOTUNE)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
 def typical_image_side(data: LabelledData, *, sample: int = 100, seed: int = 0) -> float | None:

@@ -100,38 +100,13 @@ def _list_items(
     data: Any, labels: Any, path_column: str, label_column: str, split_column: str, text_column: str | None,
 ) -> _Listing | LabelledData:
     """The loader for this kind of ``data``: a listing of files or texts, or arrays already validated."""
-    from autotransfer.data import text  # lazy: it builds on this module
-
     if isinstance(data, LabelledData):
         _no_labels_kwarg(labels, "a LabelledData")
         return data
     if isinstance(data, (str, os.PathLike)):
-        path = Path(os.fspath(data)).expanduser()
-        if not path.exists():
-            raise UserInputError(
-                f"Data path '{data}' does not exist. Pass an image folder (one sub-folder per "
-                "class) or a .csv file with path,label columns."
-            )
-        if path.is_dir():
-            _no_labels_kwarg(labels, f"image folder {data}")
-            return _load_folder(path, shown=str(data))
-        if path.suffix.lower() == ".csv":
-            _no_labels_kwarg(labels, f"CSV {data}")
-            return _load_csv(path, str(data), path_column, label_column, split_column, text_column)
-        raise UserInputError(
-            f"Data file '{data}' is not a .csv file. Pass an image folder (one sub-folder per "
-            "class) or a .csv file with path,label[,split] columns."
-        )
+        return _list_path(data, labels, path_column, label_column, split_column, text_column)
     if isinstance(data, pd.DataFrame):
-        _no_labels_kwarg(labels, "a DataFrame")
-        column = text.text_column_of(data, text_column, path_column, label_column, split_column)
-        if column is not None:
-            return text.table_texts(data, "DataFrame", lambda i, idx: f"DataFrame row {idx!r}", column,
-                                    label_column, split_column, source="DataFrame")
-        return _from_table(
-            data, "DataFrame", Path.cwd(), lambda i, idx: f"DataFrame row {idx!r}",
-            path_column, label_column, split_column, source="DataFrame",
-        )
+        return _list_dataframe(data, labels, path_column, label_column, split_column, text_column)
     if isinstance(data, tuple) and len(data) == 2 and labels is None:
         return _load_arrays(data[0], data[1])
     if isinstance(data, np.ndarray):
@@ -140,16 +115,8 @@ def _list_items(
                 "arrays: labels are missing. Call load_data(x, labels=y) or load_data((x, y))."
             )
         return _load_arrays(data, labels)
-    if isinstance(data, (list, tuple)) and data and all(isinstance(t, str) for t in data) and (
-            text_column is not None or not any(has_image_extension(t) for t in data)):
-        if labels is None:
-            raise UserInputError("text list: labels are missing. Call load_data(texts, labels=y) with one label "
-                                 "per text.")
-        y = _as_label_array(labels, "text list")
-        if len(y) != len(data):
-            raise UserInputError(f"text list: got {len(data)} texts but {len(y)} labels. Pass exactly one label "
-                                 "per text.")
-        return text.text_list(list(data), y)
+    if _is_text_list(data, text_column):
+        return _list_texts(data, labels)
     if isinstance(data, (list, tuple)) and data and all(isinstance(p, (str, os.PathLike)) for p in data):
         if labels is None:
             raise UserInputError(
@@ -161,6 +128,64 @@ def _list_items(
         f"Unsupported data of type {type(data).__name__}. Pass an image folder path, a .csv path, "
         "a pandas DataFrame with path/label columns, an array x with labels=y, or a tuple (x, y)."
     )
+
+
+def _list_path(data: str | os.PathLike, labels: Any, path_column: str, label_column: str, split_column: str,
+               text_column: str | None) -> _Listing:
+    """The listing of an image folder or a CSV file at ``data``."""
+    path = Path(os.fspath(data)).expanduser()
+    if not path.exists():
+        raise UserInputError(
+            f"Data path '{data}' does not exist. Pass an image folder (one sub-folder per "
+            "class) or a .csv file with path,label columns."
+        )
+    if path.is_dir():
+        _no_labels_kwarg(labels, f"image folder {data}")
+        return _load_folder(path, shown=str(data))
+    if path.suffix.lower() == ".csv":
+        _no_labels_kwarg(labels, f"CSV {data}")
+        return _load_csv(path, str(data), path_column, label_column, split_column, text_column)
+    raise UserInputError(
+        f"Data file '{data}' is not a .csv file. Pass an image folder (one sub-folder per "
+        "class) or a .csv file with path,label[,split] columns."
+    )
+
+
+def _list_dataframe(data: pd.DataFrame, labels: Any, path_column: str, label_column: str, split_column: str,
+                    text_column: str | None) -> _Listing:
+    """The listing of a DataFrame: its texts when it has a text column, else its image paths
+    (relative to the cwd)."""
+    from autotransfer.data import text  # lazy: it builds on this module
+
+    _no_labels_kwarg(labels, "a DataFrame")
+    column = text.text_column_of(data, text_column, path_column, label_column, split_column)
+    if column is not None:
+        return text.table_texts(data, "DataFrame", lambda i, idx: f"DataFrame row {idx!r}", column,
+                                label_column, split_column, source="DataFrame")
+    return _from_table(
+        data, "DataFrame", Path.cwd(), lambda i, idx: f"DataFrame row {idx!r}",
+        path_column, label_column, split_column, source="DataFrame",
+    )
+
+
+def _is_text_list(data: Any, text_column: str | None) -> bool:
+    """A non-empty list of strings that are texts: ``text_column`` is given, or none is an image file name."""
+    return bool(isinstance(data, (list, tuple)) and data and all(isinstance(t, str) for t in data) and (
+        text_column is not None or not any(has_image_extension(t) for t in data)))
+
+
+def _list_texts(data: Sequence[str], labels: Any) -> _Listing:
+    """The listing of a list of texts with one label each."""
+    from autotransfer.data import text  # lazy: it builds on this module
+
+    if labels is None:
+        raise UserInputError("text list: labels are missing. Call load_data(texts, labels=y) with one label "
+                             "per text.")
+    y = _as_label_array(labels, "text list")
+    if len(y) != len(data):
+        raise UserInputError(f"text list: got {len(data)} texts but {len(y)} labels. Pass exactly one label "
+                             "per text.")
+    return text.text_list(list(data), y)
 
 
 def _no_labels_kwarg(labels: Any, what: str) -> None:

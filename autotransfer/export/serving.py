@@ -195,6 +195,55 @@ def _column_proto(key: str, values: Sequence[Any], signature_name: str) -> Any:
     return tf.make_tensor_proto(array)
 
 
+def _row_values(instances: Any) -> tuple[dict[str, list[Any]] | None, Any]:
+    """``(columns, None)`` for row-format ``instances`` that name their inputs, else ``(None, values)``
+    (the values of a single input); ``{"b64": ...}`` objects decoded."""
+    if not isinstance(instances, list) or not instances:
+        raise UserInputError('REST body: "instances" must be a non-empty list.')
+    instances = _decode_b64(instances)
+    named = [isinstance(i, Mapping) for i in instances]
+    if any(named) and not all(named):
+        raise UserInputError('REST body: "instances" mixes named (object) and unnamed values.')
+    if not all(named):
+        return None, instances
+    keys = set(instances[0])
+    if any(set(i) != keys for i in instances):
+        raise UserInputError('REST body: every instance must have the same input names.')
+    return {k: [i[k] for i in instances] for k in instances[0]}, None
+
+
+def _columnar_values(inputs: Any) -> tuple[dict[str, list[Any]] | None, Any]:
+    """As :func:`_row_values`, for columnar ``inputs`` (a mapping of named inputs, or one input's values)."""
+    inputs = _decode_b64(inputs)
+    if isinstance(inputs, Mapping):
+        return {k: (v if isinstance(v, list) else [v]) for k, v in inputs.items()}, None
+    return None, inputs if isinstance(inputs, list) else [inputs]
+
+
+def _default_signature(columns: dict[str, list[Any]] | None, single: Any) -> str:
+    """The signature for a body without ``signature_name``: ``serving_bytes`` for bytes inputs,
+    else ``serving_default``."""
+    values = single if columns is None else [v for col in columns.values() for v in col]
+    bytes_like = (columns is not None and BYTES_KEY in columns) or all(isinstance(v, bytes) for v in values)
+    return BYTES_SIGNATURE if bytes_like else IMAGES_SIGNATURE
+
+
+def _named_columns(columns: dict[str, list[Any]] | None, single: Any, signature_name: str) -> dict[str, list[Any]]:
+    """``columns``, or the single input's values under its name: a text export's ``texts`` for
+    strings, else the input of ``signature_name``."""
+    if columns is not None:
+        return columns
+    if _is_text_list(single):  # a text export: its one input
+        return {TEXT_KEY: single}
+    key = SIGNATURE_INPUTS.get(signature_name, (None, None))[0]
+    if key is None:
+        raise UserInputError(
+            f"REST body: signature {signature_name!r} is not one autotransfer exports; name the "
+            'inputs ({"instances": [{"<input>": ...}]}).'
+        )
+    return {key: single}
+
+
 def rest_to_request(body: Mapping[str, Any], *, model_name: str, version: int | None = None) -> Any:
     """Translate a TF Serving REST predict body into a ``PredictRequest``.
 
@@ -211,43 +260,10 @@ def rest_to_request(body: Mapping[str, Any], *, model_name: str, version: int | 
     if ("instances" in body) == ("inputs" in body):
         raise UserInputError('REST body must have exactly one of "instances" (row) or "inputs" (columnar).')
     signature_name = body.get("signature_name")
-    columns: dict[str, list[Any]] | None = None
-    single: Any = None
-    if "instances" in body:
-        instances = body["instances"]
-        if not isinstance(instances, list) or not instances:
-            raise UserInputError('REST body: "instances" must be a non-empty list.')
-        instances = _decode_b64(instances)
-        named = [isinstance(i, Mapping) for i in instances]
-        if any(named) and not all(named):
-            raise UserInputError('REST body: "instances" mixes named (object) and unnamed values.')
-        if all(named):
-            keys = set(instances[0])
-            if any(set(i) != keys for i in instances):
-                raise UserInputError('REST body: every instance must have the same input names.')
-            columns = {k: [i[k] for i in instances] for k in instances[0]}
-        else:
-            single = instances
-    else:
-        inputs = _decode_b64(body["inputs"])
-        if isinstance(inputs, Mapping):
-            columns = {k: (v if isinstance(v, list) else [v]) for k, v in inputs.items()}
-        else:
-            single = inputs if isinstance(inputs, list) else [inputs]
+    columns, single = _row_values(body["instances"]) if "instances" in body else _columnar_values(body["inputs"])
     if signature_name is None:
-        values = single if columns is None else [v for col in columns.values() for v in col]
-        bytes_like = (columns is not None and BYTES_KEY in columns) or all(isinstance(v, bytes) for v in values)
-        signature_name = BYTES_SIGNATURE if bytes_like else IMAGES_SIGNATURE
-    if columns is None and _is_text_list(single):  # a text export: its one input
-        columns = {TEXT_KEY: single}
-    if columns is None:
-        key = SIGNATURE_INPUTS.get(signature_name, (None, None))[0]
-        if key is None:
-            raise UserInputError(
-                f"REST body: signature {signature_name!r} is not one autotransfer exports; name the "
-                'inputs ({"instances": [{"<input>": ...}]}).'
-            )
-        columns = {key: single}
+        signature_name = _default_signature(columns, single)
+    columns = _named_columns(columns, single, signature_name)
 
     from tensorflow_serving.apis import predict_pb2
 

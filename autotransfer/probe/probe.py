@@ -664,35 +664,65 @@ class _FullDataPass:
                       f"{spec.name}: {main} {row[f'score_{main}']:.3f}{' (cached)' if from_record else ''}")
 
 
-def probe(
-    candidates: Sequence[BackboneSpec],
-    data: LabelledData,
-    splits: Splits,
-    *,
-    scorer: str | Scorer | CombinedScore = DEFAULT_SCORER,
-    extra_scorers: Sequence[str | Scorer] = DEFAULT_EXTRA_SCORERS,
-    cache: FeatureCache | str | os.PathLike | bool | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    batch_size: int | None = None,
-    seed: int = 0,
-    progress: ProgressFn | None = None,
-    halving: bool = False,
-    eta: int = 3,
-    min_per_class: int = 5,
-    top_k: int = 2,
-    rungs: int | None = None,
-    keep_within: float = 2.0,
-    multi_source: int = 0,
-) -> ProbeResult:
+def _probe_setup(candidates: Sequence[BackboneSpec], data: LabelledData, splits: Splits, scorers: ScorerSet,
+                 store: FeatureCache | None, *, batch_size: int | None, seed: int,
+                 halving: bool) -> tuple[_Featurizer, Leaderboard, dict[str, np.ndarray]]:
+    """The featurizer of every item in ``splits``, the leaderboard of their labels, and each split's
+    positions among those items. Raises UserInputError when candidate names repeat."""
+    labels_all = np.asarray(data.labels, dtype=np.int64)
+    split_idx = {s: np.asarray(getattr(splits, s), dtype=np.int64) for s in SPLITS}
+    idx = np.unique(np.concatenate(list(split_idx.values())))
+    pos = {s: np.searchsorted(idx, split_idx[s]) for s in SPLITS}
+    y = {s: labels_all[split_idx[s]] for s in SPLITS}
+    ctx = _Ctx(data, data.fingerprint() if store is not None else "", store, batch_size, idx, index_key(idx, len(data)))
+    board = Leaderboard(scorers, halving=halving, labels=y, split_idx=split_idx, seed=seed, store=store,
+                        num_classes=len(data.class_names))
+    by_name = {c.name: c for c in candidates}
+    if len(by_name) != len(candidates):
+        raise UserInputError("probe: candidate names must be unique.")
+    featurizer = _Featurizer(by_name, ctx, wants_logits=scorers.wants_logits, train_pos=pos["train"], halving=halving)
+    return featurizer, board, pos
+
+
+def _run_halving(featurizer: _Featurizer, board: Leaderboard, data: LabelledData, names: list[str], *, seed: int,
+                 progress: ProgressFn, total: int, eta: int, min_per_class: int, top_k: int, rungs: int | None,
+                 keep_within: float) -> HalvingResult:
+    """Successive halving of ``names`` on growing stratified subsamples of TRAIN (see :func:`probe`)."""
+    schedule = SuccessiveHalving(eta=eta, min_per_class=min_per_class, top_k=top_k, rungs=rungs, seed=seed,
+                                 keep_within=keep_within)
+    labels_all = np.asarray(data.labels, dtype=np.int64)
+    return _HalvingRungs(featurizer, board, labels_all, seed, progress, total).run(schedule, names,
+                                                                                 board.split_idx["train"])
+
+
+def _probe_result(board: Leaderboard, featurizer: _Featurizer, candidates: Sequence[BackboneSpec],
+                  hres: HalvingResult | None, *, multi_source: int, full_rung: int, total: int) -> ProbeResult:
+    """The ranked leaderboard and features of a finished probe (raises when every candidate failed)."""
+    board.check_any_ok(total)
+    if hres is not None:  # items run through the modules, all rungs
+        for name, n in featurizer.featurized_items().items():
+            board.rows[name]["featurized_items"] = n
+    table, specs_added = board.table(candidates, multi_source, full_rung,
+                                     hres.eliminated_order() if hres is not None else None)
+    return ProbeResult(leaderboard=table, features=board.features, labels=board.labels, scorer=board.scorers.name,
+                       specs=specs_added, rungs=[r.to_dict() for r in hres.rungs] if hres is not None else [])
+
+
+def probe(candidates: Sequence[BackboneSpec], data: LabelledData, splits: Splits, *,
+          scorer: str | Scorer | CombinedScore = DEFAULT_SCORER,
+          extra_scorers: Sequence[str | Scorer] = DEFAULT_EXTRA_SCORERS,
+          cache: FeatureCache | str | os.PathLike | bool | None = None, cache_dir: str | os.PathLike | None = None,
+          batch_size: int | None = None, seed: int = 0, progress: ProgressFn | None = None, halving: bool = False,
+          eta: int = 3, min_per_class: int = 5, top_k: int = 2, rungs: int | None = None, keep_within: float = 2.0,
+          multi_source: int = 0) -> ProbeResult:
     """Score every candidate on frozen features; returns the leaderboard (best first).
 
     Args:
         candidates: backbones to score.
         data, splits: the dataset and its index splits; scorers see TRAIN features only.
         scorer: the ranking scorer: a registered name (``linear_ll``, ``linear``, ``knn``, ``logme``, ``leep``,
-            ``nleep``), a Scorer, or ``"combined"`` (the default: LogME and N-LEEP) / a
-            :class:`CombinedScore` (mean of per-scorer z-scores across the candidates, computed
-            after all are scored); ``score``/``std``.
+            ``nleep``), a Scorer, or ``"combined"`` (the default: LogME and N-LEEP) / a :class:`CombinedScore`
+            (mean of per-scorer z-scores across the candidates, computed after all are scored); ``score``/``std``.
         extra_scorers: more scorers, one ``score_<name>`` column each (not used for ranking;
             ``leep`` is NaN for candidates without ``classifier_handle``). The ranking scorer also
             gets its ``score_<name>`` column, and ``score_combined`` is always added.
@@ -702,12 +732,11 @@ def probe(
         batch_size: featurization batch size; None picks one per input size (:func:`auto_batch_size`).
         seed: CV fold seed (and the halving subsamples' seed).
         progress: ``progress(stage, done, total, message)`` callback.
-        halving: successive halving (:mod:`autotransfer.probe.halving`): rank on growing stratified
-            subsamples of TRAIN (``min_per_class * eta**r`` per class), keep the best
-            ``max(top_k, ceil(n/eta))`` per rung, full-data probe only for the survivors. Adds
-            columns ``rung`` (last rung reached; survivors get ``len(rungs)``, the full rung),
-            ``score_rung<r>``, ``halving_seconds`` and ``featurized_items``. Eliminated
-            candidates have NaN ``score``/``val_accuracy``/``test_accuracy`` and no features.
+        halving: successive halving (:mod:`autotransfer.probe.halving`): rank on growing stratified subsamples
+            of TRAIN (``min_per_class * eta**r`` per class), keep the best ``max(top_k, ceil(n/eta))`` per
+            rung, full-data probe only for the survivors. Adds columns ``rung`` (last rung reached; survivors
+            get ``len(rungs)``, the full rung), ``score_rung<r>``, ``halving_seconds`` and ``featurized_items``.
+            Eliminated candidates have NaN ``score``/``val_accuracy``/``test_accuracy`` and no features.
         eta, min_per_class, top_k: the halving schedule (see above).
         rungs: cap on the number of subsample rungs (implies ``halving=True``).
         keep_within: halving also keeps candidates within this many standard errors (CV folds)
@@ -725,36 +754,17 @@ def probe(
     halving = bool(halving or rungs)
     scorers = ScorerSet.resolve(scorer, extra_scorers)
     store = _resolve_cache(cache, cache_dir)
-    labels_all = np.asarray(data.labels, dtype=np.int64)
-    split_idx = {s: np.asarray(getattr(splits, s), dtype=np.int64) for s in SPLITS}
-    idx = np.unique(np.concatenate(list(split_idx.values())))
-    pos = {s: np.searchsorted(idx, split_idx[s]) for s in SPLITS}
-    y = {s: labels_all[split_idx[s]] for s in SPLITS}
-    ctx = _Ctx(data, data.fingerprint() if store is not None else "", store, batch_size, idx, index_key(idx, len(data)))
-    board = Leaderboard(scorers, halving=halving, labels=y, split_idx=split_idx, seed=seed, store=store,
-                        num_classes=len(data.class_names))
-    by_name = {c.name: c for c in candidates}
-    if len(by_name) != len(candidates):
-        raise UserInputError("probe: candidate names must be unique.")
-    featurizer = _Featurizer(by_name, ctx, wants_logits=scorers.wants_logits, train_pos=pos["train"], halving=halving)
+    featurizer, board, pos = _probe_setup(candidates, data, splits, scorers, store, batch_size=batch_size, seed=seed,
+                                          halving=halving)
     report = progress if progress is not None else _no_progress
     total = len(candidates)
-
-    survivors, hres = [c.name for c in candidates], None
+    hres = None
     if halving:  # rank on growing subsamples of TRAIN first; only the survivors go on to full data
-        schedule = SuccessiveHalving(eta=eta, min_per_class=min_per_class, top_k=top_k, rungs=rungs, seed=seed,
-                                     keep_within=keep_within)
-        hres = _HalvingRungs(featurizer, board, labels_all, seed, report, total).run(schedule, survivors,
-                                                                                     split_idx["train"])
-        survivors = hres.survivors
+        hres = _run_halving(featurizer, board, data, [c.name for c in candidates], seed=seed, progress=report,
+                            total=total, eta=eta, min_per_class=min_per_class, top_k=top_k, rungs=rungs,
+                            keep_within=keep_within)
+    survivors = hres.survivors if hres is not None else [c.name for c in candidates]
     full_rung = len(hres.rungs) if hres is not None else 0
     _FullDataPass(featurizer, board, pos, report, total, full_rung if halving else None).run(candidates, survivors)
-
-    board.check_any_ok(total)
-    if halving:  # items run through the modules, all rungs
-        for name, n in featurizer.featurized_items().items():
-            board.rows[name]["featurized_items"] = n
-    table, specs_added = board.table(candidates, multi_source, full_rung,
-                                     hres.eliminated_order() if hres is not None else None)
-    return ProbeResult(leaderboard=table, features=board.features, labels=y, scorer=scorers.name, specs=specs_added,
-                       rungs=[r.to_dict() for r in hres.rungs] if hres is not None else [])
+    return _probe_result(board, featurizer, candidates, hres, multi_source=multi_source, full_rung=full_rung,
+                         total=total)

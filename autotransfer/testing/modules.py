@@ -96,6 +96,72 @@ class _TinyModule(tf.Module):
         return self._call(images, tf.constant(training))
 
 
+def _module_root(module: _TinyModule, spec: tf.TensorSpec) -> tf.train.Checkpoint:
+    """The SavedModel root of ``module``: ``__call__`` and the variables (the reusable-SavedModel
+    contract) plus ``features_at`` and ``all_features``, traced for ``spec`` images."""
+    call = tf.function(
+        lambda images, training=False: module._call(images, tf.constant(training)),
+    )
+    for training in (False, True):
+        call.get_concrete_function(spec, training)
+    # The reusable-SavedModel contract: a root with __call__, variables, trainable_variables and
+    # regularization_losses attributes (tf.Module's own are read-only properties, so use a plain root).
+    root = tf.train.Checkpoint(net=module)
+    root.__call__ = call
+    root.variables = list(module.variables)
+    root.trainable_variables = list(module.trainable_variables)
+    root.regularization_losses = []
+
+    def features_fn(i: int) -> tf.types.experimental.PolymorphicFunction:
+        fn = tf.function(lambda images, training=False: module._features(images, upto=i))
+        for training in (False, True):
+            fn.get_concrete_function(spec, training)
+        return fn
+
+    root.features_at = {b: features_fn(i) for i, b in enumerate(BLOCKS)}
+    root.all_features = tf.function(lambda images: dict(zip(BLOCKS, module._features(images, upto=-1))),
+                                    input_signature=[spec])
+    return root
+
+
+def _add_prefix_cuts(root: tf.train.Checkpoint, module: _TinyModule, spec: tf.TensorSpec) -> tuple[dict, dict]:
+    """Give ``root`` the zoo's cut points for the prefix cache (``prefix_to``, ``from_block``, and
+    ``from_block_to`` for the layer candidate ``block_01``); returns the metadata's
+    ``(prefix_cuts, layer_prefix_cuts)``."""
+    cuts: dict = {}
+    root.prefix_to, root.from_block = {}, {}
+    for i, b in enumerate(BLOCKS[1:], start=1):
+        cuts[b] = int(module.w[i].shape[0])
+        root.prefix_to[b] = tf.function(lambda images, i=i: module.prefix(images, i), input_signature=[spec])
+        root.from_block[b] = tf.function(lambda x, i=i: module.suffix(x, i),
+                                         input_signature=[tf.TensorSpec([None, cuts[b]], tf.float32)])
+    # The layer candidate block_01, cut where it starts (as the zoo's from_block_to).
+    layer_cuts = {"block_01": {"block_01": cuts["block_01"]}}
+    root.from_block_to = {"block_01": {"block_01": tf.function(
+        lambda x: module.suffix(x, 1, stop=1), input_signature=[tf.TensorSpec([None, cuts["block_01"]], tf.float32)])}}
+    return cuts, layer_cuts
+
+
+def _module_metadata(path: Path, module: _TinyModule, *, grid: int, feature_dim: int, input_size: int,
+                     num_source_classes: int | None, cuts: dict, layer_cuts: dict) -> dict:
+    """The module's ``autotransfer_module.json`` contents."""
+    blocks = BLOCKS + (["classifier"] if num_source_classes else [])
+    return {
+        "name": path.name,
+        "output": "classification" if num_source_classes else "feature_vector",
+        "input_size": input_size,
+        "preprocessing": "float32 RGB in [0, 1]",
+        "license": "test fixture",
+        "parameters": int(sum(int(np.prod(v.shape)) for v in module.variables)),
+        "blocks": blocks,
+        "num_outputs": num_source_classes or feature_dim,
+        "grid": grid,
+        "feature_layers": list(BLOCKS),
+        "feature_dims": {b: int(w.shape[1]) for b, w in zip(BLOCKS, module.w)},
+        **({"prefix_cuts": cuts, "layer_prefix_cuts": layer_cuts} if cuts else {}),
+    }
+
+
 def write_tiny_module(
     path: str | Path,
     *,
@@ -110,58 +176,15 @@ def write_tiny_module(
         raise ValueError(f"grid must be 1, 2, 4 or 8. Got {grid}.")
     path = Path(path)
     module = _TinyModule(grid, feature_dim, seed, num_source_classes)
-    call = tf.function(
-        lambda images, training=False: module._call(images, tf.constant(training)),
-    )
     spec = tf.TensorSpec([None, None, None, 3], tf.float32)
-    for training in (False, True):
-        call.get_concrete_function(spec, training)
-    # The reusable-SavedModel contract: a root with __call__, variables, trainable_variables and
-    # regularization_losses attributes (tf.Module's own are read-only properties, so use a plain root).
-    root = tf.train.Checkpoint(net=module)
-    root.__call__ = call
-    root.variables = list(module.variables)
-    root.trainable_variables = list(module.trainable_variables)
-    root.regularization_losses = []
-
-    def features_fn(i: int):
-        fn = tf.function(lambda images, training=False: module._features(images, upto=i))
-        for training in (False, True):
-            fn.get_concrete_function(spec, training)
-        return fn
-
-    root.features_at = {b: features_fn(i) for i, b in enumerate(BLOCKS)}
-    root.all_features = tf.function(lambda images: dict(zip(BLOCKS, module._features(images, upto=-1))),
-                                    input_signature=[spec])
+    root = _module_root(module, spec)
     cuts: dict = {}
     layer_cuts: dict = {}
     if not num_source_classes:  # as the zoo's feature-vector modules: cut points for the prefix cache
-        root.prefix_to, root.from_block = {}, {}
-        for i, b in enumerate(BLOCKS[1:], start=1):
-            cuts[b] = int(module.w[i].shape[0])
-            root.prefix_to[b] = tf.function(lambda images, i=i: module.prefix(images, i), input_signature=[spec])
-            root.from_block[b] = tf.function(lambda x, i=i: module.suffix(x, i),
-                                             input_signature=[tf.TensorSpec([None, cuts[b]], tf.float32)])
-        # The layer candidate block_01, cut where it starts (as the zoo's from_block_to).
-        layer_cuts = {"block_01": {"block_01": cuts["block_01"]}}
-        root.from_block_to = {"block_01": {"block_01": tf.function(
-            lambda x: module.suffix(x, 1, stop=1), input_signature=[tf.TensorSpec([None, cuts["block_01"]], tf.float32)])}}
+        cuts, layer_cuts = _add_prefix_cuts(root, module, spec)
     tf.saved_model.save(root, str(path))
-    blocks = BLOCKS + (["classifier"] if num_source_classes else [])
-    meta = {
-        "name": path.name,
-        "output": "classification" if num_source_classes else "feature_vector",
-        "input_size": input_size,
-        "preprocessing": "float32 RGB in [0, 1]",
-        "license": "test fixture",
-        "parameters": int(sum(int(np.prod(v.shape)) for v in module.variables)),
-        "blocks": blocks,
-        "num_outputs": num_source_classes or feature_dim,
-        "grid": grid,
-        "feature_layers": list(BLOCKS),
-        "feature_dims": {b: int(w.shape[1]) for b, w in zip(BLOCKS, module.w)},
-        **({"prefix_cuts": cuts, "layer_prefix_cuts": layer_cuts} if cuts else {}),
-    }
+    meta = _module_metadata(path, module, grid=grid, feature_dim=feature_dim, input_size=input_size,
+                            num_source_classes=num_source_classes, cuts=cuts, layer_cuts=layer_cuts)
     (path / METADATA_FILE).write_text(json.dumps(meta, indent=2))
     return path
 

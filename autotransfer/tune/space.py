@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal
+from functools import partial
+from typing import Any, Callable, Literal
 
 import numpy as np
 
@@ -118,6 +119,98 @@ def _as_float(v: Any) -> float | None:
     return None
 
 
+class _Invalid(Exception):
+    """A ``tuning:`` field's value breaks its constraint (the message: what the value must be)."""
+
+
+def _pair(v: Any) -> tuple[Any, Any] | None:
+    """``(low, high)`` of a two-item list or tuple, else None."""
+    return (v[0], v[1]) if isinstance(v, (list, tuple)) and len(v) == 2 else None
+
+
+def _as_values(v: Any) -> tuple[Any, ...]:
+    """One value or a list of them, as a tuple."""
+    return tuple(v) if isinstance(v, (list, tuple)) else (v,)
+
+
+def _unfreeze_range(v: Any) -> tuple[int, int | str]:
+    """``unfreeze_blocks``: ``[low, high]``, integers 0 <= low <= high, high may be ``"all"``."""
+    constraint = '[low, high] with integers 0 <= low <= high (high may be "all")'
+    p = _pair(v)
+    if p is None or not _is_int(p[0]) or p[0] < 0:
+        raise _Invalid(constraint)
+    lo, hi = p
+    if hi != ALL and not (_is_int(hi) and hi >= lo):
+        raise _Invalid(constraint)
+    return lo, hi
+
+
+def _float_range(v: Any, *, ok: Callable[[float, float], bool], constraint: str) -> tuple[float, ...]:
+    """A ``[low, high]`` of numbers (numeric strings too) for which ``ok(low, high)`` holds."""
+    p = _pair(v)
+    f = tuple(_as_float(x) for x in p) if p else (None, None)
+    if None in f or not ok(*f):
+        raise _Invalid(constraint)
+    return f
+
+
+def _number_or_range(v: Any, *, ok: Callable[[float], bool], constraint: str) -> tuple[float, ...]:
+    """One number (stored as the range of that one value) or a ``[low, high]``, each end ``ok``."""
+    p = _pair(v)
+    f = tuple(_as_float(x) for x in p) if p else (_as_float(v),) * 2
+    if None in f or f[0] > f[1] or not (ok(f[0]) and ok(f[1])):
+        raise _Invalid(f"a number or [low, high] with {constraint}")
+    return f
+
+
+def _patience_range(v: Any) -> tuple[int, int]:
+    """``patience``: ``[low, high]``, integers 1 <= low <= high."""
+    p = _pair(v)
+    if p is None or not (_is_int(p[0]) and _is_int(p[1]) and 1 <= p[0] <= p[1]):
+        raise _Invalid("[low, high] with integers 1 <= low <= high")
+    return p
+
+
+def _batch_sizes(v: Any) -> tuple[int, ...]:
+    """``batch_size``: an integer >= 1 or a list of distinct ones."""
+    values = _as_values(v)
+    if not values or not all(_is_int(x) and x >= 1 for x in values) or len(set(values)) != len(values):
+        raise _Invalid("an integer >= 1 or a list of them")
+    return values
+
+
+def _positive_int(v: Any) -> int:
+    """An integer >= 1."""
+    if not _is_int(v) or v < 1:
+        raise _Invalid("an integer >= 1")
+    return v
+
+
+def _one_of(v: Any, *, allowed: tuple[str, ...]) -> str:
+    """One of ``allowed``."""
+    if v not in allowed:
+        raise _Invalid(" or ".join(repr(w) for w in allowed))
+    return v
+
+
+def _choices(v: Any, *, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """One of ``allowed`` or a list of distinct ones."""
+    values = _as_values(v)
+    if not values or any(x not in allowed for x in values) or len(set(values)) != len(values):
+        raise _Invalid(f"one of {', '.join(allowed)} or a list of them")
+    return values
+
+
+def _input_sizes(v: Any) -> tuple[str, ...]:
+    """``input_size``: ``native``, ``auto``, an integer >= 8, or a list of distinct ones; stored as
+    strings (one type: KerasTuner choices need it)."""
+    values = _as_values(v)
+    if not values or any(not (x in (NATIVE, AUTO) or (_is_int(x) and x >= 8)) for x in values) \
+            or len(set(values)) != len(values):
+        raise _Invalid(f"{NATIVE!r}, {AUTO!r}, an integer >= 8, or a list of them")
+    return tuple(str(x) for x in values)
+
+
 @dataclass(frozen=True)
 class TuneSpace:
     """Fine-tuning hyperparameter ranges (the ``tuning:`` section of a search space).
@@ -179,6 +272,27 @@ class TuneSpace:
             object.__setattr__(self, "batch_size", (int(self.batch_size),))
 
     @classmethod
+    def _parsers(cls) -> list[tuple[str, Callable[[Any], Any]]]:
+        """``(field, parser)`` in the order :meth:`from_dict` checks them; a parser returns the value
+        to store or raises :class:`_Invalid`."""
+        return [
+            ("unfreeze_blocks", _unfreeze_range),
+            ("learning_rate", partial(_float_range, ok=lambda lo, hi: 0 < lo < hi,
+                                      constraint="[low, high] with 0 < low < high")),
+            ("patience", _patience_range),
+            ("dropout", partial(_float_range, ok=lambda lo, hi: 0 <= lo <= hi < 1,
+                                constraint="[low, high] with 0 <= low <= high < 1")),
+            ("batch_size", _batch_sizes),
+            ("head_epochs", _positive_int),
+            ("max_epochs", _positive_int),
+            ("head_warmup", partial(_one_of, allowed=cls.HEAD_WARMUPS)),
+            ("augment", partial(_choices, allowed=AUGMENTATIONS)),
+            ("lr_schedule", partial(_choices, allowed=cls.LR_SCHEDULES)),
+            ("input_size", _input_sizes),
+            *((field, partial(_number_or_range, ok=ok, constraint=c)) for field, ok, c in cls._RANGES),
+        ]
+
+    @classmethod
     def from_dict(cls, d: Any, where: str) -> "TuneSpace":
         """Validate a ``tuning:`` mapping (``None`` = defaults); ``where`` names the search space.
 
@@ -187,81 +301,17 @@ class TuneSpace:
         """
         if d is None:
             return cls()
-
-        def fail(field: str, constraint: str, value: Any) -> UserInputError:
-            return UserInputError(f"search space {where}: tuning.{field} must be {constraint}. Got {value!r} instead.")
-
         if not isinstance(d, dict):
             raise UserInputError(f"search space {where}: tuning must be a mapping of the fields {', '.join(cls.FIELDS)}. Got {d!r} instead.")
         unknown_keys(d, cls.FIELDS, f"search space {where}", what="tuning field")
         kw: dict[str, Any] = {}
-
-        def pair(field: str) -> tuple[Any, Any] | None:
-            v = d[field]
-            return (v[0], v[1]) if isinstance(v, (list, tuple)) and len(v) == 2 else None
-
-        if "unfreeze_blocks" in d:
-            c = '[low, high] with integers 0 <= low <= high (high may be "all")'
-            p = pair("unfreeze_blocks")
-            if p is None or not _is_int(p[0]) or p[0] < 0:
-                raise fail("unfreeze_blocks", c, d["unfreeze_blocks"])
-            lo, hi = p
-            if hi != ALL and not (_is_int(hi) and hi >= lo):
-                raise fail("unfreeze_blocks", c, d["unfreeze_blocks"])
-            kw["unfreeze_blocks"] = (lo, hi)
-        if "learning_rate" in d:
-            p = pair("learning_rate")
-            f = tuple(_as_float(x) for x in p) if p else (None, None)
-            if None in f or not 0 < f[0] < f[1]:
-                raise fail("learning_rate", "[low, high] with 0 < low < high", d["learning_rate"])
-            kw["learning_rate"] = f
-        if "patience" in d:
-            p = pair("patience")
-            if p is None or not (_is_int(p[0]) and _is_int(p[1]) and 1 <= p[0] <= p[1]):
-                raise fail("patience", "[low, high] with integers 1 <= low <= high", d["patience"])
-            kw["patience"] = p
-        if "dropout" in d:
-            p = pair("dropout")
-            f = tuple(_as_float(x) for x in p) if p else (None, None)
-            if None in f or not 0 <= f[0] <= f[1] < 1:
-                raise fail("dropout", "[low, high] with 0 <= low <= high < 1", d["dropout"])
-            kw["dropout"] = f
-        if "batch_size" in d:
-            v = d["batch_size"]
-            values = tuple(v) if isinstance(v, (list, tuple)) else (v,)
-            if not values or not all(_is_int(x) and x >= 1 for x in values) or len(set(values)) != len(values):
-                raise fail("batch_size", "an integer >= 1 or a list of them", v)
-            kw["batch_size"] = values
-        for field in ("head_epochs", "max_epochs"):
+        for field, parse in cls._parsers():
             if field in d:
-                if not _is_int(d[field]) or d[field] < 1:
-                    raise fail(field, "an integer >= 1", d[field])
-                kw[field] = d[field]
-        if "head_warmup" in d:
-            if d["head_warmup"] not in cls.HEAD_WARMUPS:
-                raise fail("head_warmup", " or ".join(repr(w) for w in cls.HEAD_WARMUPS), d["head_warmup"])
-            kw["head_warmup"] = d["head_warmup"]
-        for field, allowed in (("augment", AUGMENTATIONS), ("lr_schedule", cls.LR_SCHEDULES)):
-            if field in d:
-                v = d[field]
-                values = tuple(v) if isinstance(v, (list, tuple)) else (v,)
-                if not values or any(x not in allowed for x in values) or len(set(values)) != len(values):
-                    raise fail(field, f"one of {', '.join(allowed)} or a list of them", v)
-                kw[field] = values
-        if "input_size" in d:
-            v = d["input_size"]
-            values = tuple(v) if isinstance(v, (list, tuple)) else (v,)
-            if not values or any(not (x in (NATIVE, AUTO) or (_is_int(x) and x >= 8)) for x in values) \
-                    or len(set(values)) != len(values):
-                raise fail("input_size", f"{NATIVE!r}, {AUTO!r}, an integer >= 8, or a list of them", v)
-            kw["input_size"] = tuple(str(x) for x in values)  # one type: KerasTuner choices need it
-        for field, ok, constraint in cls._RANGES:
-            if field in d:
-                p = pair(field)
-                f = tuple(_as_float(x) for x in p) if p else (_as_float(d[field]),) * 2
-                if None in f or f[0] > f[1] or not (ok(f[0]) and ok(f[1])):
-                    raise fail(field, f"a number or [low, high] with {constraint}", d[field])
-                kw[field] = f
+                try:
+                    kw[field] = parse(d[field])
+                except _Invalid as e:
+                    raise UserInputError(f"search space {where}: tuning.{field} must be {e}. "
+                                         f"Got {d[field]!r} instead.") from None
         return cls(**kw)
 
     def to_dict(self) -> dict[str, Any]:

@@ -345,22 +345,85 @@ def _trial_model(spec: BackboneSpec, params: dict[str, Any], space: TuneSpace, n
     return sized, features, model, backbone, _effective(sized, params, space, backbone.num_blocks)
 
 
-def train_trial(
-    spec: BackboneSpec,
-    params: dict[str, Any],
-    data: Any,
-    splits: Any,
-    *,
-    space: TuneSpace,
-    num_classes: int,
-    features: dict | None = None,
-    deadline: Any = None,
-    callbacks: Sequence[keras.callbacks.Callback] = (),
-    report: ReportFn | None = None,
-    seed: int = 0,
-    head: list[np.ndarray] | None = None,
-    prefix_cache: bool = True,
-) -> TrialOutcome:
+def _timing_callbacks(report: ReportFn | None, deadline: Any, flags: _Flags,
+                      offset: int) -> list[keras.callbacks.Callback]:
+    """The pruning-hook and deadline callbacks of one fit, its epochs numbered from ``offset``."""
+    cbs: list[keras.callbacks.Callback] = []
+    if report is not None:
+        cbs.append(_Report(report, offset, flags))
+    if deadline is not None:
+        cbs.append(_Deadline(deadline, flags))
+    return cbs
+
+
+def _head_phase(model: keras.Model, backbone: Any, spec: BackboneSpec, params: dict[str, Any],
+                effective: dict[str, Any], data: Any, splits: Any, *, space: TuneSpace, num_classes: int,
+                features: dict | None, seed: int, head: list[np.ndarray] | None, report: ReportFn | None,
+                deadline: Any, flags: _Flags) -> dict:
+    """Phase 1: warm up ``model``'s head on backbone features of the train split; returns its history.
+
+    ``head_warmup: probe`` trains nothing, so the pruning hook is called once with the head's val
+    accuracy as epoch 0 and the deadline is checked once.
+    """
+    labels = np.asarray(data.labels, dtype="int64")
+    feats = _head_features(features, spec, backbone, data, {"train": splits.train, "val": splits.val})
+    history = warm_up_head(model, feats["train"], labels[splits.train], num_classes=num_classes, space=space,
+                           dropout=float(params["dropout"]), seed=seed, val=(feats["val"], labels[splits.val]),
+                           callbacks=_timing_callbacks(report, deadline, flags, 0), head=head,
+                           learning_rate=effective["head_learning_rate"], batch_size=effective["batch_size"])
+    if space.head_warmup == "probe":
+        if report is not None and report(0, history["val_accuracy"][0]):
+            flags.pruned = True
+        flags.timed_out = flags.timed_out or _deadline_passed(deadline)
+    return history
+
+
+def _warn_if_stale_features(name: str, feature_val: float, head_val: float, n_val: int) -> None:
+    """Warn when the head's val accuracy on cached features (``feature_val``) and on the backbone
+    (``head_val``) differ by more than one item: the same weights on the same inputs, so a gap
+    means the cache was computed differently."""
+    if abs(head_val - feature_val) > 1.0 / max(1, n_val) + 1e-6:
+        log.warning("Head on cached features of %s scores %.4f on val but %.4f on the backbone; "
+                    "the feature cache may be stale.", name, feature_val, head_val)
+
+
+def _fine_tune_phase(model: keras.Model, backbone: Any, params: dict[str, Any], effective: dict[str, Any],
+                     data: Any, splits: Any, *, size: int, num_classes: int, seed: int, val_batches: list,
+                     use_prefix: bool, callbacks: Sequence[keras.callbacks.Callback]) -> dict[str, list[float]]:
+    """Phase 2: unfreeze the trial's last blocks and fine-tune ``model`` in place; returns the
+    epoch history. Sets ``effective["prefix_cut"]`` (``""``: the full path)."""
+    backbone.set_unfrozen_blocks(effective["unfreeze_blocks"])
+    fit_model, train_ds, steps, fit_val, cut = _fine_tune_inputs(
+        model, backbone, effective, data, splits, size=size, num_classes=num_classes, seed=seed,
+        val_batches=val_batches, use_prefix=use_prefix)
+    effective["prefix_cut"] = cut or ""
+    max_epochs = effective["max_epochs"]
+    _compile_fine_tune(fit_model, backbone, effective, steps=steps, max_epochs=max_epochs)
+    # A cosine schedule runs to its end and keeps the last weights: mid-schedule weights were
+    # trained at a high learning rate, and the epoch a noisy validation split picks does not
+    # replay in a refit (a refit of that many epochs scores lower). A constant rate stops early.
+    stop = [] if effective["lr_schedule"] == "cosine" else [keras.callbacks.EarlyStopping(
+        monitor="val_accuracy", mode="max", patience=int(params["patience"]),
+        min_delta=float(effective["min_delta"]), restore_best_weights=True)]
+    hist = fit_model.fit(train_ds, epochs=max_epochs, steps_per_epoch=steps, verbose=0, shuffle=False,  # by tf.data
+                         callbacks=[_Validate(fit_val), *stop, *callbacks])
+    return {k: [float(v) for v in vs] for k, vs in hist.history.items()}
+
+
+def _kept_epochs(history: dict[str, list[float]], cosine: bool, head_val: float) -> int:
+    """Fine-tuning epochs behind the weights a fit left (early stopping restored its best epoch; a
+    cosine run keeps its last), or 0 where they do not beat the warmed-up head's ``head_val``."""
+    accs = history.get("val_accuracy", [])
+    kept_acc = accs[-1] if cosine and accs else max(accs, default=float("-inf"))
+    if not kept_acc > head_val:
+        return 0
+    return len(accs) if cosine else int(np.argmax(accs)) + 1
+
+
+def train_trial(spec: BackboneSpec, params: dict[str, Any], data: Any, splits: Any, *, space: TuneSpace,
+                num_classes: int, features: dict | None = None, deadline: Any = None,
+                callbacks: Sequence[keras.callbacks.Callback] = (), report: ReportFn | None = None,
+                seed: int = 0, head: list[np.ndarray] | None = None, prefix_cache: bool = True) -> TrialOutcome:
     """Train one configuration on a fresh backbone and return its best validation accuracy.
 
     Args:
@@ -383,72 +446,29 @@ def train_trial(
     keras.utils.set_random_seed(seed)
     flags = _Flags()
     spec, features, model, backbone, effective = _trial_model(spec, params, space, num_classes, features)
-    n_unfreeze, max_epochs = effective["unfreeze_blocks"], effective["max_epochs"]
-    y_train = np.asarray(data.labels, dtype="int64")[splits.train]
     y_val = np.asarray(data.labels, dtype="int64")[splits.val]
     val_ds = modalities.for_data(data).dataset(data, splits.val, size=spec.input_size, batch_size=64, cache=True)
-
-    def timing_callbacks(offset: int) -> list[keras.callbacks.Callback]:
-        cbs: list[keras.callbacks.Callback] = []
-        if report is not None:
-            cbs.append(_Report(report, offset, flags))
-        if deadline is not None:
-            cbs.append(_Deadline(deadline, flags))
-        return cbs
-
-    # -- phase 1: head warm-up on features ------------------------------------------------------
-    feats = _head_features(features, spec, backbone, data, {"train": splits.train, "val": splits.val})
-    head_hist = warm_up_head(model, feats["train"], y_train, num_classes=num_classes, space=space,
-                             dropout=float(params["dropout"]), seed=seed, val=(feats["val"], y_val),
-                             callbacks=timing_callbacks(0), head=head, learning_rate=effective["head_learning_rate"],
-                             batch_size=effective["batch_size"])
-    if space.head_warmup == "probe":
-        # No training: one validation step, so the pruning hook sees the head's accuracy at epoch 0.
-        if report is not None and report(0, head_hist["val_accuracy"][0]):
-            flags.pruned = True
-        flags.timed_out = flags.timed_out or _deadline_passed(deadline)
+    head_hist = _head_phase(model, backbone, spec, params, effective, data, splits, space=space,
+                            num_classes=num_classes, features=features, seed=seed, head=head, report=report,
+                            deadline=deadline, flags=flags)
     head_epochs = len(head_hist.get("loss", []))
     val_batches = list(val_ds)
     val_probs = predict_probs(model, val_batches)
     head_val, head_loss = _scores(val_probs, y_val)
-    feat_val = float(head_hist["val_accuracy"][-1])  # computed with the final head weights
-    # Same weights on the same inputs: a gap means the cache was computed differently.
-    if abs(head_val - feat_val) > 1.0 / max(1, len(y_val)) + 1e-6:
-        log.warning("Head on cached features of %s scores %.4f on val but %.4f on the backbone; "
-                    "the feature cache may be stale.", spec.name, feat_val, head_val)
-    del feats
-
-    # -- phase 2: fine-tune the last blocks -----------------------------------------------------
+    _warn_if_stale_features(spec.name, float(head_hist["val_accuracy"][-1]), head_val, len(y_val))
     ft_history: dict[str, list[float]] = {}
     final, final_loss, kept_epochs = head_val, head_loss, 0
-    if n_unfreeze > 0 and max_epochs > 0 and not (flags.pruned or flags.timed_out):
+    if effective["unfreeze_blocks"] > 0 and effective["max_epochs"] > 0 and not (flags.pruned or flags.timed_out):
         head_weights = model.get_weights()
-        backbone.set_unfrozen_blocks(n_unfreeze)
-        fit_model, train_ds, steps, fit_val, cut = _fine_tune_inputs(
-            model, backbone, effective, data, splits, size=spec.input_size, num_classes=num_classes, seed=seed,
-            val_batches=val_batches, use_prefix=prefix_cache)
-        effective["prefix_cut"] = cut or ""
-        _compile_fine_tune(fit_model, backbone, effective, steps=steps, max_epochs=max_epochs)
-        # A cosine schedule runs to its end and keeps the last weights: mid-schedule weights were
-        # trained at a high learning rate, and the epoch a noisy validation split picks does not
-        # replay in a refit (a refit of that many epochs scores lower). A constant rate stops early.
-        cosine = effective["lr_schedule"] == "cosine"
-        stop = [] if cosine else [keras.callbacks.EarlyStopping(
-            monitor="val_accuracy", mode="max", patience=int(params["patience"]),
-            min_delta=float(effective["min_delta"]), restore_best_weights=True)]
-        hist = fit_model.fit(train_ds, epochs=max_epochs, steps_per_epoch=steps, verbose=0, shuffle=False,  # by tf.data
-                             callbacks=[_Validate(fit_val), *stop, *timing_callbacks(head_epochs), *callbacks])
-        del fit_model, train_ds, fit_val
-        ft_history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
-        accs = ft_history.get("val_accuracy", [])
-        kept_acc = accs[-1] if cosine and accs else max(accs, default=float("-inf"))
-        if kept_acc > head_val:
-            # Early stopping restored the best epoch's weights; a cosine run keeps its last.
-            kept_epochs = len(accs) if cosine else int(np.argmax(accs)) + 1
+        ft_history = _fine_tune_phase(
+            model, backbone, params, effective, data, splits, size=spec.input_size, num_classes=num_classes, seed=seed,
+            val_batches=val_batches, use_prefix=prefix_cache,
+            callbacks=[*_timing_callbacks(report, deadline, flags, head_epochs), *callbacks])
+        kept_epochs = _kept_epochs(ft_history, effective["lr_schedule"] == "cosine", head_val)
+        if kept_epochs:
             val_probs = predict_probs(model, val_batches)
             final, final_loss = _scores(val_probs, y_val)
-        else:
-            # Fine-tuning never beat the warmed-up head: keep the head-only weights.
+        else:  # fine-tuning never beat the warmed-up head: keep the head-only weights
             model.set_weights(head_weights)
         del head_weights
     _compile_for_evaluation(model, space)

@@ -384,48 +384,42 @@ def _summaries(store: TrialStore) -> dict[int, TrialSummary]:
     return out
 
 
-def tune(
-    candidates: list[BackboneSpec],
-    data: Any,
-    splits: Any,
-    *,
-    space: TuneSpace,
-    backend: str | TunerBackend = "keras-tuner",
-    max_trials: int | None = 8,
-    time_budget_s: float | None = None,
-    features: dict | None = None,
-    out_dir: Path,
-    seed: int = 0,
-    progress: ProgressFn | None = None,
-    refit_members: int = 0,
-    expected_trials: int | None = None,
-    resume: bool = False,
-    shared: SharedStudy | None = None,
-    heads: Mapping[str, np.ndarray] | None = None,
-) -> TuneResult:
+def _open_store(out_dir: Path, *, resume: bool, shared: SharedStudy | None) -> TrialStore:
+    """The trial store under ``out_dir`` (created), emptied unless resuming or joining as a worker."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store = TrialStore(out_dir / "trials")
+    if not resume and (shared is None or shared.role == "chief"):
+        store.clear()
+    return store
+
+
+def tune(candidates: list[BackboneSpec], data: Any, splits: Any, *, space: TuneSpace,
+         backend: str | TunerBackend = "keras-tuner", max_trials: int | None = 8, time_budget_s: float | None = None,
+         features: dict | None = None, out_dir: Path, seed: int = 0, progress: ProgressFn | None = None,
+         refit_members: int = 0, expected_trials: int | None = None, resume: bool = False,
+         shared: SharedStudy | None = None, heads: Mapping[str, np.ndarray] | None = None) -> TuneResult:
     """Search over ``candidates`` (the probe's top-k, best first) and the fine-tuning space with ``backend``.
 
-    Each trial warms up a head then fine-tunes (see :func:`train_trial`) on a fresh backbone.
-    Finished trials are recorded in the trial store (``out_dir/trials``) and the best few trials'
-    weights checkpointed there as trials finish (no retraining); pruned trials only count when no
-    trial finished. The tuner's own state is under ``out_dir/tuner`` (KerasTuner's project, or
-    Optuna's SQLite study unless ``shared`` names another storage). Writes ``trials.csv`` and
-    ``best.json`` into ``out_dir``.
+    Each trial warms up a head then fine-tunes a fresh backbone (:func:`train_trial`). Finished
+    trials go to the trial store (``out_dir/trials``), which checkpoints the best few trials'
+    weights as they finish (no retraining); pruned trials count only when none finished. The
+    tuner's own state is under ``out_dir/tuner`` (KerasTuner's project, or Optuna's SQLite study
+    unless ``shared`` names another storage). Writes ``trials.csv`` and ``best.json`` into ``out_dir``.
 
     Args:
-        max_trials: the most trials; None runs until the time budget is spent (then
-            ``time_budget_s`` is required).
-        features: ``{name: {"train", "val", "test"} arrays}`` cached by the probe (optional).
+        max_trials: the most trials; None runs until ``time_budget_s`` (then required) is spent.
         time_budget_s: no trial starts after it has elapsed and a running one stops at it.
+        features: ``{name: {"train", "val", "test"} arrays}`` cached by the probe (optional).
         progress: ``progress("tune", done, total, message)`` after every trial.
-        refit_members: the most members the caller's final model may have (0: no refit after
-            tuning): tuning stops early enough to leave the time of the members it would pick now,
-            refits included (:func:`refit_reserve`), inside the budget.
+        refit_members: the most members of the caller's final model (0: no refit after tuning):
+            tuning stops in time for the members it would pick now, refits included
+            (:func:`refit_reserve`).
         expected_trials: trials the budget is expected to allow (sizes the samplers' start-up when
             ``max_trials`` is None).
-        resume: continue the search found in ``out_dir`` (finished trials are not repeated; an
+        resume: continue the search in ``out_dir`` (finished trials are not repeated; an
             interrupted one runs again); else any earlier search there is discarded.
-        shared: run as the chief (or a worker) of a study other processes share (optuna only).
+        shared: run as the chief (or a worker) of a study other processes share (optuna only); a
+            worker returns None, the chief assembles the result.
         heads: ``{"probe:<candidate>": val probabilities}`` of the linear heads the final stage may
             pick as members beside the trials (what :func:`refit_reserve` selects from).
 
@@ -435,10 +429,7 @@ def tune(
     """
     _check_tune_args(candidates, max_trials, time_budget_s)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    store = TrialStore(out_dir / "trials")
-    if not resume and (shared is None or shared.role == "chief"):
-        store.clear()
+    store = _open_store(out_dir, resume=resume, shared=shared)
     deadline = Deadline.after(time_budget_s)
     names = [c.name for c in candidates]
     blocks = {c.name: _num_blocks(c) for c in candidates}
@@ -450,9 +441,8 @@ def tune(
                           keep=max(KEEP_MODELS, refit_members), heads=heads)
     if progress:
         progress("tune", len(store.records()), total, f"{backend.name}: {'resuming' if resume else 'starting'}")
-    first = _first_trials(names, space)
     backend.search(runner, params, max_trials=max_trials, deadline=deadline, seed=seed, work_dir=out_dir / "tuner",
-                   first=first, resume=resume)
+                   first=_first_trials(names, space), resume=resume)
     if shared is not None and shared.role == "worker":
         return None  # type: ignore[return-value]  # the chief assembles the result
     if shared is not None:
