@@ -58,6 +58,10 @@ class Deadline:
 EXPORT_RESERVE_S = 20.0
 EXPORT_RESERVE_PER_MODEL_S = 17.5
 EXPORT_REFERENCE_PX = 240
+#: Seconds the final stage spends on each member besides a fine-tuned refit: the flip-averaging
+#: check predicts val twice at the member's size, a linear head's refit rebuilds its backbone
+#: (the larger of the two on 2 CPU cores with the zoo).
+FINAL_MEMBER_S = 15.0
 #: Refit members whose tuned twins the default export reserve counts: the ensembles measured had 1-3
 #: fine-tuned members, most weight on 1-2 (the tuner's refit reserve counts the members it would pick).
 REFIT_MEMBERS = 2
@@ -146,4 +150,4 @@ def cross_fit_factor(splits: Any) -> float:
     return refit + sum((labelled - h) / max(1, len(splits.train)) for h in held)
 
 
-__all__ = ["CROSSFIT_REFITS", "Budget", "Deadline", "as_deadline", "cross_fit_factor", "export_seconds", "fold_groups"]
+__all__ = ["CROSSFIT_REFITS", "EXPORT_RESERVE_PER_MODEL_S", "EXPORT_RESERVE_S", "FINAL_MEMBER_S", "Budget", "Deadline", "as_deadline", "cross_fit_factor", "export_seconds", "fold_groups"]

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from autotransfer.budget import EXPORT_RESERVE_S
 from autotransfer.plan import CandidateCost, Plan, make_plan, measure_costs, probe_seconds, trial_seconds
 
 
@@ -43,7 +44,7 @@ def test_plan_totals_and_fits():
     assert plan.probe_s == pytest.approx(probe)
     assert plan.trial_s_max == pytest.approx(t_b)
     assert plan.tune_s == pytest.approx(4 * t_b)
-    assert plan.finish_s == pytest.approx(30.0 + 60 * 0.02)
+    assert plan.finish_s == pytest.approx(EXPORT_RESERVE_S + 60 * 0.02)  # the default reserve: the run's
     assert plan.total_s == pytest.approx(probe + 4 * t_b + plan.finish_s)
     assert plan.fits and plan.recommended_max_trials == 4 and plan.recommended_top_k == 2
     assert plan.trials_fit == int((10_000 - probe - plan.finish_s) // t_b)

@@ -22,7 +22,7 @@ Modules: ``costs`` (measuring), ``estimate`` (one candidate's probe and trial se
 """
 from autotransfer.plan.costs import CandidateCost, measure_costs
 from autotransfer.plan.estimate import SCORE_S_PER_CANDIDATE, probe_seconds, trial_seconds
-from autotransfer.plan.plan import ESTIMATE_MARGIN, EXPORT_RESERVE_S, Plan, make_plan
+from autotransfer.plan.plan import ESTIMATE_MARGIN, Plan, make_plan
 
-__all__ = ["CandidateCost", "ESTIMATE_MARGIN", "EXPORT_RESERVE_S", "Plan", "SCORE_S_PER_CANDIDATE", "make_plan",
+__all__ = ["CandidateCost", "ESTIMATE_MARGIN", "Plan", "SCORE_S_PER_CANDIDATE", "make_plan",
            "measure_costs", "probe_seconds", "trial_seconds"]

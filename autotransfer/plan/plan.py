@@ -6,11 +6,10 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
+from autotransfer.budget import EXPORT_RESERVE_S
 from autotransfer.plan.costs import CandidateCost
 from autotransfer.plan.estimate import SCORE_S_PER_CANDIDATE, probe_seconds, trial_seconds
 
-# What the selector does after tuning (evaluate + export + report) and what ``api.run`` keeps back for it.
-EXPORT_RESERVE_S = 30.0
 #: Factor on the plan's estimates: they come from a few first batches, which run low against whole
 #: runs; benchmarks/selection.py --plan compares the two.
 ESTIMATE_MARGIN = 1.25

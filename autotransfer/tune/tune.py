@@ -19,7 +19,7 @@ from autotransfer import interrupts
 from autotransfer.backbones import METADATA_FILE, BackboneSpec, HubBackbone, resolve_handle
 from autotransfer.errors import AutotransferError, UserInputError, check_param
 from autotransfer.tune.base import STATUSES, ObjectiveResult, ReportFn, TrialRecord, TunerBackend, get_backend, worker_id
-from autotransfer.budget import Deadline, cross_fit_factor
+from autotransfer.budget import FINAL_MEMBER_S, Deadline, cross_fit_factor
 from autotransfer.tune.space import TuneSpace
 from autotransfer.tune.store import INTERRUPTED, TrialStore
 from autotransfer.tune.trainer import at_trial_size, load_trial_model, probe_head_weights, train_trial
@@ -33,10 +33,6 @@ ProgressFn = Callable[[str, int, int, str], None]
 #: Least share of a trial's seconds a refit is reserved: the model load, the head and the input
 #: pipeline cost that much even when no fine-tuning epoch is replayed.
 REFIT_MIN_SHARE = 0.1
-#: Seconds the final stage spends on each member besides a fine-tuned refit: the flip-averaging
-#: check predicts val twice at the member's size, a linear head's refit rebuilds its backbone
-#: (the larger of the two on 2 CPU cores with the zoo).
-FINAL_MEMBER_S = 15.0
 #: Trained models checkpointed for the ensemble and the export (the best by validation).
 KEEP_MODELS = 6
 
