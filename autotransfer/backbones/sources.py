@@ -5,6 +5,7 @@ New sources plug in with :func:`register_source` (a resolver takes the handle, r
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 import re
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any, Callable
 from autotransfer.errors import BackboneError, MissingDependencyError
 
 Resolver = Callable[[str], Path]
-_SOURCES: dict[str, Resolver] = {}
+_SOURCES: dict[str, Resolver | str] = {}
 
 METADATA_FILE = "autotransfer_module.json"
 
@@ -39,8 +40,9 @@ def load_saved_model(path: str | Path) -> Any:
             "and their exports need tensorflow-text: pip install 'autotransfer[text]'.") from None
 
 
-def register_source(scheme: str, resolver: Resolver) -> None:
-    """Register ``resolver`` for handles that start with ``scheme + '://'``."""
+def register_source(scheme: str, resolver: Resolver | str) -> None:
+    """Register ``resolver`` for handles that start with ``scheme + '://'``: a function, or its
+    ``"module:function"`` path, imported at the first such handle (as an entry point is)."""
     _SOURCES[scheme] = resolver
 
 
@@ -58,12 +60,6 @@ def _local(handle: str) -> Path:
     if not path.exists():
         raise BackboneError(f"Backbone {handle!r}: directory {path} does not exist. Fix the handle in the search space.")
     return _check_dir(path, handle)
-
-
-def _zoo(handle: str) -> Path:
-    from autotransfer import zoo  # lazy: the zoo pulls in its converter code
-
-    return zoo.resolve_handle(handle)
 
 
 def _hub(handle: str) -> Path:
@@ -87,7 +83,7 @@ def known_schemes() -> list[str]:
 
 
 register_source("file", _local)
-register_source("zoo", _zoo)
+register_source("zoo", "autotransfer.zoo:resolve_handle")  # by path: the zoo pulls in its converter code
 register_source("http", _hub)
 register_source("https", _hub)
 
@@ -98,6 +94,9 @@ def resolve_handle(handle: str) -> Path:
     resolver = _SOURCES.get(scheme)
     if resolver is None:
         raise BackboneError(f"Backbone {handle!r}: unknown scheme {scheme!r}. Known: {', '.join(sorted(_SOURCES))}.")
+    if isinstance(resolver, str):
+        module, name = resolver.split(":")
+        resolver = _SOURCES[scheme] = getattr(importlib.import_module(module), name)
     return resolver(handle)
 
 

@@ -12,6 +12,7 @@ from autotransfer.errors import UserInputError
 from autotransfer.pipeline.context import RunContext
 from autotransfer.pipeline.final import linear_heads
 from autotransfer.progress import log
+from autotransfer.tune.tune import KEEP_MODELS
 
 NAME = "tune"
 
@@ -46,6 +47,7 @@ def load(ctx: RunContext) -> None:
 def run(ctx: RunContext) -> None:
     """Fit the linear heads (member candidates the refit reserve counts), then search until the
     deadline (or the trial cap); trials and the kept models go to the run dir."""
+    from autotransfer.final.reserve import final_reserve
     from autotransfer.tune import tune
 
     ctx.heads = linear_heads(ctx)
@@ -55,9 +57,16 @@ def run(ctx: RunContext) -> None:
     c = ctx.config
     ctx.tuned = tune(top, ctx.data, ctx.splits, space=ctx.space.tuning, backend=c.tuner, max_trials=max_trials(c),
                      time_budget_s=remaining, features=ctx.probed.features, out_dir=ctx.run_dir, seed=c.seed,
-                     progress=ctx.progress, refit_members=c.ensemble if c.refit else 0,
-                     expected_trials=ctx.expected_trials, resume=c.resume, shared=shared_study(ctx, top, deadline),
-                     heads={name: _val_rows(ctx, p) for name, (_, p) in ctx.heads.items()})
+                     progress=ctx.progress, reserve=_reserve(ctx, final_reserve), keep_models=max(KEEP_MODELS, c.ensemble),
+                     expected_trials=ctx.expected_trials, resume=c.resume, shared=shared_study(ctx, top, deadline))
+
+
+def _reserve(ctx: RunContext, final_reserve: Any) -> Any:
+    """What the final stage will need after tuning: the refit of the members it would pick now
+    (among the kept trials and the linear heads, on val), and their cross-fits first."""
+    y_val = np.asarray(ctx.data.labels, dtype=np.int64)[ctx.splits.val]
+    heads = {name: _val_rows(ctx, p) for name, (_, p) in ctx.heads.items()}
+    return final_reserve(ctx.config.ensemble if ctx.config.refit else 0, ctx.splits, y_val, heads, seed=ctx.config.seed)
 
 
 def max_trials(config: RunConfig) -> int | None:

@@ -9,7 +9,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import keras
 import numpy as np
@@ -19,7 +19,7 @@ from autotransfer import interrupts
 from autotransfer.backbones import METADATA_FILE, BackboneSpec, HubBackbone, resolve_handle
 from autotransfer.errors import AutotransferError, UserInputError, check_param
 from autotransfer.tune.base import STATUSES, ObjectiveResult, ReportFn, TrialRecord, TunerBackend, get_backend, worker_id
-from autotransfer.budget import FINAL_MEMBER_S, Deadline, cross_fit_factor
+from autotransfer.budget import Deadline, cross_fit_factor
 from autotransfer.tune.space import TuneSpace
 from autotransfer.tune.store import INTERRUPTED, TrialStore
 from autotransfer.tune.trainer import at_trial_size, load_trial_model, probe_head_weights, train_trial
@@ -166,34 +166,11 @@ class _Kept:
             self.models.pop(t, None)
 
 
-def refit_reserve(summaries: dict[int, TrialSummary], *, members: int, factor: float, keep: int = KEEP_MODELS,
-                  y_val: np.ndarray | None = None, heads: Mapping[str, np.ndarray] | None = None,
-                  seed: int = 0, affordable_s: float | None = None) -> float:
-    """Seconds to keep free after tuning for the final stage: ``factor`` (train+val over train
-    items) times the refit seconds of the trials the final stage would refit, plus
-    :data:`FINAL_MEMBER_S` per member when the members are known. No safety margin: a refit stops
-    at its deadline within a batch, so a slow one costs its member's refit, not the budget, while a
-    margin would leave time idle.
-
-    With ``y_val``, those are the trials that member selection (the final stage's own rule,
-    :func:`~autotransfer.final.ensemble.scaled_selection` over the :func:`kept_trials` and the linear
-    heads' val probabilities ``heads``, at most ``members`` members) picks from the trials so far:
-    it often picks trials other than the best by val accuracy, and longer ones. Without it, the
-    ``members`` best trials. ``affordable_s`` (cross-validation, where a trial is a member only once
-    cross-fitted): trials whose ``factor`` x refit seconds exceed it are left out of that selection,
-    since the final stage will skip them; reserving for them stopped tuning with time left unused."""
-    best = sorted(summaries.values(), key=lambda s: s.key, reverse=True)
-    if y_val is None or members <= 1 or not best:  # one member: the best trial (choose_members' rule)
-        return factor * sum(s.refit_seconds for s in best[:members])
-    from autotransfer.final.ensemble import scaled_selection
-    from autotransfer.final.members import selection_pool
-
-    kept = [s for s in kept_trials(summaries, keep) if s.val_probs is not None
-            and (affordable_s is None or factor * s.refit_seconds <= affordable_s)]
-    choice, _ = scaled_selection(selection_pool(kept, heads or {}), y_val, max_members=members, seed=seed)
-    by_name = {f"trial {s.trial_id}": s for s in kept}
-    trials = [by_name[n] for n in choice.weights if n in by_name]
-    return factor * sum(s.refit_seconds for s in trials) + FINAL_MEMBER_S * len(choice.weights)
+#: ``reserve(summaries, affordable_s) -> seconds``: what the stages after tuning will need, given
+#: the trials finished so far (tuning stops that much before its deadline). ``affordable_s``: under
+#: cross-validation the seconds left, which bound the trials the final stage can still cross-fit;
+#: None otherwise. The final stage supplies it (:func:`autotransfer.final.reserve.final_reserve`).
+ReserveFn = Callable[[dict[int, "TrialSummary"], "float | None"], float]
 
 
 def crossfit_start_s(summaries: dict[int, TrialSummary], factor: float) -> float:
@@ -270,20 +247,17 @@ class _TrialRunner:
     (finished, failed, interrupted) and keeps the best few models."""
 
     def __init__(self, *, candidates: list[BackboneSpec], data: Any, splits: Any, space: TuneSpace, features: dict | None,
-                 store: TrialStore, deadline: Deadline, seed: int, refit_members: int, progress: ProgressFn | None,
-                 total: int, keep: int, heads: Mapping[str, np.ndarray] | None = None) -> None:
+                 store: TrialStore, deadline: Deadline, seed: int, reserve: ReserveFn | None, progress: ProgressFn | None,
+                 total: int, keep: int) -> None:
         self.by_name = {c.name: c for c in candidates}
         self.data, self.splits, self.space, self.features = data, splits, space, features
         self.store, self.deadline, self.seed = store, deadline, seed
-        self.refit_members, self.progress, self.total = refit_members, progress, total
+        self.reserve, self.progress, self.total = reserve, progress, total
         self.kept = _Kept(keep, store)
         self.heads: dict[tuple[str, int], list[np.ndarray]] = {}  # LP-FT heads: one fit per backbone and size
         self.sized_features: dict[tuple[str, int], dict] = {}  # features at trial sizes other than the probed one
-        # A member's refit and, under cross-validation, its cross-fit first (crossfit.cross_fit_trials),
-        # in multiples of its trial's refit seconds.
+        # A trial's cross-fit and refit (final.crossfit.cross_fit_trials), in multiples of its refit seconds.
         self.factor = cross_fit_factor(splits)
-        self.y_val = np.asarray(data.labels, dtype=np.int64)[splits.val]
-        self.linear_heads = dict(heads or {})  # the linear heads' val probabilities (member candidates too)
         self.worker = worker_id()
 
     def summaries(self) -> dict[int, TrialSummary]:
@@ -316,13 +290,10 @@ class _TrialRunner:
             self.store.save(record, out.val_probs)
             summaries = self.summaries()
             self.kept.offer(summary, out.model, summaries)
-            if self.refit_members:
-                cross_fit = self.splits.folds is not None and self.deadline.end is not None
-                self.deadline.reserve_s = refit_reserve(
-                    summaries, members=self.refit_members, factor=self.factor, keep=self.kept.size, y_val=self.y_val,
-                    heads=self.linear_heads, seed=self.seed,
-                    affordable_s=self.deadline.end - time.time() if cross_fit else None)
-                self.deadline.start_s = crossfit_start_s(summaries, self.factor) if cross_fit else 0.0
+            cross_fit = self.splits.folds is not None and self.deadline.end is not None
+            if self.reserve is not None:
+                self.deadline.reserve_s = self.reserve(summaries, self.deadline.end - time.time() if cross_fit else None)
+            self.deadline.start_s = crossfit_start_s(summaries, self.factor) if cross_fit else 0.0
             message = f"trial {trial_id}: {spec.name} val_accuracy={out.val_accuracy:.3f}"
             interrupts.check()  # a Ctrl-C whose exception was lost mid-trial: no next trial
             return ObjectiveResult(out.val_accuracy, out.epochs, "timeout" if out.timed_out else "ok", out.params)
@@ -392,8 +363,8 @@ def _open_store(out_dir: Path, *, resume: bool, shared: SharedStudy | None) -> T
 def tune(candidates: list[BackboneSpec], data: Any, splits: Any, *, space: TuneSpace,
          backend: str | TunerBackend = "keras-tuner", max_trials: int | None = 8, time_budget_s: float | None = None,
          features: dict | None = None, out_dir: Path, seed: int = 0, progress: ProgressFn | None = None,
-         refit_members: int = 0, expected_trials: int | None = None, resume: bool = False,
-         shared: SharedStudy | None = None, heads: Mapping[str, np.ndarray] | None = None) -> TuneResult:
+         reserve: ReserveFn | None = None, keep_models: int = KEEP_MODELS, expected_trials: int | None = None,
+         resume: bool = False, shared: SharedStudy | None = None) -> TuneResult:
     """Search over ``candidates`` (the probe's top-k, best first) and the fine-tuning space with ``backend``.
 
     Each trial warms up a head then fine-tunes a fresh backbone (:func:`train_trial`). Finished
@@ -407,17 +378,14 @@ def tune(candidates: list[BackboneSpec], data: Any, splits: Any, *, space: TuneS
         time_budget_s: no trial starts after it has elapsed and a running one stops at it.
         features: ``{name: {"train", "val", "test"} arrays}`` cached by the probe (optional).
         progress: ``progress("tune", done, total, message)`` after every trial.
-        refit_members: the most members of the caller's final model (0: no refit after tuning):
-            tuning stops in time for the members it would pick now, refits included
-            (:func:`refit_reserve`).
+        reserve: the seconds the stages after tuning will need (:data:`ReserveFn`); None: none.
+        keep_models: the best trials whose models are kept (checkpointed) for the stages after.
         expected_trials: trials the budget is expected to allow (sizes the samplers' start-up when
             ``max_trials`` is None).
         resume: continue the search in ``out_dir`` (finished trials are not repeated; an
             interrupted one runs again); else any earlier search there is discarded.
         shared: run as the chief (or a worker) of a study other processes share (optuna only); a
             worker returns None, the chief assembles the result.
-        heads: ``{"probe:<candidate>": val probabilities}`` of the linear heads the final stage may
-            pick as members beside the trials (what :func:`refit_reserve` selects from).
 
     Raises:
         AutotransferError: when every trial failed.
@@ -433,8 +401,7 @@ def tune(candidates: list[BackboneSpec], data: Any, splits: Any, *, space: TuneS
     backend = _make_backend(backend, space, expected_trials, shared)
     total = max_trials or expected_trials or 0
     runner = _TrialRunner(candidates=candidates, data=data, splits=splits, space=space, features=features, store=store,
-                          deadline=deadline, seed=seed, refit_members=refit_members, progress=progress, total=total,
-                          keep=max(KEEP_MODELS, refit_members), heads=heads)
+                          deadline=deadline, seed=seed, reserve=reserve, progress=progress, total=total, keep=keep_models)
     if progress:
         progress("tune", len(store.records()), total, f"{backend.name}: {'resuming' if resume else 'starting'}")
     backend.search(runner, params, max_trials=max_trials, deadline=deadline, seed=seed, work_dir=out_dir / "tuner",

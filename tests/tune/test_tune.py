@@ -381,7 +381,8 @@ def test_first_trials_follow_probe_order_without_augmentation(backend, data_spli
 
 
 def test_the_refit_reserve_counts_the_epochs_a_refit_replays():
-    from autotransfer.tune.tune import REFIT_MIN_SHARE, TrialSummary, refit_reserve
+    from autotransfer.final.reserve import refit_reserve
+    from autotransfer.tune.tune import REFIT_MIN_SHARE, TrialSummary
 
     def trial(i, acc, kept, ran, seconds=100.0):
         return TrialSummary(i, "b", {}, acc, 0.5, np.zeros((2, 2)), kept, seconds, False, ran)
@@ -398,7 +399,9 @@ def test_the_refit_reserve_counts_the_epochs_a_refit_replays():
 
 
 def test_the_refit_reserve_counts_the_trials_member_selection_would_pick():
-    from autotransfer.tune.tune import FINAL_MEMBER_S, TrialSummary, refit_reserve
+    from autotransfer.budget import FINAL_MEMBER_S
+    from autotransfer.final.reserve import refit_reserve
+    from autotransfer.tune.tune import TrialSummary
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, 120)
