@@ -61,19 +61,15 @@ def run(
 ) -> Result:
     """Select, fine-tune and export the best backbone (or ensemble) of ``search_space`` for ``data``.
 
-    ``data``: an image folder (one sub-folder per class), a CSV (``path,label[,split]``), a pandas
-    DataFrame, arrays (``data=x, labels=y`` or ``(x, y)``), texts in a CSV or DataFrame. Unusable
-    items are skipped and listed in ``data.json``. ``progress``: show rich progress bars. Every
-    other keyword is a run parameter, listed below from :data:`autotransfer.params.PARAMS` (the
-    command line's options, with ``-`` for ``_``).
+    ``data``: an image folder, a CSV (``path,label[,split]``), a DataFrame, arrays (``data=x,
+    labels=y``) or texts; unusable items are skipped (``data.json``). ``progress``: progress bars.
+    The other keywords are the run parameters below (:data:`autotransfer.params.PARAMS`).
 
     Raises:
-        RunInterrupted: on Ctrl-C (a KeyboardInterrupt), once the running trial is saved as interrupted.
-        UserInputError: bad inputs; also ``out`` in use by another run (its lock), or holding an
-            earlier run without ``resume`` or ``overwrite``.
+        RunInterrupted: on Ctrl-C, once the running trial is saved as interrupted.
+        UserInputError: bad inputs; ``out`` in use, or holding an earlier run without ``resume``/``overwrite``.
     """
     from autotransfer.pipeline import setup
-
     start = time.monotonic()
     config = _config({k: v for k, v in locals().items() if k in BY_NAME})
     space = load_search_space(search_space) if search_space is not None else None  # a bad one fails first

@@ -9,6 +9,8 @@ import pytest
 
 from autotransfer.testing import write_tiny_space
 
+pytestmark = pytest.mark.slow  # end-to-end runs
+
 SPACE = {"unfreeze_blocks": [1, 2], "learning_rate": [1.0e-3, 1.0e-2], "head_epochs": 3, "max_epochs": 2,
          "patience": [1, 1], "batch_size": 16}
 

@@ -16,6 +16,8 @@ import pytest
 
 from autotransfer.testing import write_tiny_space
 
+pytestmark = pytest.mark.slow  # a PostgreSQL server and worker processes
+
 MAX_TRIALS = 6
 # Statuses of a trial the study counts as done (a "repeat" reports the reverted trial it repeats).
 FINISHED = ["ok", "pruned", "timeout", "repeat"]

@@ -63,6 +63,7 @@ def test_seed_out_of_range_is_a_param_error(seed):
     (["--seed", "99999999999", "--top-k", "2"], "error: --seed must be an integer in [0, 4294967295]. Got 99999999999"),
     (["--top-k", "0"], "error: --top-k must be an integer >= 1. Got 0 instead."),
 ])
+@pytest.mark.slow
 def test_cli_names_flags_and_creates_no_run_dir(args, message, pattern_folder, tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "autotransfer.cli", "run", str(pattern_folder), "--out", str(out),

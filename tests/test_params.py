@@ -61,6 +61,7 @@ def _png(width: int, height: int) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.slow
 def test_max_pixels_reaches_serving_bytes_through_the_cli(tiny_modules, pattern_folder, tmp_path):
     space = write_tiny_space(tmp_path / "tiny.yaml", {"good": tiny_modules["good"]},
                              {"unfreeze_blocks": [0, 0], "learning_rate": [1.0e-3, 1.0e-2], "head_epochs": 2,

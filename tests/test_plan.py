@@ -93,6 +93,7 @@ def test_make_plan_needs_costs():
         make_plan({}, **SIZES, budget_s=1, top_k=1, max_trials=1, max_epochs=1)
 
 
+@pytest.mark.slow
 def test_measure_costs_on_tiny_modules(tiny_modules):
     from autotransfer.backbones import BackboneSpec
     from autotransfer.data import load_data, make_splits

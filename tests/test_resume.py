@@ -15,6 +15,8 @@ import pytest
 from autotransfer.probe.cache import ENV_VAR
 from autotransfer.testing import write_tiny_space
 
+pytestmark = pytest.mark.slow  # end-to-end runs
+
 MAX_TRIALS = 4
 # Statuses of a trial the study counts as done (a "repeat" reports the reverted trial it repeats).
 FINISHED = ["ok", "pruned", "timeout", "repeat"]

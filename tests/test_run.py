@@ -11,6 +11,8 @@ import tensorflow as tf
 
 from autotransfer.testing import pattern_images, write_tiny_space
 
+pytestmark = pytest.mark.slow  # end-to-end runs
+
 
 @pytest.fixture(scope="module")
 def tiny_space(tiny_modules, tmp_path_factory):

@@ -17,6 +17,8 @@ from autotransfer.locks import read_holder
 from autotransfer.rundir import LOCK_FILE, RunDirLock
 from autotransfer.testing import write_tiny_space
 
+pytestmark = pytest.mark.slow  # end-to-end runs
+
 CLI = [sys.executable, "-m", "autotransfer.cli"]
 
 

@@ -10,6 +10,8 @@ import pytest
 
 from autotransfer.testing import write_broken_module, write_tiny_space
 
+pytestmark = pytest.mark.slow  # end-to-end runs
+
 TUNING = {"unfreeze_blocks": [0, 1], "learning_rate": [1.0e-3, 1.0e-2], "head_epochs": 2, "max_epochs": 2,
           "patience": [1, 1], "batch_size": 16}
 

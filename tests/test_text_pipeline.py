@@ -8,6 +8,8 @@ from autotransfer.data import load_data, make_splits
 from autotransfer.probe import probe
 from autotransfer.testing import pattern_texts, write_tiny_text_module
 
+pytestmark = pytest.mark.slow  # end-to-end runs
+
 
 @pytest.fixture(scope="module")
 def text_modules(tmp_path_factory):

@@ -260,17 +260,8 @@ def export_model(
     _check_args(model, class_names, input_size, model_name, version, sized=preprocessor.has_size)
     sizes = _sizes(input_size)
     model_dir = Path(export_dir) / model_name
-    model_dir.mkdir(parents=True, exist_ok=True)
-    if version is None:
-        version = (existing_versions(model_dir) or [0])[-1] + 1
-    version = int(version)
-    final = model_dir / str(version)
-    if final.exists():
-        raise VersionExistsError(
-            f"export_model: {final} already exists; versions are never overwritten. "
-            "Pass version=None for the next free version."
-        )
-    remove_stale_exports(model_dir)
+    final = _new_version_dir(model_dir, version)
+    version = int(final.name)
     # Hidden and non-numeric: TF Serving ignores it while it is being written. The lock beside it
     # tells a later export that it is still being written; one left unlocked was killed midway.
     tmp = model_dir / f"{TMP_PREFIX}{version}-{uuid.uuid4().hex[:8]}"
@@ -288,6 +279,22 @@ def export_model(
         raise
     finally:
         unlock(fd, lock)
+    return final
+
+
+def _new_version_dir(model_dir: Path, version: int | None) -> Path:
+    """``model_dir/<version>`` (None: the next after the existing ones), refused when it exists;
+    the stale leftovers of killed exports are removed first."""
+    model_dir.mkdir(parents=True, exist_ok=True)
+    if version is None:
+        version = (existing_versions(model_dir) or [0])[-1] + 1
+    final = model_dir / str(int(version))
+    if final.exists():
+        raise VersionExistsError(
+            f"export_model: {final} already exists; versions are never overwritten. "
+            "Pass version=None for the next free version."
+        )
+    remove_stale_exports(model_dir)
     return final
 
 

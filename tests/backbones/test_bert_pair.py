@@ -11,6 +11,8 @@ from autotransfer.backbones.sources import load_saved_model
 from autotransfer.errors import BackboneError, UserInputError
 from autotransfer.testing import pattern_texts, write_tiny_bert_pair, write_tiny_text_module
 
+pytestmark = pytest.mark.slow  # a BERT-style module built and run
+
 TEXTS = ["The apple was very good!", "A river, here.", "Engine", ""]
 LAYER_1 = "transformer/layer_1"
 

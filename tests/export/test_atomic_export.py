@@ -17,6 +17,8 @@ from autotransfer.locks import try_lock, unlock
 from autotransfer.report import render_report
 from autotransfer.report.context import load_context
 
+pytestmark = pytest.mark.slow  # export subprocesses killed mid-write
+
 pytest.importorskip("tensorflow_serving.apis.predict_pb2")
 
 CLASSES = ["a", "b"]

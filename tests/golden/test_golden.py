@@ -7,6 +7,8 @@ import json
 import pytest
 from harness import HERE, TUNERS, differences, run_golden, snapshot
 
+pytestmark = pytest.mark.slow  # end-to-end runs on both tuner backends
+
 
 @pytest.mark.parametrize("tuner", TUNERS)
 def test_fixed_seed_run_matches_the_recorded_one(tuner, tiny_modules, pattern_folder, tmp_path):

@@ -23,6 +23,7 @@ def broken(tmp_path_factory) -> dict[str, str]:
     return {kind: str(write_broken_module(root / kind, kind)) for kind in BROKEN_KINDS}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", BROKEN_KINDS)
 def test_broken_candidate_is_a_failed_row_and_the_rest_are_ranked(kind, broken, tiny_modules, pattern_data):
     data, splits = pattern_data

@@ -57,6 +57,7 @@ def cls_modules(tiny_classifier_module, tmp_path_factory):
     return {"good": tiny_classifier_module, "bad": str(bad)}
 
 
+@pytest.mark.slow
 def test_leep_and_nleep_prefer_the_good_module(pattern_data, tiny_modules, cls_modules, tmp_path):
     data, splits = pattern_data
     specs = [BackboneSpec("bad", tiny_modules["bad"], 16, classifier_handle=cls_modules["bad"]),
@@ -124,6 +125,7 @@ def halving_setup(tiny_modules, tmp_path_factory):
     return specs, data, make_splits(data, seed=0)
 
 
+@pytest.mark.slow
 def test_halving_picks_the_full_top_k_with_fewer_items(halving_setup, tmp_path):
     specs, data, splits = halving_setup
     # The keep-within band is in the scorer's CV standard errors: a CV scorer, not the combined default.
@@ -155,6 +157,7 @@ def test_halving_picks_the_full_top_k_with_fewer_items(halving_setup, tmp_path):
     assert half.leaderboard["name"].tolist()[:2] == top
 
 
+@pytest.mark.slow
 def test_halving_then_warm_default_run_reuses_the_assembled_cache(halving_setup, tmp_path):
     specs, data, splits = halving_setup
     cache = FeatureCache(tmp_path)
@@ -213,6 +216,7 @@ def test_halving_keeps_a_near_tie_that_the_classic_rule_drops():
 # ------------------------------------------------------------------------------ multi-source
 
 
+@pytest.mark.slow
 def test_multi_source_row(pattern_data, specs):
     data, splits = pattern_data
     result = probe(specs, data, splits, cache=False, multi_source=2)

@@ -50,6 +50,7 @@ def test_layers_share_one_pass_and_match_direct_features(tiny_modules, tmp_path,
         np.testing.assert_allclose(got, direct[order], rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_halving_rungs_load_a_module_once_for_all_its_layer_candidates(tiny_modules, tmp_path, loads):
     data, splits, entry = _three_layer_candidates(tiny_modules, per_class=24)
     res = probe(entry.expand(), data, splits, extra_scorers=(), cache=FeatureCache(tmp_path), halving=True, eta=2,

@@ -198,6 +198,7 @@ def test_refit_does_the_linear_heads_first_so_a_trial_that_no_longer_fits_is_ski
     assert trial.refit_note == "kept the tuned weights: refit needs ~40 s, 30 s left"
 
 
+@pytest.mark.slow
 def test_time_budget_without_a_trial_cap_runs_until_the_deadline(data_splits, tiny_modules, tmp_path):
     data, splits = data_splits
     specs = [BackboneSpec(n, tiny_modules[n], 16) for n in ("good", "medium")]

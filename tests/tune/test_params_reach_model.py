@@ -11,6 +11,8 @@ import pytest
 from autotransfer.backbones import BackboneSpec
 from autotransfer.tune import TuneSpace, tune
 
+pytestmark = pytest.mark.slow  # whole searches on both backends
+
 # Wide ranges and a batch-size choice, so that trials differ in each parameter.
 SPACE = TuneSpace(unfreeze_blocks=(0, "all"), learning_rate=(1e-4, 1e-2), head_learning_rate=(1e-3, 1e-1),
                   patience=(1, 2), dropout=(0.0, 0.3), head_epochs=2, max_epochs=2, batch_size=(4, 8, 16),

@@ -218,6 +218,7 @@ def test_optuna_pruning_hook(tmp_path):
 
 
 # -- tune() end to end ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_tune_keras_tuner_writes_files_and_keeps_best_model(data_splits, specs, tmp_path):
     data, splits = data_splits
     seen = []
@@ -281,6 +282,7 @@ def test_hyperband_starts_with_a_bracket_that_fits_the_trial_cap():
     assert oracle(1)._current_bracket == 0  # one trial: the full-budget bracket
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["optuna", "keras-tuner"])
 def test_interrupted_search_keeps_finished_trials_on_disk(backend, data_splits, specs, tmp_path, monkeypatch):
     tune_module = importlib.import_module("autotransfer.tune.tune")  # the package re-exports tune() under that name
@@ -312,6 +314,7 @@ def test_interrupted_search_keeps_finished_trials_on_disk(backend, data_splits, 
     assert result.best_trial_id in result.models
 
 
+@pytest.mark.slow
 def test_a_ctrl_c_that_tensorflow_reports_as_another_error_still_interrupts(data_splits, specs, tmp_path,
                                                                            monkeypatch):
     from autotransfer import interrupts
@@ -338,6 +341,7 @@ def test_a_ctrl_c_that_tensorflow_reports_as_another_error_still_interrupts(data
         "ok", "failed: SystemError", "ok"]
 
 
+@pytest.mark.slow
 def test_fresh_search_discards_an_earlier_one(data_splits, specs, tmp_path):
     data, splits = data_splits
     tune(specs[:1], data, splits, space=FAST, backend="optuna", max_trials=2, out_dir=tmp_path, seed=0)
@@ -364,6 +368,7 @@ def test_a_shared_study_takes_a_trial_for_dead_only_after_its_silence(tmp_path):
     assert [t.user_attrs.get("rerun_of") for t in study.trials[1:]] == [asked.number]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["keras-tuner", "optuna"])
 def test_first_trials_follow_probe_order_without_augmentation(backend, data_splits, specs, tmp_path):
     # One trial per candidate, best probe first, each unaugmented so it may take the cached-prefix path;

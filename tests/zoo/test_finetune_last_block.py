@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # the built zoo
+
 
 @pytest.mark.parametrize("unfrozen", [1, 2])
 def test_only_last_blocks_change(lite0_zoo, unfrozen):

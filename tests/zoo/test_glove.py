@@ -15,6 +15,8 @@ from autotransfer.testing import write_tiny_text_module
 from autotransfer.testing.texts import FILLER, KEYWORDS
 from autotransfer.zoo import glove
 
+pytestmark = pytest.mark.slow  # zoo builds
+
 
 @pytest.mark.parametrize("text, tokens", [
     ("The movie wasn't bad, it's fine!", ["the", "movie", "was", "n't", "bad", ",", "it", "'s", "fine", "!"]),

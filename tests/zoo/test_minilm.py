@@ -8,6 +8,8 @@ import json
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # zoo builds
+
 tf = pytest.importorskip("tensorflow")
 pytest.importorskip("tensorflow_text")
 

@@ -11,6 +11,8 @@ import pytest
 from autotransfer import zoo
 from autotransfer.errors import MissingDependencyError, UserInputError
 
+pytestmark = pytest.mark.slow  # zoo builds
+
 BLOCKS = ["stem"] + [f"block_{i:02d}" for i in range(16)] + ["head"]
 # ImageNet ids that fit sklearn's sample photos (flower.jpg: a daisy-like flower with a bee;
 # china.jpg: a Chinese temple). lite0 predicts daisy (985) and bell cote (442) top-1.

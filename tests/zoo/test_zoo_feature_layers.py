@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # the built zoo
+
 LAYERS = ["block_00", "block_02", "block_04", "block_07", "block_10", "block_14", "block_15", "head"]
 DIMS = [16, 24, 40, 80, 112, 192, 320, 1280]
 
