@@ -2,7 +2,6 @@
 from autotransfer.probe.cache import ENV_VAR as CACHE_ENV_VAR
 from autotransfer.probe.cache import FeatureCache, default_cache_dir, index_key
 from autotransfer.probe.combine import CombinedScore
-from autotransfer.probe.conformance import check_scorer
 from autotransfer.probe.featurize import extract_features, extract_source_logits, forward_fn
 from autotransfer.probe.halving import HalvingResult, successive_halving
 from autotransfer.probe.probe import DEFAULT_EXTRA_SCORERS, LEADERBOARD_COLUMNS, ProbeResult, probe
@@ -42,7 +41,6 @@ __all__ = [
     "ScoreResult",
     "Scorer",
     "available_scorers",
-    "check_scorer",
     "cv_folds",
     "default_cache_dir",
     "extract_features",

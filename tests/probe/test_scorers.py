@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 
 from autotransfer.errors import UserInputError
+from autotransfer.testing.conformance import check_scorer
 from autotransfer.probe import (
     LogMEScorer,
     Scorer,
     ScoreResult,
     available_scorers,
-    check_scorer,
     cv_folds,
     get_scorer,
     register_scorer,

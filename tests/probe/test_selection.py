@@ -9,12 +9,12 @@ import pytest
 
 from autotransfer.backbones import BackboneSpec
 from autotransfer.probe.halving import select_rung
+from autotransfer.testing.conformance import check_scorer
 from autotransfer.probe import (
     CombinedScore,
     FeatureCache,
     LEEPScorer,
     NLEEPScorer,
-    check_scorer,
     get_scorer,
     probe,
     successive_halving,

@@ -481,3 +481,22 @@ def test_backends_start_no_trial_without_the_time_it_needs(backend, tmp_path):
     records = get_backend(backend).search(lambda p, report: 0.5, PARAMS, max_trials=5, deadline=deadline, seed=0,
                                           work_dir=tmp_path)
     assert len(records) == 1  # the first trial always runs
+
+
+@pytest.mark.parametrize("backend", ["keras-tuner", "optuna"])
+def test_the_built_in_backends_pass_the_conformance_check(backend, tmp_path):
+    from autotransfer.testing.conformance import check_tuner_backend
+
+    check_tuner_backend(lambda: get_backend(backend), tmp_path)
+
+
+def test_the_backend_check_catches_a_backend_that_ignores_the_deadline(tmp_path):
+    from autotransfer.testing.conformance import check_tuner_backend
+    from autotransfer.tune.optuna_backend import OptunaBackend
+
+    class Hasty(OptunaBackend):  # runs every trial whatever the deadline says
+        def search(self, objective, params, *, deadline, **kwargs):
+            return super().search(objective, params, deadline=None, **kwargs)
+
+    with pytest.raises(AssertionError, match="only the first runs"):
+        check_tuner_backend(lambda: Hasty(), tmp_path)
