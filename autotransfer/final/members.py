@@ -32,7 +32,7 @@ from autotransfer.backbones import BackboneSpec
 from autotransfer.final.ensemble import EnsembleChoice, log_loss, scaled_selection, temperature_scale
 from autotransfer.budget import Deadline
 from autotransfer.tune.prefix import as_parts
-from autotransfer.tune.space import TuneSpace
+from autotransfer.space import TuneSpace
 from autotransfer.tune.task import HEAD_LAYER, Part, build_ensemble, build_task_model
 from autotransfer.tune.trainer import at_trial_size, predict_probs, probe_head_weights, refit_trial
 

@@ -8,7 +8,7 @@ from autotransfer.tune.base import (
     get_backend,
     register_backend,
 )
-from autotransfer.tune.space import ParamSpec, TuneSpace, render_keras_tuner, render_optuna
+from autotransfer.space import ParamSpec, TuneSpace, render_keras_tuner, render_optuna
 from autotransfer.tune.task import HEAD_LAYER, build_task_model
 from autotransfer.tune.trainer import TrialOutcome, train_trial
 from autotransfer.tune.store import TrialStore

@@ -33,7 +33,7 @@ from autotransfer.backbones import BackboneSpec
 from autotransfer.probe.featurize import extract_features, feature_dataset
 from autotransfer.tune.augment import augment_dataset
 from autotransfer.tune.optimizer import fine_tune_optimizer
-from autotransfer.tune.space import TuneSpace, trial_input_size
+from autotransfer.space import TuneSpace, trial_input_size
 from autotransfer.tune.task import HEAD_LAYER, build_head, build_task_model
 
 log = logging.getLogger(__name__)
