@@ -22,7 +22,7 @@ from autotransfer.tune.base import STATUSES, ObjectiveResult, ReportFn, TrialRec
 from autotransfer.budget import Deadline, cross_fit_factor
 from autotransfer.space import TuneSpace
 from autotransfer.tune.store import INTERRUPTED, TrialStore
-from autotransfer.tune.trainer import at_trial_size, load_trial_model, probe_head_weights, train_trial
+from autotransfer.train.trainer import at_trial_size, load_trial_model, probe_head_weights, train_trial
 
 log = logging.getLogger(__name__)
 TRIAL_COLUMNS = [
