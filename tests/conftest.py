@@ -31,7 +31,7 @@ def tiny_classifier_module(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session")
 def pattern_folder(tmp_path_factory: pytest.TempPathFactory):
     """Pattern images (4 classes x 16, 16 px) as a class-per-folder directory."""
-    from autotransfer.data import write_image_folder
+    from autotransfer.testing import write_image_folder
     from autotransfer.testing import pattern_images
 
     x, y = pattern_images(16, num_classes=4, size=16, seed=1)
