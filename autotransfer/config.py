@@ -66,7 +66,7 @@ def builtin_spaces() -> list[str]:
 
 def load_search_space(ref: str | Path = "offline") -> SearchSpace:
     """Load and validate a search space from a YAML path or a built-in name (``offline``, ``online``)."""
-    from autotransfer.tune.space import TuneSpace  # lazy: keeps `autotransfer --help` light
+    from autotransfer.space import TuneSpace  # lazy: keeps `autotransfer --help` light
 
     path = _find_space(ref)
     where = f"search space {path}"

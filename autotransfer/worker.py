@@ -24,7 +24,7 @@ def work_on(storage: str, study: str, *, out: Path | None = None, wait_s: float 
     from autotransfer.data.split import Splits
     from autotransfer.tune.base import worker_id
     from autotransfer.tune.optuna_backend import read_task
-    from autotransfer.tune.space import TuneSpace
+    from autotransfer.space import TuneSpace
     from autotransfer.tune.store import TrialStore
     from autotransfer.tune.tune import SharedStudy, tune
 

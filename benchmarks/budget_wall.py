@@ -33,7 +33,7 @@ TUNING = {"unfreeze_blocks": [0, 1], "learning_rate": [1.0e-3, 1.0e-2], "head_ep
 
 def tiny_inputs(root: Path, per_class: int) -> tuple[Path, Path]:
     """A pattern-image folder (2 classes, 32 px) and a one-candidate tiny search space."""
-    from autotransfer.data import write_image_folder
+    from autotransfer.testing import write_image_folder
     from autotransfer.testing import pattern_images, write_tiny_module, write_tiny_space
 
     x, y = pattern_images(per_class, num_classes=2, size=32, seed=0)

@@ -59,7 +59,7 @@ def head_test_features(specs: dict, names: list[str], test, cache: Path, test_di
     """Each candidate's frozen features of the test images (the input of its head layer), cached."""
     import keras
 
-    from autotransfer.tune.task import HEAD_LAYER, build_task_model
+    from autotransfer.train.task import HEAD_LAYER, build_task_model
 
     tag = hashlib.sha1(str(test_dir.resolve()).encode()).hexdigest()[:10]
     out = {}
@@ -77,8 +77,8 @@ def head_test_features(specs: dict, names: list[str], test, cache: Path, test_di
 def candidates(run_dir: Path, test, cache: Path, test_dir: Path) -> tuple[dict, dict, np.ndarray]:
     """``(val probs, test probs, y_val)`` of every kept trial and every probe head of the run."""
     from autotransfer.final.members import PROBE_PREFIX
-    from autotransfer.tune.task import build_task_model
-    from autotransfer.tune.trainer import at_trial_size, probe_head_weights
+    from autotransfer.train.task import build_task_model
+    from autotransfer.train.trainer import at_trial_size, probe_head_weights
 
     specs = _specs(run_dir)
     arrays = np.load(run_dir / "probe" / "arrays.npz")

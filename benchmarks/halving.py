@@ -32,7 +32,7 @@ from autotransfer.defaults import DEFAULT_SCORER  # noqa: E402
 def _digits_folder(root: Path, per_class: int, px: int, seed: int) -> Path:
     from sklearn.datasets import load_digits
 
-    from autotransfer.data import write_image_folder
+    from autotransfer.testing import write_image_folder
 
     d = load_digits()
     rng = np.random.default_rng(seed)

@@ -49,7 +49,7 @@ def write_solid_png(path: Path, side: int, rgb: tuple[int, int, int] = (200, 120
 
 def write_inputs(root: Path) -> tuple[Path, Path]:
     """The image folder (50 small PNGs + the huge one) and a one-candidate tiny search space."""
-    from autotransfer.data import write_image_folder
+    from autotransfer.testing import write_image_folder
     from autotransfer.testing import pattern_images, write_tiny_module, write_tiny_space
 
     x, y = pattern_images(25, num_classes=2, size=16, seed=0)

@@ -53,7 +53,7 @@ def write_digits(dest: Path, per_class: int, size: int, seed: int) -> Path:
     """scikit-learn digits as an image folder, as examples/write_digits.py does."""
     from sklearn.datasets import load_digits
 
-    from autotransfer.data import write_image_folder
+    from autotransfer.testing import write_image_folder
 
     digits = load_digits()
     rng = np.random.default_rng(seed)

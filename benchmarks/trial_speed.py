@@ -6,7 +6,7 @@ Usage: python benchmarks/trial_speed.py [--images 500] [--blocks 1,2,4] [--epoch
 On scikit-learn's digits (real scans, upsampled to each backbone's size; ``--images`` of them,
 80% train / 20% val), for EfficientNet-Lite0 at 224 px and Lite2 at 260 px and each number of
 unfrozen trailing blocks, trains twice from the same weights and seed: once the full network over images, once
-from the cut on cached prefix activations (:mod:`autotransfer.tune.prefix`).
+from the cut on cached prefix activations (:mod:`autotransfer.train.prefix`).
 Both start from the same seeded task model with the same probe head and fine-tune for
 ``--epochs`` epochs (no early stopping). Prints the median time of the epochs after the first
 (which traces) on each path, their ratio (target <= 0.4 at 1-2 blocks), the one-time cost of
@@ -60,7 +60,7 @@ def run_one(name: str, size: int, blocks: int, data, splits, epochs: int) -> dic
     """Fine-tune the same start (seeded task model, probe head) on both paths for ``epochs``
     epochs, no early stopping; the val probabilities are the whole network's, on images."""
     from autotransfer.data import image_dataset
-    from autotransfer.tune import trainer
+    from autotransfer.train import trainer
 
     spec = BackboneSpec(name, f"zoo://{name}/feature_vector", size)
     space = TuneSpace(unfreeze_blocks=(blocks, blocks), learning_rate=(1e-3, 1e-3), max_epochs=epochs, batch_size=32)

@@ -11,7 +11,7 @@ import argparse
 import numpy as np
 from sklearn.datasets import load_digits
 
-from autotransfer.data import write_image_folder
+from autotransfer.testing import write_image_folder
 
 
 def main() -> None:

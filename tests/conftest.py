@@ -31,8 +31,19 @@ def tiny_classifier_module(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session")
 def pattern_folder(tmp_path_factory: pytest.TempPathFactory):
     """Pattern images (4 classes x 16, 16 px) as a class-per-folder directory."""
-    from autotransfer.data import write_image_folder
+    from autotransfer.testing import write_image_folder
     from autotransfer.testing import pattern_images
 
     x, y = pattern_images(16, num_classes=4, size=16, seed=1)
     return write_image_folder(x, y, ["a", "b", "c", "d"], tmp_path_factory.mktemp("data") / "patterns")
+
+
+@pytest.fixture(scope="module")
+def data_splits():
+    """Pattern images (4 classes x 16) loaded and split with seed 0 (the tune and train tests)."""
+    from autotransfer.data import load_data, make_splits
+    from autotransfer.testing import pattern_images
+
+    x, y = pattern_images(16, seed=1)
+    data = load_data(x, labels=y)
+    return data, make_splits(data, seed=0)

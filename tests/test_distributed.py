@@ -46,7 +46,7 @@ def space(tiny_modules, tmp_path_factory):
 def folder(tmp_path_factory):
     """More and larger images than the shared pattern folder: trials long enough (a few seconds)
     that the chief cannot finish the whole cap before both workers have joined."""
-    from autotransfer.data import write_image_folder
+    from autotransfer.testing import write_image_folder
     from autotransfer.testing import pattern_images
 
     x, y = pattern_images(48, num_classes=4, size=24, seed=3)

@@ -115,7 +115,7 @@ def test_an_ensemble_of_text_members_averages_them_on_one_string_input(text_modu
     import numpy as np
     import tensorflow as tf
 
-    from autotransfer.tune.task import build_ensemble, build_task_model
+    from autotransfer.train.task import build_ensemble, build_task_model
 
     models = [build_task_model(BackboneSpec(n, str(p), 0), 3, dropout=0.0)[0] for n, p in text_modules.items()]
     ensemble, sizes = build_ensemble([(models[0], 0, 0.25, False), (models[1], 0, 0.75, False)])

@@ -21,11 +21,10 @@ if TYPE_CHECKING:
         typical_image_side,
         unit_pixels,
         validate_images,
-        write_image_folder,
     )
 
 _LAZY = {"image_dataset", "unit_pixels", "decode_image_bytes", "decode_image_sizes", "resize_images", "typical_image_side", "validate_images",
-         "check_images", "write_image_folder"}
+         "check_images"}
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -44,7 +43,6 @@ __all__ = [
     "typical_image_side",
     "unit_pixels",
     "validate_images",
-    "write_image_folder",
 ]
 
 

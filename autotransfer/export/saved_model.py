@@ -243,7 +243,7 @@ def export_model(
     ``modality``: a :class:`~autotransfer.modalities.Modality` or its registered name; it supplies
     the serving signatures, their warm-up batches and the metadata's input description.
     ``input_size``: the backbone's input size (0 where the modality has none), or a list of sizes
-    for a model with one input per size (ascending, as :func:`autotransfer.tune.task.build_ensemble`
+    for a model with one input per size (ascending, as :func:`autotransfer.train.task.build_ensemble`
     makes them); ``serving_default`` then takes the largest and resizes for the others.
 
     Writes ``<export_dir>/<model_name>/<version>/`` (see the module docstring) and returns it.

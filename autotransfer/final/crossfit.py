@@ -4,7 +4,7 @@ Every labelled row is predicted by a model that did not train on it, so that mem
 temperatures and the run's estimate use all rows instead of one small validation split: k-fold
 cross-fitting, as AutoGluon's bagging does. Linear heads are cheap and always cross-fitted; a
 fine-tuned trial is cross-fitted by replaying its recipe (its parameters and kept fine-tuning
-epochs, :func:`~autotransfer.tune.trainer.refit_trial`) on the complement of each group of the
+epochs, :func:`~autotransfer.train.trainer.refit_trial`) on the complement of each group of the
 other folds, while the time allows. Fold 0 is the validation split the trial itself was judged on,
 so its own validation predictions fill that fold.
 """
@@ -19,7 +19,7 @@ import numpy as np
 from autotransfer.backbones import BackboneSpec
 from autotransfer.budget import cross_fit_factor, fold_groups
 from autotransfer.final.members import PROBE_PREFIX, softmax
-from autotransfer.tune.trainer import at_trial_size, choose_head_c, probe_head_weights, refit_trial
+from autotransfer.train.trainer import at_trial_size, choose_head_c, probe_head_weights, refit_trial
 
 
 def oof_heads(features: Mapping[str, Mapping[str, np.ndarray]], specs: Mapping[str, BackboneSpec], splits: Any,

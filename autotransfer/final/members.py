@@ -31,10 +31,10 @@ import numpy as np
 from autotransfer.backbones import BackboneSpec
 from autotransfer.final.ensemble import EnsembleChoice, log_loss, scaled_selection, temperature_scale
 from autotransfer.budget import Deadline
-from autotransfer.tune.prefix import as_parts
-from autotransfer.tune.space import TuneSpace
-from autotransfer.tune.task import HEAD_LAYER, Part, build_ensemble, build_task_model
-from autotransfer.tune.trainer import at_trial_size, predict_probs, probe_head_weights, refit_trial
+from autotransfer.train.prefix import as_parts
+from autotransfer.space import TuneSpace
+from autotransfer.train.task import HEAD_LAYER, Part, build_ensemble, build_task_model
+from autotransfer.train.trainer import at_trial_size, predict_probs, probe_head_weights, refit_trial
 
 PROBE_PREFIX = "probe:"
 #: A linear head's "trial" parameters: the frozen backbone, no dropout at inference.

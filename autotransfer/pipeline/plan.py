@@ -32,7 +32,7 @@ def run(ctx: RunContext) -> None:
     """Measure first-batch costs, write the plan, refuse a budget too short for one model, and
     narrow the candidates only when a probe of all of them cannot fit."""
     from autotransfer.plan import ESTIMATE_MARGIN, make_plan, measure_costs
-    from autotransfer.tune.space import trial_input_size
+    from autotransfer.space import trial_input_size
 
     t0 = time.monotonic()
     tuning, budget, candidates = ctx.space.tuning, ctx.budget, ctx.candidates

@@ -124,7 +124,7 @@ def _import_measuring_code() -> None:
     from autotransfer import modalities  # noqa: F401
     from autotransfer.backbones import HubBackbone  # noqa: F401
     from autotransfer.probe.featurize import feature_batch, feature_dataset, forward_fn, images_dtype  # noqa: F401
-    from autotransfer.tune.task import build_task_model  # noqa: F401
+    from autotransfer.train.task import build_task_model  # noqa: F401
 
 
 def _measured_twin(spec: Any, candidates: Sequence[Any], costs: dict[str, CandidateCost]) -> CandidateCost | None:
@@ -196,7 +196,7 @@ def _time_training(spec: Any, data: Any, train_idx: np.ndarray, labels: np.ndarr
     import keras
 
     from autotransfer import modalities
-    from autotransfer.tune.task import build_task_model
+    from autotransfer.train.task import build_task_model
 
     model, bb = build_task_model(spec, data.num_classes, dropout=0.0)
     u = min(int(unfreeze), bb.num_blocks)
@@ -222,7 +222,7 @@ def _head_fit_seconds(num_classes: int, dim: int, n_train: int, n_val: int, *, h
     the per-trial session clean-up: the part of a trial that does not scale with the backbone."""
     import keras
 
-    from autotransfer.tune.task import HEAD_LAYER, build_head
+    from autotransfer.train.task import HEAD_LAYER, build_head
 
     t = time.perf_counter()
     rng = np.random.default_rng(0)
@@ -232,7 +232,7 @@ def _head_fit_seconds(num_classes: int, dim: int, n_train: int, n_val: int, *, h
     inp = keras.Input((dim,), dtype="float32")
     model = keras.Model(inp, build_head(inp, num_classes, dropout=0.1))
     if head_warmup == "probe":
-        from autotransfer.tune.trainer import probe_head_weights
+        from autotransfer.train.trainer import probe_head_weights
 
         model.get_layer(HEAD_LAYER).set_weights(probe_head_weights(x, y, num_classes))
     else:

@@ -288,7 +288,7 @@ class Leaderboard:
 
         Source logits are not combined (LEEP stays NaN). Its spec keeps the first source's handle
         (for tools that read one handle) and lists the sources in ``extra``; ``input_size`` is the
-        largest source's (the task model resizes per branch, see ``tune.task``).
+        largest source's (the task model resizes per branch, see ``train.task``).
         """
         top = [s.name for s in srcs]
         name = f"concat({'+'.join(top)})"

@@ -7,7 +7,8 @@ from autotransfer.testing.modules import (
     write_tiny_module,
     write_tiny_space,
 )
+from autotransfer.testing.images import write_image_folder
 from autotransfer.testing.texts import pattern_texts, write_tiny_bert_pair, write_tiny_text_module
 
 __all__ = ["BROKEN_KINDS", "changed_after_one_epoch", "pattern_images", "write_broken_module", "write_tiny_module", "write_tiny_space",
-           "pattern_texts", "write_tiny_bert_pair", "write_tiny_text_module"]
+           "write_image_folder", "pattern_texts", "write_tiny_bert_pair", "write_tiny_text_module"]

@@ -1,4 +1,8 @@
-"""Tune stage: search backbone + fine-tuning hyperparameters with KerasTuner or Optuna."""
+"""Tune stage: search backbone + fine-tuning hyperparameters with KerasTuner or Optuna.
+
+One trial is trained by ``autotransfer.train``; ``HEAD_LAYER``, ``build_task_model``, ``TrialOutcome``
+and ``train_trial`` are re-exported from there.
+"""
 from autotransfer.tune.base import (
     ObjectiveResult,
     Reporter,
@@ -8,9 +12,9 @@ from autotransfer.tune.base import (
     get_backend,
     register_backend,
 )
-from autotransfer.tune.space import ParamSpec, TuneSpace, render_keras_tuner, render_optuna
-from autotransfer.tune.task import HEAD_LAYER, build_task_model
-from autotransfer.tune.trainer import TrialOutcome, train_trial
+from autotransfer.space import ParamSpec, TuneSpace, render_keras_tuner, render_optuna
+from autotransfer.train.task import HEAD_LAYER, build_task_model
+from autotransfer.train.trainer import TrialOutcome, train_trial
 from autotransfer.tune.store import TrialStore
 from autotransfer.tune.tune import TRIAL_COLUMNS, SharedStudy, TuneResult, load_tuned, trials_frame, tune
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Protocol
 
 from autotransfer.errors import UserInputError
 from autotransfer.budget import Deadline
-from autotransfer.tune.space import ParamSpec
+from autotransfer.space import ParamSpec
 
 STATUSES = ("ok", "pruned", "timeout")  # plus "failed: <message>"
 

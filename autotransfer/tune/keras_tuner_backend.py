@@ -14,7 +14,7 @@ from typing import Any
 
 from autotransfer.tune.base import Objective, Reporter, TrialRecord, TunerBackend, register_backend, run_objective
 from autotransfer.budget import Deadline, as_deadline
-from autotransfer.tune.space import ParamSpec, render_keras_tuner
+from autotransfer.space import ParamSpec, render_keras_tuner
 
 HYPERBAND_KEYS = ("tuner/epochs", "tuner/initial_epoch", "tuner/bracket", "tuner/round", "tuner/trial_id")
 

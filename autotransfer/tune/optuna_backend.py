@@ -25,7 +25,7 @@ from autotransfer.errors import UserInputError
 from autotransfer.interrupts import shielded
 from autotransfer.tune.base import Objective, Reporter, TrialRecord, TunerBackend, register_backend, run_objective, worker_id
 from autotransfer.budget import Deadline, as_deadline
-from autotransfer.tune.space import ParamSpec, render_optuna
+from autotransfer.space import ParamSpec, render_optuna
 
 log = logging.getLogger(__name__)
 #: The study name of a run's own (SQLite) study.

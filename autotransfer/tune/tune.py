@@ -20,9 +20,9 @@ from autotransfer.backbones import METADATA_FILE, BackboneSpec, HubBackbone, res
 from autotransfer.errors import AutotransferError, UserInputError, check_param
 from autotransfer.tune.base import STATUSES, ObjectiveResult, ReportFn, TrialRecord, TunerBackend, get_backend, worker_id
 from autotransfer.budget import Deadline, cross_fit_factor
-from autotransfer.tune.space import TuneSpace
+from autotransfer.space import TuneSpace
 from autotransfer.tune.store import INTERRUPTED, TrialStore
-from autotransfer.tune.trainer import at_trial_size, load_trial_model, probe_head_weights, train_trial
+from autotransfer.train.trainer import at_trial_size, load_trial_model, probe_head_weights, train_trial
 
 log = logging.getLogger(__name__)
 TRIAL_COLUMNS = [

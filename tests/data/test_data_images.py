@@ -15,10 +15,10 @@ from autotransfer.data import (
     load_data,
     unit_pixels,
     validate_images,
-    write_image_folder,
 )
 from autotransfer.data.images import check_images
 from autotransfer.errors import UserInputError
+from autotransfer.testing import write_image_folder
 
 
 def _collect(ds: tf.data.Dataset) -> tuple[np.ndarray, np.ndarray]:

@@ -109,7 +109,7 @@ def differences(got: Any, want: Any, where: str = "", tol: float = 1e-6) -> list
 
 
 def _record(root: Path) -> None:
-    from autotransfer.data import write_image_folder
+    from autotransfer.testing import write_image_folder
     from autotransfer.testing import pattern_images, write_tiny_module
 
     modules = {name: str(write_tiny_module(root / "modules" / name, grid=grid, seed=i))

@@ -41,7 +41,7 @@ def test_cv_folds_follow_the_smallest_class():
 
 def test_out_of_fold_heads_predict_each_row_from_a_head_that_did_not_see_it():
     from autotransfer.final.crossfit import oof_heads
-    from autotransfer.tune.trainer import probe_head_weights
+    from autotransfer.train.trainer import probe_head_weights
 
     rng = np.random.default_rng(0)
     y = np.repeat([0, 1, 2], 12)
@@ -53,7 +53,7 @@ def test_out_of_fold_heads_predict_each_row_from_a_head_that_did_not_see_it():
     head0, oof = heads["probe:a"]
     assert oof.shape == (36, 3) and np.allclose(oof.sum(axis=1), 1)
     # Fold 2's rows: the head fitted on folds 0 and 1 alone, with the train split's C.
-    from autotransfer.tune.trainer import choose_head_c
+    from autotransfer.train.trainer import choose_head_c
 
     ids = s.fold_ids()
     x = np.concatenate([feats[s.train], feats[s.val]])

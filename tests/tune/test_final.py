@@ -12,8 +12,8 @@ from autotransfer.backbones import BackboneSpec
 from autotransfer.data import decode_image_bytes
 from autotransfer.final.ensemble import log_loss, temperature_scale
 from autotransfer.tune import HEAD_LAYER, TuneSpace, build_task_model, tune
-from autotransfer.tune.task import build_ensemble
-from autotransfer.tune.trainer import probe_head_weights, refit_trial
+from autotransfer.train.task import build_ensemble
+from autotransfer.train.trainer import probe_head_weights, refit_trial
 
 FAST = TuneSpace(unfreeze_blocks=(0, "all"), learning_rate=(1e-3, 1e-2), head_learning_rate=5e-2,
                  patience=(1, 2), dropout=(0.0, 0.2), head_epochs=4, max_epochs=2, batch_size=16)
@@ -137,7 +137,7 @@ def test_refit_trains_on_the_indices_it_is_given(tiny_modules, monkeypatch):
     from autotransfer.data import image_dataset
     from autotransfer.testing import pattern_images
 
-    trainer = importlib.import_module("autotransfer.tune.trainer")
+    trainer = importlib.import_module("autotransfer.train.trainer")
     x, y = pattern_images(16, seed=1)
     data = load_data(x, labels=y)
     splits = make_splits(data, seed=0)
@@ -220,7 +220,7 @@ def test_trials_fine_tune_on_the_augmented_stream(tiny_modules, monkeypatch):
     from autotransfer.data import load_data, make_splits
     from autotransfer.testing import pattern_images
 
-    trainer = importlib.import_module("autotransfer.tune.trainer")
+    trainer = importlib.import_module("autotransfer.train.trainer")
     x, y = pattern_images(16, seed=1)
     data = load_data(x, labels=y)
     splits = make_splits(data, seed=0)

@@ -104,7 +104,7 @@ def test_finetune_last_block_only_and_beats_chance(data_splits, specs):
 
 
 def test_probe_warmup_head_is_a_cross_validated_logistic_regression(data_splits, specs):
-    from autotransfer.tune.trainer import HEAD_CS, fit_head, probe_head_weights
+    from autotransfer.train.trainer import HEAD_CS, fit_head, probe_head_weights
 
     data, splits = data_splits
     params = {"unfreeze_blocks": 0, "learning_rate": 1e-3, "patience": 1, "dropout": 0.3}

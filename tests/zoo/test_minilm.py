@@ -14,6 +14,7 @@ tf = pytest.importorskip("tensorflow")
 pytest.importorskip("tensorflow_text")
 
 from autotransfer.backbones import HubBackbone  # noqa: E402
+from autotransfer.testing.minilm import make_archive  # noqa: E402
 from autotransfer.zoo import minilm  # noqa: E402
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "movie", "was", "good", "bad", "!", ",", "un", "##believ",
@@ -23,7 +24,7 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "movie", "was", "good", "bad
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("minilm")
-    archive = minilm.make_archive(root / "model.zip", vocab=VOCAB)
+    archive = make_archive(root / "model.zip", vocab=VOCAB)
     mp = pytest.MonkeyPatch()
     mp.setattr(minilm, "source", lambda: (archive, "test"))
     checks = minilm.build(root / "feature_vector", print)

@@ -29,7 +29,7 @@ class _Spy:
     variables while fine-tuning, the training batch size, early stopping's min_delta."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        trainer = importlib.import_module("autotransfer.tune.trainer")
+        trainer = importlib.import_module("autotransfer.train.trainer")
         self.trials: list[dict] = []
         real_adam, real_compile, real_stream = keras.optimizers.Adam, trainer._compile_fine_tune, trainer._train_stream
         real_train, real_stop = trainer.train_trial, keras.callbacks.EarlyStopping
@@ -59,7 +59,7 @@ class _Spy:
             spy.trials[-1]["batch"] = int(next(iter(ds))[0].shape[0])
             return ds, steps
 
-        prefix = importlib.import_module("autotransfer.tune.prefix")
+        prefix = importlib.import_module("autotransfer.train.prefix")
         real_activations = prefix.activation_stream
 
         def activation_stream(*a, **kw):  # the frozen-prefix path's training stream

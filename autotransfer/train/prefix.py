@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from autotransfer.probe.cache import FeatureCache
-from autotransfer.tune.task import BACKBONE_LAYER
+from autotransfer.train.task import BACKBONE_LAYER
 
 ENV_LIMIT = "AUTOTRANSFER_PREFIX_CACHE_MB"
 ENV_DTYPE = "AUTOTRANSFER_PREFIX_DTYPE"

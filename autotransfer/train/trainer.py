@@ -8,8 +8,8 @@ forward pass. ``head_warmup: adam`` trains the head for ``head_epochs`` at ``hea
 regularisation C chosen by cross-validation (standardisation folded into the Dense weights):
 linear probing then fine-tuning (LP-FT, Kumar et al., ICLR 2022). Phase 2 unfreezes the last
 ``unfreeze_blocks`` blocks and trains with the fine-tuning optimizer (Adam, optional cosine
-schedule and layer-wise decay, :mod:`autotransfer.tune.optimizer`), augmented batches
-(:mod:`autotransfer.tune.augment`) and label smoothing; a constant learning rate stops early on
+schedule and layer-wise decay, :mod:`autotransfer.train.optimizer`), augmented batches
+(:mod:`autotransfer.train.augment`) and label smoothing; a constant learning rate stops early on
 val accuracy (restoring the best epoch), a cosine schedule runs its course and keeps the last
 weights. Fine-tuning is kept only if it beats the phase-1 head on val.
 
@@ -31,10 +31,10 @@ import tensorflow as tf
 from autotransfer import modalities
 from autotransfer.backbones import BackboneSpec
 from autotransfer.probe.featurize import extract_features, feature_dataset
-from autotransfer.tune.augment import augment_dataset
-from autotransfer.tune.optimizer import fine_tune_optimizer
-from autotransfer.tune.space import TuneSpace, trial_input_size
-from autotransfer.tune.task import HEAD_LAYER, build_head, build_task_model
+from autotransfer.train.augment import augment_dataset
+from autotransfer.train.optimizer import fine_tune_optimizer
+from autotransfer.space import TuneSpace, trial_input_size
+from autotransfer.train.task import HEAD_LAYER, build_head, build_task_model
 
 log = logging.getLogger(__name__)
 
@@ -269,14 +269,14 @@ def steps_per_epoch(n_items: int, batch_size: int) -> int:
 def _train_inputs(model: keras.Model, backbone: Any, effective: dict[str, Any], data: Any,
                   indices: np.ndarray | tuple[np.ndarray, ...], *, size: int, num_classes: int, seed: int,
                   cut: str | None) -> tuple[keras.Model, Any, int, str | None]:
-    """(model to fit, train stream over ``indices`` (one array or its parts, :func:`~autotransfer.tune.prefix.as_parts`),
+    """(model to fit, train stream over ``indices`` (one array or its parts, :func:`~autotransfer.train.prefix.as_parts`),
     steps per epoch, prefix cut or None).
 
-    Where ``cut`` names a fixed frozen prefix (:func:`autotransfer.tune.prefix.prefix_cut`) and its
+    Where ``cut`` names a fixed frozen prefix (:func:`autotransfer.train.prefix.prefix_cut`) and its
     activations fit the cache bound: a model from the cut block on over the cached activations,
     sharing the task model's layers and variables. Else the full task model on (augmented) images.
     """
-    from autotransfer.tune import prefix as px
+    from autotransfer.train import prefix as px
 
     batch = int(effective["batch_size"])
     x = None if cut is None else px.prefix_activations(backbone, cut, data, indices, size=size)
@@ -295,7 +295,7 @@ def _fine_tune_inputs(model: keras.Model, backbone: Any, effective: dict[str, An
                       use_prefix: bool) -> tuple[keras.Model, Any, int, list, str | None]:
     """(model to fit, train stream, steps per epoch, val batches for it, prefix cut or None): a
     trial's :func:`_train_inputs` on the train split, with the val split on the same path."""
-    from autotransfer.tune import prefix as px
+    from autotransfer.train import prefix as px
 
     kw = {"size": size, "num_classes": num_classes, "seed": seed}
     cut = px.prefix_cut(backbone, effective) if use_prefix else None
@@ -440,7 +440,7 @@ def train_trial(spec: BackboneSpec, params: dict[str, Any], data: Any, splits: A
             both phases (epochs numbered 0.. across phases).
         head: precomputed LP-FT head weights for this backbone and train split (``head_warmup: probe``).
         prefix_cache: fine-tune on cached frozen-prefix activations where the trial allows it
-            (:mod:`autotransfer.tune.prefix`; ``params["prefix_cut"]`` of the outcome names the cut).
+            (:mod:`autotransfer.train.prefix`; ``params["prefix_cut"]`` of the outcome names the cut).
     """
     t0 = time.time()
     keras.utils.set_random_seed(seed)
@@ -515,7 +515,7 @@ def refit_trial(
     ``features``: backbone features of ``indices`` in that order (the probe's), else extracted.
     Returns ``(model, timed_out)``; a timed-out refit must not replace the tuned model.
     """
-    from autotransfer.tune import prefix as px
+    from autotransfer.train import prefix as px
 
     keras.utils.set_random_seed(seed)
     flags = _Flags()

@@ -17,7 +17,7 @@ import numpy as np
 from autotransfer.errors import UserInputError, unknown_keys
 
 ALL = "all"
-#: Training-time augmentations, weakest first (implemented in :mod:`autotransfer.tune.augment`).
+#: Training-time augmentations, weakest first (implemented in :mod:`autotransfer.train.augment`).
 AUGMENTATIONS = ("none", "crop", "flip", "flip+crop", "mixup")
 #: ``input_size`` value meaning the candidate's own (probed) input size.
 NATIVE = "native"

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from autotransfer.tune.augment import augment_dataset
+from autotransfer.train.augment import augment_dataset
 
 N, K = 8, 4
 

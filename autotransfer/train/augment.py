@@ -13,7 +13,7 @@ from typing import Callable
 
 import tensorflow as tf
 
-from autotransfer.tune.space import AUGMENTATIONS
+from autotransfer.space import AUGMENTATIONS
 SHIFT = 0.1
 MIXUP_ALPHA = 0.2
 

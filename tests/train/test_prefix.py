@@ -6,8 +6,9 @@ import pytest
 
 from autotransfer.backbones import BackboneSpec, HubBackbone
 from autotransfer.probe.cache import ENV_VAR
-from autotransfer.tune import TuneSpace, train_trial
-from autotransfer.tune.prefix import prefix_cut
+from autotransfer.space import TuneSpace
+from autotransfer.train import train_trial
+from autotransfer.train.prefix import prefix_cut
 
 SPACE = TuneSpace(unfreeze_blocks=(1, 2), learning_rate=(1e-2, 1e-2), head_epochs=2, max_epochs=3,
                   batch_size=8, head_warmup="adam")
@@ -66,7 +67,7 @@ def test_switch_off_takes_the_full_path(spec, monkeypatch):
 
 
 def test_a_refit_takes_the_prefix_path_and_trains_the_same_model(spec, data_splits, monkeypatch):
-    from autotransfer.tune import trainer
+    from autotransfer.train import trainer
 
     data, splits = data_splits
     idx = np.concatenate([splits.train, splits.val])
@@ -92,7 +93,7 @@ def test_a_refit_takes_the_prefix_path_and_trains_the_same_model(spec, data_spli
 
 
 def test_activations_of_split_parts_reuse_each_splits_entry(spec, data_splits, monkeypatch):
-    from autotransfer.tune import prefix as px
+    from autotransfer.train import prefix as px
 
     data, splits = data_splits
     bb = HubBackbone.from_spec(spec)

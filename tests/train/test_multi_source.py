@@ -9,8 +9,9 @@ import pytest
 from autotransfer.backbones import BackboneSpec, HubBackbone
 from autotransfer.data import image_dataset
 from autotransfer.probe import probe
-from autotransfer.tune import TuneSpace, build_task_model, train_trial
-from autotransfer.tune.task import MultiSourceBackbone, source_specs
+from autotransfer.space import TuneSpace
+from autotransfer.train import build_task_model, train_trial
+from autotransfer.train.task import MultiSourceBackbone, source_specs
 
 FAST = TuneSpace(unfreeze_blocks=(0, 1), learning_rate=(1e-3, 1e-2), head_learning_rate=5e-2,
                  patience=(1, 2), dropout=(0.0, 0.2), head_epochs=4, max_epochs=1, batch_size=16)

@@ -7,8 +7,8 @@ import pytest
 
 from autotransfer.backbones import BackboneSpec
 from autotransfer.testing import pattern_images
-from autotransfer.tune import build_task_model
-from autotransfer.tune.optimizer import LayerDecayAdam, fine_tune_optimizer, layer_multipliers
+from autotransfer.train import build_task_model
+from autotransfer.train.optimizer import LayerDecayAdam, fine_tune_optimizer, layer_multipliers
 
 
 def _one_step(tiny_modules, optimizer_fn):
