@@ -1,8 +1,9 @@
 """One preprocessor per modality: how a dataset's items become a model's inputs.
 
-The seam of keras-hub's Preprocessor: ``probe/``, ``tune/``, ``plan.py`` and ``evaluate.py`` ask
-the data's modality (``LabelledData.modality``) for its tf.data pipeline, input spec, dummy input
-and Keras input, and hold no code of their own about pixels (or, later, strings). A modality is
+The seam of keras-hub's Preprocessor: ``plan/``, ``probe/``, ``train/``, ``final/``, ``evaluate/``
+and ``export/`` ask the data's modality (``LabelledData.modality``) for its tf.data pipeline, input
+spec, Keras input, serving signatures and how an item shows in the report, and hold no code of
+their own about pixels or strings. A modality is
 registered by name here; its module (which may import TensorFlow) loads on first use.
 """
 from __future__ import annotations

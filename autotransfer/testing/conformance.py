@@ -70,7 +70,7 @@ def check_scorer(scorer: Scorer) -> None:
 # -- tuner backends --------------------------------------------------------------------------------
 def _params() -> list:
     """The search space the backend check samples from: every kind of parameter, one of them fixed."""
-    from autotransfer.tune.space import ParamSpec
+    from autotransfer.space import ParamSpec
 
     return [ParamSpec("backbone", "choice", choices=("a", "b", "c")),
             ParamSpec("blocks", "int", low=0, high=3),
@@ -141,7 +141,7 @@ def _check_resume(make: Callable[[], TunerBackend], root: Path) -> None:
 def check_tuner_backend(make: Callable[[], TunerBackend], work_dir: str | Path | None = None) -> None:
     """Assert the :class:`~autotransfer.tune.base.TunerBackend` contract on fresh backends from
     ``make()``: ``max_trials`` trials with distinct ids, a raising objective recorded as failed and
-    the search going on, sampled values inside their :class:`~autotransfer.tune.space.ParamSpec`,
+    the search going on, sampled values inside their :class:`~autotransfer.space.ParamSpec`,
     ``first`` values first, the same trials for the same seed, no trial started without the
     time it needs (but always the first), and ``resume`` running only the trials left."""
     with tempfile.TemporaryDirectory() as tmp:
