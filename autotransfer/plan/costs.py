@@ -125,6 +125,7 @@ def _import_measuring_code() -> None:
     from autotransfer.backbones import HubBackbone  # noqa: F401
     from autotransfer.probe.featurize import feature_batch, feature_dataset, forward_fn, images_dtype  # noqa: F401
     from autotransfer.train.task import build_task_model  # noqa: F401
+    from autotransfer.train.trainer import compile_fine_tune  # noqa: F401
 
 
 def _measured_twin(spec: Any, candidates: Sequence[Any], costs: dict[str, CandidateCost]) -> CandidateCost | None:
@@ -191,21 +192,23 @@ def _train_cost(spec: Any, data: Any, train_idx: np.ndarray, labels: np.ndarray,
 
 def _time_training(spec: Any, data: Any, train_idx: np.ndarray, labels: np.ndarray, *, batch_size: int,
                    train_batches: int, unfreeze: int) -> tuple[float, float, int]:
-    """Time ``train_on_batch`` of the task model with the last ``unfreeze`` blocks trainable; returns
+    """Time the trainer's fine-tuning step (:func:`~autotransfer.train.trainer.compile_fine_tune`:
+    its optimizer and loss) on the task model with the last ``unfreeze`` blocks trainable; returns
     (seconds per item of a steady step, the first step's extra seconds (tracing), blocks unfrozen)."""
     import keras
 
     from autotransfer import modalities
     from autotransfer.train.task import build_task_model
+    from autotransfer.train.trainer import compile_fine_tune
 
     model, bb = build_task_model(spec, data.num_classes, dropout=0.0)
     u = min(int(unfreeze), bb.num_blocks)
     bb.set_unfrozen_blocks(u)
-    model.compile(keras.optimizers.Adam(1e-4), "sparse_categorical_crossentropy")
+    compile_fine_tune(model, bb, {"learning_rate": 1e-4}, steps=1, max_epochs=1)
     tidx = np.resize(train_idx, batch_size)
     x = next(iter(modalities.for_data(data).dataset(data, tidx, size=spec.input_size, batch_size=batch_size,
                                                     with_labels=False)))
-    y = labels[tidx]
+    y = keras.utils.to_categorical(labels[tidx], data.num_classes)
     _, first_step = _timed(lambda: model.train_on_batch(x, y))
     steps = [_timed(lambda: model.train_on_batch(x, y))[1] for _ in range(max(1, train_batches))]
     train = float(np.mean(steps) / batch_size)

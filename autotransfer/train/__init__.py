@@ -13,7 +13,8 @@ from importlib import import_module
 from typing import Any
 
 _HOME = {
-    **dict.fromkeys(("HEAD_CS", "TrialOutcome", "at_trial_size", "choose_head_c", "fit_head", "load_trial_model",
+    **dict.fromkeys(("HEAD_CS", "TrialOutcome", "at_trial_size", "choose_head_c", "compile_fine_tune", "fit_head",
+                     "load_trial_model",
                      "predict_probs", "probe_head_weights", "refit_trial", "train_trial"), "trainer"),
     **dict.fromkeys(("BACKBONE_LAYER", "HEAD_LAYER", "MultiSourceBackbone", "Part", "build_ensemble", "build_head",
                      "build_task_model", "source_specs"), "task"),

@@ -312,6 +312,14 @@ def _fine_tune_inputs(model: keras.Model, backbone: Any, effective: dict[str, An
 
 def _compile_fine_tune(model: keras.Model, backbone: Any, params: dict[str, Any], *, steps: int,
                        max_epochs: int) -> None:
+    compile_fine_tune(model, backbone, params, steps=steps, max_epochs=max_epochs)
+
+
+def compile_fine_tune(model: keras.Model, backbone: Any, params: dict[str, Any], *, steps: int,
+                      max_epochs: int) -> None:
+    """Compile ``model`` for the fine-tuning phase of a trial with ``params``: its optimizer
+    (learning rate, schedule over ``steps`` x ``max_epochs``, layer decay) and its loss (one-hot
+    labels, label smoothing). The plan times this same step."""
     optimizer = fine_tune_optimizer(float(params["learning_rate"]), schedule=str(params.get("lr_schedule", "constant")),
                                     decay_steps=steps * max_epochs, backbone=backbone,
                                     layer_decay=float(params.get("layer_decay", 1.0)))
