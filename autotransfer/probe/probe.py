@@ -344,7 +344,7 @@ class _SharedModule:
         start = time.perf_counter()
         if self.backbone is None:
             self.backbone = HubBackbone.from_spec(self.spec)
-            self.all_features = getattr(self.backbone._module, "all_features", None)
+            self.all_features = self.backbone.all_features
         if self.all_features is None:
             return False
         union = np.unique(np.concatenate([miss for _, miss in lacking]))
