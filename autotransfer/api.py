@@ -41,6 +41,9 @@ def run(
     seed: int = D.seed,
     batch_size: int | None = D.batch_size,
     feature_batch_size: int | None = D.feature_batch_size,
+    prefix_cache: bool = D.prefix_cache,
+    prefix_cache_mb: int = D.prefix_cache_mb,
+    prefix_dtype: str = D.prefix_dtype,
     refit: bool = D.refit,
     refit_with_test: bool = D.refit_with_test,
     keep_tuned: bool = D.keep_tuned,
@@ -69,12 +72,22 @@ def run(
         RunInterrupted: on Ctrl-C, once the running trial is saved as interrupted.
         UserInputError: bad inputs; ``out`` in use, or holding an earlier run without ``resume``/``overwrite``.
     """
-    from autotransfer.pipeline import setup
     start = time.monotonic()
     config = _config({k: v for k, v in locals().items() if k in BY_NAME})
     space = load_search_space(search_space) if search_space is not None else None  # a bad one fails first
+    return _claimed_run(data, labels, config, space, start, progress)
+
+
+run.__doc__ = (run.__doc__ or "").replace("\n    Raises:", params_doc() + "\n    Raises:", 1)
+
+
+def _claimed_run(data: Any, labels: Any, config: RunConfig, space: Any, start: float, progress: bool) -> Result:
+    """The run in its claimed directory: load the data, open the run, run the stages; the claim is
+    released however that ends."""
+    from autotransfer.pipeline import setup
+
     # Claimed before the data is loaded: a busy or occupied --out fails at once, and two runs never mix files.
-    claim = setup.claim_run_dir(config, "") if out is not None or name is not None else None
+    claim = setup.claim_run_dir(config, "") if config.out is not None or config.name is not None else None
     try:
         config, space, dataset = setup.load_inputs(data, labels, config, space)
         claim = claim or setup.claim_run_dir(config, dataset.source)  # a generated name needs the data's
@@ -84,9 +97,6 @@ def run(
     finally:
         if claim is not None:
             claim.release()
-
-
-run.__doc__ = (run.__doc__ or "").replace("\n    Raises:", params_doc() + "\n    Raises:", 1)
 
 
 def _config(given: dict[str, Any]) -> RunConfig:

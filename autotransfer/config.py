@@ -141,6 +141,9 @@ class RunConfig:
     seed: int = D.seed
     batch_size: int | None = D.batch_size
     feature_batch_size: int | None = D.feature_batch_size
+    prefix_cache: bool = D.prefix_cache
+    prefix_cache_mb: int = D.prefix_cache_mb
+    prefix_dtype: str = D.prefix_dtype
     refit: bool = D.refit
     refit_with_test: bool = D.refit_with_test
     keep_tuned: bool = D.keep_tuned

@@ -16,6 +16,8 @@ from autotransfer.defaults import CV_CHOICES, CV_MAX_ITEMS, DEFAULT_SCORER, MAX_
 
 #: Tuner backends (``--tuner``).
 TUNERS = ("keras-tuner", "optuna")
+#: Stored frozen-prefix activations (``--prefix-dtype``).
+PREFIX_DTYPES = ("float32", "float16")
 #: Largest seed: scikit-learn's and NumPy's random_state take [0, 2**32 - 1].
 MAX_SEED = 2**32 - 1
 
@@ -82,6 +84,15 @@ PARAMS: tuple[Param, ...] = (
           "--batch-size", expect=_AUTO, check=_positive_or_none, panel="Resources"),
     Param("feature_batch_size", None, "Probe featurization batch size (default: by input size).",
           "--feature-batch-size", expect=_AUTO, check=_positive_or_none, panel="Resources"),
+    Param("prefix_cache", True, "Fine-tune trials that train only the last blocks on unaugmented images on "
+          "activations cached once at the first trained block (the same model, faster); --no-prefix-cache always "
+          "takes the full path.", "--prefix-cache/--no-prefix-cache", **_SWITCH, panel="Resources"),
+    Param("prefix_cache_mb", 2048, "Largest frozen-prefix activation entry to compute (MB); a trial whose entry "
+          "would be larger takes the full path.", "--prefix-cache-mb", expect="an integer >= 1", check=_positive,
+          panel="Resources"),
+    Param("prefix_dtype", "float32", "Stored frozen-prefix activations: float32, or float16 (half the bytes; the "
+          "trained model drifts from the full path's).", "--prefix-dtype",
+          expect=f"one of {', '.join(PREFIX_DTYPES)}", check=lambda v: v in PREFIX_DTYPES, panel="Resources"),
     Param("refit", True, "Retrain the final model on train+val before export (test stays untouched).",
           "--refit/--no-refit", **_SWITCH, panel="Final model"),
     Param("refit_with_test", False, "After the test score is recorded, retrain once more on every labelled item "

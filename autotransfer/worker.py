@@ -24,6 +24,7 @@ def work_on(storage: str, study: str, *, out: Path | None = None, wait_s: float 
     from autotransfer.data.split import Splits
     from autotransfer.tune.base import worker_id
     from autotransfer.tune.optuna_backend import read_task
+    from autotransfer.train.prefix import PrefixCacheSettings
     from autotransfer.space import TuneSpace
     from autotransfer.tune.store import TrialStore
     from autotransfer.tune.tune import SharedStudy, tune
@@ -44,7 +45,8 @@ def work_on(storage: str, study: str, *, out: Path | None = None, wait_s: float 
     tune([BackboneSpec.from_dict(c, f"{where}: candidates") for c in task["candidates"]], data,
          Splits.from_dict(task["splits"]), space=TuneSpace.from_dict(task["tuning"], where), backend="optuna",
          max_trials=task["max_trials"], time_budget_s=remaining, features=_probe_features(chief_dir),
-         out_dir=run_dir, seed=int(task["seed"]), shared=SharedStudy(storage, study, "worker"))
+         out_dir=run_dir, seed=int(task["seed"]), shared=SharedStudy(storage, study, "worker"),
+         prefix_cache=PrefixCacheSettings.from_dict(task.get("prefix_cache")))  # the chief's settings
     return sum(r.get("worker") == worker_id() for r in TrialStore(run_dir / "trials").records())
 
 

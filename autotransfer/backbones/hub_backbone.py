@@ -305,6 +305,23 @@ class HubBackbone(keras.layers.Layer):
         """The wrapped variables of one block (by name)."""
         return [w for w, b in zip(self._wrapped, self._var_block) if b == block]
 
+    def variables_by_block(self) -> list[tuple[keras.Variable, str | None]]:
+        """``(variable, block)`` for every wrapped module variable, in the module's order; ``block``
+        is the name of the block it belongs to (one of :attr:`blocks`), or None for a variable after
+        the last block (a layer candidate's later blocks: never trained)."""
+        return list(zip(self._wrapped, self._var_block))
+
+    def named_variables(self) -> list[tuple[str, keras.Variable]]:
+        """``(name, variable)`` for every wrapped module variable, in the module's order (the names
+        of :attr:`variable_names`; training the layer updates the module's own variables)."""
+        return list(zip(self.variable_names, self._wrapped))
+
+    @property
+    def all_features(self) -> Any | None:
+        """The module's ``all_features(images)`` function (every feature layer's pooled features in
+        one pass, as ``{layer: [B, D]}``) when its contract has one, else None."""
+        return getattr(self._module, "all_features", None)
+
     # -- frozen prefix --------------------------------------------------------------------------
     def prefix_cut(self, n: int) -> str | None:
         """The block where the last ``n`` blocks start, when the module can be cut there

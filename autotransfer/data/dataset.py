@@ -33,6 +33,9 @@ class LabelledData:
     modality: str = field(default="image")
     skipped: list[Skip] = field(default_factory=list)
     screened: bool = False
+    #: The fingerprint whose files last passed ``image_dataset``'s check of a dataset built by hand
+    #: ("": none yet); another fingerprint (files edited, items changed) is checked again.
+    checked_fingerprint: str = field(default="", repr=False, compare=False)
 
     def __len__(self) -> int:
         return len(self.labels)

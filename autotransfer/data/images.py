@@ -11,7 +11,7 @@ are reduced to 8 bits by the decoder. Animated GIFs use their first frame.
 
 Corrupt files: :func:`autotransfer.data.load_data` screens every file (``data/checks.py``) and
 skips the unusable ones, so its datasets reach the pipeline clean. A ``LabelledData`` built by
-hand is validated by :func:`image_dataset` once per dataset fingerprint and process with Pillow
+hand is validated by :func:`image_dataset` once per dataset (and fingerprint) with Pillow
 (header + ``verify()``), raising :class:`UserInputError` that names the files. Anything that
 slips through fails in the pipeline with a TensorFlow error; a wrong file type fails there with
 a message naming the file. ``validate_images(data, thorough=True)`` decodes every file with
@@ -28,7 +28,6 @@ from autotransfer.data.checks import PILLOW_FORMATS, pillow_size_check_off
 from autotransfer.data.dataset import LabelledData
 from autotransfer.errors import UserInputError, check_param
 
-_VALIDATED: set[str] = set()  # fingerprints already validated in this process
 _MAX_LISTED = 5
 
 
@@ -185,7 +184,7 @@ def image_dataset(
     by 255; float is assumed in [0, 1], but if the whole array's max exceeds 1.5 it is treated as
     0..255. ``shuffle`` reshuffles every epoch, deterministically for ``seed``. ``cache`` keeps
     decoded images in memory (decode once, for multi-epoch training on small data).
-    ``validate`` checks the files with Pillow once per dataset fingerprint in this process and
+    ``validate`` checks the files with Pillow once per dataset (again when its fingerprint changes) and
     raises :class:`UserInputError` naming corrupt files (see the module docstring); data from
     ``load_data`` was screened there already.
     ``raw_uint8``: where that is exact (:func:`yields_raw_uint8`: uint8 arrays already at
@@ -329,7 +328,9 @@ def check_images(
 
 
 def _validate_once(data: LabelledData) -> None:
+    """Check ``data``'s files unless they passed already with the same fingerprint (remembered on
+    ``data``: every pipeline over one dataset checks it once)."""
     key = data.fingerprint()
-    if key not in _VALIDATED:
+    if data.checked_fingerprint != key:
         check_images(data)
-        _VALIDATED.add(key)
+        data.checked_fingerprint = key

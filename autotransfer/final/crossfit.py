@@ -19,6 +19,7 @@ import numpy as np
 from autotransfer.backbones import BackboneSpec
 from autotransfer.budget import cross_fit_factor, fold_groups
 from autotransfer.final.members import PROBE_PREFIX, softmax
+from autotransfer.train.prefix import DEFAULT_SETTINGS, PrefixCacheSettings
 from autotransfer.train.trainer import at_trial_size, choose_head_c, probe_head_weights, refit_trial
 
 
@@ -75,7 +76,8 @@ def fold_parts(splits: Any, held: list[int]) -> tuple[tuple[np.ndarray, ...], np
 
 
 def cross_fit_trial(summary: Any, spec: BackboneSpec, data: Any, splits: Any, *, space: Any, deadline: Any,
-                    features: np.ndarray | None, predict: Callable[..., np.ndarray], seed: int = 0) -> np.ndarray | None:
+                    features: np.ndarray | None, predict: Callable[..., np.ndarray], seed: int = 0,
+                    prefix_cache: PrefixCacheSettings = DEFAULT_SETTINGS) -> np.ndarray | None:
     """Out-of-fold probabilities over ``splits.labelled`` of a finished trial's recipe, or None
     when the deadline cut a fit short.
 
@@ -95,7 +97,7 @@ def cross_fit_trial(summary: Any, spec: BackboneSpec, data: Any, splits: Any, *,
                                                                if i not in group])
         model, timed_out = refit_trial(spec, summary.params, data, parts, space=space, num_classes=data.num_classes,
                                        finetune_epochs=summary.finetune_epochs, features=feats, deadline=deadline,
-                                       seed=seed + summary.trial_id)
+                                       seed=seed + summary.trial_id, prefix_cache=prefix_cache)
         if not timed_out:
             oof[np.isin(fold_ids, group)] = predict(model, data, held, input_size=spec.input_size)
         del model
@@ -109,7 +111,8 @@ def cross_fit_trial(summary: Any, spec: BackboneSpec, data: Any, splits: Any, *,
 def cross_fit_trials(tuned: Any, specs: Mapping[str, BackboneSpec], data: Any, splits: Any, *, space: Any,
                      deadline: Any, features: Mapping[tuple[str, int], np.ndarray], predict: Callable[..., np.ndarray],
                      max_trials: int, probed_sizes: Mapping[str, int], seed: int = 0,
-                     log: Callable[[str], None] = lambda _: None) -> dict[int, np.ndarray]:
+                     log: Callable[[str], None] = lambda _: None,
+                     prefix_cache: PrefixCacheSettings = DEFAULT_SETTINGS) -> dict[int, np.ndarray]:
     """``{trial id: out-of-fold probabilities}`` of the best kept trials (at most ``max_trials``),
     best first, each only when its folds plus its later refit fit the time left after the refits
     already promised. A trial reverted to its head at the probed size is the probe's linear head
@@ -133,7 +136,8 @@ def cross_fit_trials(tuned: Any, specs: Mapping[str, BackboneSpec], data: Any, s
             continue
         t0 = time.monotonic()
         oof = cross_fit_trial(s, specs[s.backbone], data, splits, space=space, deadline=deadline,
-                              features=features.get((s.backbone, size)), predict=predict, seed=seed)
+                              features=features.get((s.backbone, size)), predict=predict, seed=seed,
+                              prefix_cache=prefix_cache)
         if oof is None:
             log(f"cross-fit: trial {s.trial_id} ran out of time")
             continue

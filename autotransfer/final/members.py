@@ -31,7 +31,7 @@ import numpy as np
 from autotransfer.backbones import BackboneSpec
 from autotransfer.final.ensemble import EnsembleChoice, log_loss, scaled_selection, temperature_scale
 from autotransfer.budget import Deadline
-from autotransfer.train.prefix import as_parts
+from autotransfer.train.prefix import DEFAULT_SETTINGS, PrefixCacheSettings, as_parts
 from autotransfer.space import TuneSpace
 from autotransfer.train.task import HEAD_LAYER, Part, build_ensemble, build_task_model
 from autotransfer.train.trainer import at_trial_size, predict_probs, probe_head_weights, refit_trial
@@ -238,7 +238,7 @@ def choose_flip(final: FinalModel, val_images: dict[int, Any], y_val: np.ndarray
 
 def refit_members(final: FinalModel, data: Any, indices: np.ndarray | tuple[np.ndarray, ...], *,
                   features: dict[tuple[str, int], np.ndarray], space: TuneSpace, deadline: Deadline, factor: float,
-                  seed: int = 0) -> None:
+                  seed: int = 0, prefix_cache: PrefixCacheSettings = DEFAULT_SETTINGS) -> None:
     """Retrain every member on ``indices`` (train+val): the linear heads first (a logistic
     regression on cached features, seconds each, always done), then the fine-tuned trials, heaviest
     weight first, each only when its estimate fits the time left after the heads.
@@ -247,6 +247,7 @@ def refit_members(final: FinalModel, data: Any, indices: np.ndarray | tuple[np.n
     activations its trial cached for each). ``features``: ``{(candidate name, input size): features
     of indices}`` (the probe's, in ``indices`` order); members at another size extract their own.
     ``factor``: refit items over trial train items, to estimate a refit from its trial's time.
+    ``prefix_cache``: the trials' frozen-prefix cache settings (a refit takes the path its trial took).
     """
     parts = indices
     indices = np.concatenate(as_parts(parts))
@@ -264,7 +265,7 @@ def refit_members(final: FinalModel, data: Any, indices: np.ndarray | tuple[np.n
         else:
             model, timed_out = refit_trial(m.spec, m.params, data, parts, space=space, num_classes=data.num_classes,
                                            finetune_epochs=m.finetune_epochs, features=feats, deadline=deadline,
-                                           seed=seed + (m.trial_id or 0))
+                                           seed=seed + (m.trial_id or 0), prefix_cache=prefix_cache)
             if timed_out:
                 m.refit_note = "kept the tuned weights: the refit ran out of time"
                 del model

@@ -46,6 +46,13 @@ class RunContext:
     metrics: dict | None = None
     export_path: Path | None = None
 
+    def prefix_cache(self) -> Any:
+        """The frozen-prefix cache settings of the run's parameters (what trials and refits use)."""
+        from autotransfer.train.prefix import PrefixCacheSettings
+
+        c = self.config
+        return PrefixCacheSettings(enabled=c.prefix_cache, limit_mb=c.prefix_cache_mb, dtype=c.prefix_dtype)
+
     def deadline(self, sizes: list[int] | None = None) -> float | None:
         """``time.time()`` by which the final model must be trained (:meth:`Budget.deadline`)."""
         return self.budget.deadline(sizes)

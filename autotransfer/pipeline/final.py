@@ -31,7 +31,8 @@ def run(ctx: RunContext) -> None:
         idx = (splits.train, splits.val)  # the parts: a prefix-path refit reuses each split's activations
         refit_members(final, data, idx, features=features_of(ctx.probed, ("train", "val")), space=ctx.space.tuning,
                       deadline=Deadline(ctx.deadline(final.served_sizes())),
-                      factor=sum(map(len, idx)) / max(1, len(splits.train)), seed=c.seed)
+                      factor=sum(map(len, idx)) / max(1, len(splits.train)), seed=c.seed,
+                      prefix_cache=ctx.prefix_cache())
     final.save_members(ctx.run_dir)
     ctx.write_json("final_model.json", final.to_dict())
     ctx.final = final
@@ -69,7 +70,7 @@ def _choose_cv(ctx: RunContext) -> object:
     trial_probs = cross_fit_trials(ctx.tuned, ctx.specs, data, splits, space=ctx.space.tuning,
                                    deadline=Deadline(ctx.deadline()), features=features_of(probed, ("train", "val")),
                                    predict=predict_proba, max_trials=c.ensemble, probed_sizes=sizes, seed=c.seed,
-                                   log=log)
+                                   log=log, prefix_cache=ctx.prefix_cache())
     final = choose_members(ctx.tuned, ctx.heads, ctx.specs, y, num_classes=data.num_classes, max_members=c.ensemble,
                            keep_tuned=c.refit and c.keep_tuned, seed=c.seed, trial_probs=trial_probs)
     fold_ids = splits.fold_ids()
@@ -100,7 +101,8 @@ def refit_with_test(ctx: RunContext) -> None:
     idx = (splits.train, splits.val, splits.test)
     refit_members(final, ctx.data, idx, features=features_of(ctx.probed, ("train", "val", "test")),
                   space=ctx.space.tuning, deadline=Deadline(ctx.deadline(final.served_sizes())),
-                  factor=sum(map(len, idx)) / max(1, len(splits.train)), seed=ctx.config.seed)
+                  factor=sum(map(len, idx)) / max(1, len(splits.train)), seed=ctx.config.seed,
+                  prefix_cache=ctx.prefix_cache())
     notes = [f"{m.name}: {m.refit_note} (train+val+test)" for m in final.members]
     final.save_members(ctx.run_dir)
     ctx.write_json("final_model.json", {**final.to_dict(), "refit_with_test": notes})

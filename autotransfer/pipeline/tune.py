@@ -58,7 +58,8 @@ def run(ctx: RunContext) -> None:
     ctx.tuned = tune(top, ctx.data, ctx.splits, space=ctx.space.tuning, backend=c.tuner, max_trials=max_trials(c),
                      time_budget_s=remaining, features=ctx.probed.features, out_dir=ctx.run_dir, seed=c.seed,
                      progress=ctx.progress, reserve=_reserve(ctx, final_reserve), keep_models=max(KEEP_MODELS, c.ensemble),
-                     expected_trials=ctx.expected_trials, resume=c.resume, shared=shared_study(ctx, top, deadline))
+                     expected_trials=ctx.expected_trials, resume=c.resume, shared=shared_study(ctx, top, deadline),
+                     prefix_cache=ctx.prefix_cache())
 
 
 def _reserve(ctx: RunContext, final_reserve: Any) -> Any:
@@ -95,5 +96,5 @@ def shared_study(ctx: RunContext, candidates: list, deadline: float | None) -> A
     task = {"data": ctx.data_path, "fingerprint": ctx.data.fingerprint(), "splits": ctx.splits.to_dict(),
             "candidates": [s.to_dict() for s in candidates], "tuning": ctx.space.tuning.to_dict(), "seed": c.seed,
             "max_trials": max_trials(c), "deadline": deadline, "run_dir": str(ctx.run_dir.resolve()),
-            "max_pixels": c.max_pixels, "columns": c.columns()}
+            "max_pixels": c.max_pixels, "columns": c.columns(), "prefix_cache": ctx.prefix_cache().to_dict()}
     return SharedStudy(c.storage, c.study or ctx.run_dir.name, "chief", task)

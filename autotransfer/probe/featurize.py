@@ -185,7 +185,7 @@ def _dense_head(clf: HubBackbone, features: np.ndarray | None) -> tuple[np.ndarr
     """(kernel, bias) of a ``classifier`` dense block matching ``features``' width, if the module has one."""
     if features is None or features.ndim != 2:
         return None
-    named = dict(zip(clf.variable_names, clf._wrapped))
+    named = dict(clf.named_variables())
     kernel, bias = named.get("classifier/kernel"), named.get("classifier/bias")
     if kernel is None or bias is None or tuple(kernel.shape) != (features.shape[1], clf.output_dim):
         return None

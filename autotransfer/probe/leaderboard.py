@@ -18,7 +18,8 @@ from autotransfer.backbones import BackboneSpec
 from autotransfer.errors import BackboneError
 from autotransfer.probe.cache import FeatureCache
 from autotransfer.probe.combine import CombinedScore, apply_combined
-from autotransfer.probe.scorers import Scorer, ScoreResult, fit_linear_probe, get_scorer
+from autotransfer.probe.scorers import (LinearProbeFits, LinearProbeScorer, Scorer, ScoreResult, fit_linear_probe,
+                                        get_scorer)
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,9 @@ def _scores_key(feature_keys: list[str | None], splits: dict[str, np.ndarray], s
     h = hashlib.sha256()
     h.update(json.dumps([feature_keys, seed, sklearn.__version__, np.__version__]).encode())
     for s in scorers:
-        h.update(f"{type(s).__module__}.{type(s).__qualname__}:{s.name}:{sorted(vars(s).items())!r}".encode())
+        # A linear scorer's fits are a memo of its results, not a setting: not part of the key.
+        settings = sorted((k, v) for k, v in vars(s).items() if not isinstance(v, LinearProbeFits))
+        h.update(f"{type(s).__module__}.{type(s).__qualname__}:{s.name}:{settings!r}".encode())
     for name in SPLITS:
         h.update(name.encode() + np.ascontiguousarray(splits[name], dtype=np.int64).tobytes())
     return "scores-" + h.hexdigest()[:24]
@@ -108,19 +111,25 @@ class ScorerSet:
 
     @classmethod
     def resolve(cls, scorer: str | Scorer | CombinedScore, extra_scorers: Sequence[str | Scorer]) -> "ScorerSet":
-        """The scorers of :func:`probe`'s ``scorer`` and ``extra_scorers`` (each scorer once)."""
+        """The scorers of :func:`probe`'s ``scorer`` and ``extra_scorers`` (each scorer once); the
+        linear-probe scorers share one :class:`LinearProbeFits` of their own (one CV, two metrics)."""
+        fits = LinearProbeFits()
+
+        def get(name: str | Scorer) -> Scorer:
+            s = get_scorer(name)
+            return s.sharing(fits) if isinstance(s, LinearProbeScorer) else s
+
         combined: CombinedScore | None = None
         if isinstance(scorer, CombinedScore):
             combined = scorer
         elif isinstance(scorer, str) and scorer == "combined":
             combined = CombinedScore()
         if combined is not None:
-            comps = [get_scorer(c) for c in combined.components]
-            extras = comps[1:] + [s for s in (get_scorer(e) for e in extra_scorers)
-                                  if s.name not in combined.components]
+            comps = [get(c) for c in combined.components]
+            extras = comps[1:] + [s for s in (get(e) for e in extra_scorers) if s.name not in combined.components]
             return cls(comps[0], extras, comps, combined, combined.name)
-        main = get_scorer(scorer)  # type: ignore[arg-type]
-        extras = [s for s in (get_scorer(e) for e in extra_scorers) if s.name != main.name]
+        main = get(scorer)  # type: ignore[arg-type]
+        extras = [s for s in (get(e) for e in extra_scorers) if s.name != main.name]
         return cls(main, extras, [main], None, main.name)
 
     @property

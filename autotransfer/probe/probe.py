@@ -124,20 +124,6 @@ def _resolve_cache(cache: FeatureCache | str | os.PathLike | bool | None, cache_
     return cache if isinstance(cache, FeatureCache) else FeatureCache(cache)
 
 
-_FP_MEMO: dict[str, str] = {}  # module fingerprints within one probe() call (cleared per call)
-
-
-def _fingerprint(handle: str, spec: BackboneSpec | None = None) -> str:
-    """The fingerprint of ``handle``'s module (with ``spec``'s preprocessor when ``handle`` is the
-    encoder of a pair: features of one preprocessor are never read back for another), memoised
-    within a probe() call (rungs reuse it)."""
-    pre = spec.preprocess_handle if spec is not None and handle == spec.handle else None
-    memo = f"{resolve_handle(handle)}|{resolve_handle(pre) if pre else ''}"
-    if memo not in _FP_MEMO:
-        _FP_MEMO[memo] = backbone_fingerprint(handle, pre)
-    return _FP_MEMO[memo]
-
-
 def check_finite(values: np.ndarray, name: str, what: str = "features") -> None:
     """Raise BackboneError (one line) when ``values`` (one row per item) hold inf or NaN."""
     arr = np.asarray(values)
@@ -174,7 +160,7 @@ def _features_for(
     key = None
     cache = ctx.store
     if cache is not None:
-        fp = _fingerprint(handle, spec)
+        fp = ctx.fingerprint(handle, spec)
         # An earlier-block candidate caches under its block's name, the final features under "final".
         key = cache.key(fp, ctx.data_fp, ikey, spec.input_size, _layer_name(spec, layer))
         hit = cache.load(key, ["features"])
@@ -280,7 +266,7 @@ class _Items:
         missing = np.setdiff1d(want, self.idx)
         if len(missing) and ctx.store is not None and ctx.full_idx is not None and self.values is None:
             # Already probed on full data (e.g. a default run): slice that entry.
-            key = ctx.store.key(_fingerprint(self.handle, self.spec), ctx.data_fp, ctx.full_ikey, self.spec.input_size,
+            key = ctx.store.key(ctx.fingerprint(self.handle, self.spec), ctx.data_fp, ctx.full_ikey, self.spec.input_size,
                                 _layer_name(self.spec, self.layer))
             hit = ctx.store.load(key, ["features"])
             if hit is not None:
@@ -297,7 +283,7 @@ class _Items:
         return missing
 
     def delta_key(self, items: np.ndarray, ctx: "_Ctx") -> str:
-        return ctx.store.key(_fingerprint(self.handle, self.spec), ctx.data_fp, index_key(items, len(ctx.data)),
+        return ctx.store.key(ctx.fingerprint(self.handle, self.spec), ctx.data_fp, index_key(items, len(ctx.data)),
                              self.spec.input_size, _layer_name(self.spec, self.layer))
 
     def add(self, items: np.ndarray, feats: np.ndarray, meta: dict[str, Any], *, cached: bool, seconds: float) -> None:
@@ -344,7 +330,7 @@ class _SharedModule:
         start = time.perf_counter()
         if self.backbone is None:
             self.backbone = HubBackbone.from_spec(self.spec)
-            self.all_features = getattr(self.backbone._module, "all_features", None)
+            self.all_features = self.backbone.all_features
         if self.all_features is None:
             return False
         union = np.unique(np.concatenate([miss for _, miss in lacking]))
@@ -367,12 +353,25 @@ class _SharedModule:
 
 @dataclass
 class _Ctx:
+    """What one probe() call shares between its stages; lives for that call only."""
+
     data: LabelledData
     data_fp: str
     store: FeatureCache | None
     batch_size: int | None
     full_idx: np.ndarray | None = None
     full_ikey: str | None = None
+    module_fps: dict[str, str] = field(default_factory=dict)  # module fingerprints of this call (rungs reuse them)
+
+    def fingerprint(self, handle: str, spec: BackboneSpec | None = None) -> str:
+        """The fingerprint of ``handle``'s module (with ``spec``'s preprocessor when ``handle`` is the
+        encoder of a pair: features of one preprocessor are never read back for another), memoised
+        for this probe() call."""
+        pre = spec.preprocess_handle if spec is not None and handle == spec.handle else None
+        memo = f"{resolve_handle(handle)}|{resolve_handle(pre) if pre else ''}"
+        if memo not in self.module_fps:
+            self.module_fps[memo] = backbone_fingerprint(handle, pre)
+        return self.module_fps[memo]
 
 
 def _group_key(spec: BackboneSpec) -> tuple[str, int, str | None, str | None]:
@@ -387,7 +386,7 @@ def _save_assembled(ctx: _Ctx, spec: BackboneSpec, handle: str, layer: str, valu
     store = ctx.store
     if store is None:
         return None
-    key = store.key(_fingerprint(handle, spec), ctx.data_fp, ctx.full_ikey, spec.input_size, _layer_name(spec, layer))
+    key = store.key(ctx.fingerprint(handle, spec), ctx.data_fp, ctx.full_ikey, spec.input_size, _layer_name(spec, layer))
     if key not in store:
         info = {**meta, "num_items": int(len(values)), "seconds": holder.seconds, "assembled": True}
         store.save(key, {"features": np.asarray(values)}, info)
@@ -750,7 +749,6 @@ def probe(candidates: Sequence[BackboneSpec], data: LabelledData, splits: Splits
     """
     if not candidates:
         raise UserInputError("probe: no candidates given. Add at least one backbone to the search space.")
-    _FP_MEMO.clear()
     halving = bool(halving or rungs)
     scorers = ScorerSet.resolve(scorer, extra_scorers)
     store = _resolve_cache(cache, cache_dir)

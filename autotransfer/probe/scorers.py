@@ -8,6 +8,7 @@ New scorers plug in with :func:`register_scorer`; the probe stage looks them up 
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import warnings
 from collections import OrderedDict
@@ -107,23 +108,39 @@ def _cv_accuracy(make_model: Callable[[], Any], x: np.ndarray, y: np.ndarray, se
     return ScoreResult(float(np.mean(accs)), float(np.std(accs)), {"folds": len(accs), "fold_scores": accs})
 
 
-#: Held-out probabilities of the last few linear-probe CVs: ``linear`` and ``linear_ll`` score the
-#: same fits (one CV, two metrics) when both run on the same features.
-_CV_MEMO: OrderedDict[str, list[tuple[np.ndarray, np.ndarray]]] = OrderedDict()
-_CV_MEMO_SIZE = 4
+class LinearProbeFits:
+    """Held-out probabilities of the last few linear-probe CVs (an LRU of ``size``): ``linear`` and
+    ``linear_ll`` score the same fits (one CV, two metrics) when both run on the same features and
+    share one of these. Keyed by a digest of the features and labels with the seed, C, max_iter and
+    max_folds. The probe makes one per call (:class:`~autotransfer.probe.leaderboard.ScorerSet`)."""
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self._folds: OrderedDict[str, list[tuple[np.ndarray, np.ndarray]]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._folds)
+
+    def probas(self, x: np.ndarray, y: np.ndarray, seed: int, C: float, max_iter: int,
+               max_folds: int) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+        """``(classes, [(test_idx, proba [n_test, len(classes)]), ...])`` per CV fold; a class absent
+        from a fold's training part gets probability 0 there."""
+        h = hashlib.sha256(np.ascontiguousarray(x).tobytes())
+        h.update(np.ascontiguousarray(y).tobytes())
+        key = f"{h.hexdigest()}:{seed}:{C}:{max_iter}:{max_folds}"
+        classes = np.unique(y)
+        if key in self._folds:
+            self._folds.move_to_end(key)
+            return classes, self._folds[key]
+        folds = _cv_linear_probas(x, y, classes, seed, C, max_iter, max_folds)
+        self._folds[key] = folds
+        while len(self._folds) > self.size:
+            self._folds.popitem(last=False)
+        return classes, folds
 
 
-def _cv_linear_probas(x: np.ndarray, y: np.ndarray, seed: int, C: float, max_iter: int,
-                      max_folds: int) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
-    """``(classes, [(test_idx, proba [n_test, len(classes)]), ...])`` per CV fold; a class absent
-    from a fold's training part gets probability 0 there."""
-    h = hashlib.sha256(np.ascontiguousarray(x).tobytes())
-    h.update(np.ascontiguousarray(y).tobytes())
-    key = f"{h.hexdigest()}:{seed}:{C}:{max_iter}:{max_folds}"
-    classes = np.unique(y)
-    if key in _CV_MEMO:
-        _CV_MEMO.move_to_end(key)
-        return classes, _CV_MEMO[key]
+def _cv_linear_probas(x: np.ndarray, y: np.ndarray, classes: np.ndarray, seed: int, C: float, max_iter: int,
+                      max_folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
     folds = []
     with blas_threads(x), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -133,10 +150,7 @@ def _cv_linear_probas(x: np.ndarray, y: np.ndarray, seed: int, C: float, max_ite
             proba = np.zeros((len(test), len(classes)))
             proba[:, np.searchsorted(classes, model.classes_)] = model.predict_proba(x[test])
             folds.append((test, proba))
-    _CV_MEMO[key] = folds
-    while len(_CV_MEMO) > _CV_MEMO_SIZE:
-        _CV_MEMO.popitem(last=False)
-    return classes, folds
+    return folds
 
 
 def linear_probe_model(C: float = 1.0, max_iter: int = 1000, seed: int = 0) -> Pipeline:
@@ -169,14 +183,23 @@ class LinearProbeScorer(Scorer):
     name = "linear"
     metric = "accuracy"
 
-    def __init__(self, C: float = 1.0, max_iter: int = 1000, max_folds: int = 5) -> None:
+    def __init__(self, C: float = 1.0, max_iter: int = 1000, max_folds: int = 5,
+                 fits: LinearProbeFits | None = None) -> None:
         self.C = C
         self.max_iter = max_iter
         self.max_folds = max_folds
+        #: The CV fits this scorer reads and adds to: its own, or one shared with the other linear scorers.
+        self.fits = fits if fits is not None else LinearProbeFits()
+
+    def sharing(self, fits: LinearProbeFits) -> "LinearProbeScorer":
+        """A copy of this scorer that reads and adds to ``fits``."""
+        twin = copy.copy(self)
+        twin.fits = fits
+        return twin
 
     def score(self, features, labels, *, source_logits=None, seed=0) -> ScoreResult:
         x, y = _check_inputs(features, labels)
-        classes, folds = _cv_linear_probas(x.astype(np.float64), y, seed, self.C, self.max_iter, self.max_folds)
+        classes, folds = self.fits.probas(x.astype(np.float64), y, seed, self.C, self.max_iter, self.max_folds)
         vals = [self._metric(classes, proba, y[test]) for test, proba in folds]
         return ScoreResult(float(np.mean(vals)), float(np.std(vals)),
                            {"folds": len(vals), "fold_scores": vals, "metric": self.metric})

@@ -238,9 +238,9 @@ def changed_after_one_epoch(backbone, images: np.ndarray, labels: np.ndarray, *,
     inp = keras.Input(images.shape[1:])
     model = keras.Model(inp, keras.layers.Dense(int(labels.max()) + 1, activation="softmax")(backbone(inp)))
     model.compile(optimizer=keras.optimizers.SGD(lr), loss="sparse_categorical_crossentropy")
-    before = {n: w.numpy().copy() for n, w in zip(backbone.variable_names, backbone._wrapped)}
+    before = {n: w.numpy().copy() for n, w in backbone.named_variables()}
     model.fit(images, labels, epochs=1, batch_size=8, verbose=0)
-    return {n for n, w in zip(backbone.variable_names, backbone._wrapped) if not np.array_equal(before[n], w.numpy())}
+    return {n for n, w in backbone.named_variables() if not np.array_equal(before[n], w.numpy())}
 
 
 #: Kinds of :func:`write_broken_module`, each breaking one part of the module contract.

@@ -41,7 +41,7 @@ def layer_multipliers(backbone: Any, decay: float) -> dict[int, float]:
     out: dict[int, float] = {}
     for bb in getattr(backbone, "backbones", [backbone]):
         depth = {block: len(bb.blocks) - i for i, block in enumerate(bb.blocks)}
-        for w, block in zip(bb._wrapped, bb._var_block):
+        for w, block in bb.variables_by_block():
             if w.trainable and block is not None:
                 out[id(w)] = float(decay ** depth[block])
     return out

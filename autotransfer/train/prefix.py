@@ -3,17 +3,18 @@
 When a trial unfreezes only the last ``k`` blocks, keeps BatchNorm in inference mode and trains
 on unaugmented images, everything before block ``n - k`` is a fixed function of the image. Its
 output (what enters the first open block) is computed once per (module, cut block, items, input
-size), stored in the feature cache (``prefix-<block>`` entries; float32, or float16 with
-``AUTOTRANSFER_PREFIX_DTYPE=float16``; bounded by ``AUTOTRANSFER_PREFIX_CACHE_MB``, default 2048 MB
-per entry: a larger one is not computed and the trial takes the full path), and the trial trains a model that starts at that block: the module's
-``from_block`` function, then the task model's own dropout and head layers. Both share the task
-model's variables, so the trained full network is the same object either way (and is what is
-exported). Modules without ``prefix_to`` / ``from_block``, augmented trials and trainable
-BatchNorm take the full path.
+size), stored in the feature cache (``prefix-<block>`` entries; float32, or float16 with the run
+parameter ``prefix_dtype``; bounded by ``prefix_cache_mb``, default 2048 MB per entry: a larger
+one is not computed and the trial takes the full path), and the trial trains a model that starts
+at that block: the module's ``from_block`` function, then the task model's own dropout and head
+layers. Both share the task model's variables, so the trained full network is the same object
+either way (and is what is exported). Modules without ``prefix_to`` / ``from_block``, augmented
+trials and trainable BatchNorm take the full path, and so does every trial with ``prefix_cache``
+off. The three settings travel as one :class:`PrefixCacheSettings`.
 """
 from __future__ import annotations
 
-import os
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import keras
@@ -23,28 +24,53 @@ import tensorflow as tf
 from autotransfer.probe.cache import FeatureCache
 from autotransfer.train.task import BACKBONE_LAYER
 
-ENV_LIMIT = "AUTOTRANSFER_PREFIX_CACHE_MB"
-ENV_DTYPE = "AUTOTRANSFER_PREFIX_DTYPE"
-ENV_SWITCH = "AUTOTRANSFER_PREFIX_CACHE"
-#: Activations are stored in this dtype. float32 by default: with float16 (half the bytes) the
-#: trained network drifted from the full path's (lite0 at 224 px, last block, 320 digits: val
-#: probabilities 1.4e-3 apart after one epoch, 0.5 after three; float32: identical).
-STORE_DTYPE = np.dtype(os.environ.get(ENV_DTYPE, "float32"))
+
+@dataclass(frozen=True)
+class PrefixCacheSettings:
+    """How trials and refits use the frozen-prefix cache: the run parameters ``prefix_cache``,
+    ``prefix_cache_mb`` and ``prefix_dtype`` (:mod:`autotransfer.params`).
+
+    ``enabled``: take the prefix path where a trial allows it (off: always the full path, e.g. for
+    before/after measurements). ``limit_mb``: the largest activation entry computed (MB). ``dtype``:
+    the stored activations' dtype. float32 by default: with float16 (half the bytes) the trained
+    network drifted from the full path's (lite0 at 224 px, last block, 320 digits: val
+    probabilities 1.4e-3 apart after one epoch, 0.5 after three; float32: identical).
+    """
+
+    enabled: bool = True
+    limit_mb: int = 2048
+    dtype: str = "float32"
+
+    @property
+    def store_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype)
+
+    @property
+    def limit_bytes(self) -> float:
+        return float(self.limit_mb) * 2**20
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "PrefixCacheSettings":
+        """The settings of :meth:`to_dict` (None or missing keys: the defaults)."""
+        return cls(**(d or {}))
 
 
-def prefix_cut(backbone: Any, params: dict[str, Any]) -> str | None:
+#: Today's behaviour: the cache on, 2048 MB an entry, float32.
+DEFAULT_SETTINGS = PrefixCacheSettings()
+
+
+def prefix_cut(backbone: Any, params: dict[str, Any], settings: PrefixCacheSettings = DEFAULT_SETTINGS) -> str | None:
     """The cut block for a trial's effective ``params``, or None when it must take the full path
-    (also whenever ``AUTOTRANSFER_PREFIX_CACHE=0``: the switch for before/after measurements)."""
-    if os.environ.get(ENV_SWITCH, "1") == "0":
+    (also whenever ``settings.enabled`` is off)."""
+    if not settings.enabled:
         return None
     if str(params.get("augment", "none")) != "none" or getattr(backbone, "bn_training", True):
         return None
     cut = getattr(backbone, "prefix_cut", None)
     return cut(int(params["unfreeze_blocks"])) if cut is not None else None
-
-
-def _limit_bytes() -> float:
-    return float(os.environ.get(ENV_LIMIT, "2048")) * 2**20
 
 
 def as_parts(indices: np.ndarray | tuple[np.ndarray, ...] | list[np.ndarray]) -> list[np.ndarray]:
@@ -56,9 +82,10 @@ def as_parts(indices: np.ndarray | tuple[np.ndarray, ...] | list[np.ndarray]) ->
 
 
 def prefix_activations(backbone: Any, cut: str, data: Any, indices: np.ndarray | tuple[np.ndarray, ...],
-                       *, size: int, cache: FeatureCache | None = None, batch_size: int = 32) -> np.ndarray | None:
-    """What enters block ``cut`` for the items at ``indices`` (:data:`STORE_DTYPE`, cached on disk),
-    or None when the entry would exceed the size bound.
+                       *, size: int, cache: FeatureCache | None = None, batch_size: int = 32,
+                       settings: PrefixCacheSettings = DEFAULT_SETTINGS) -> np.ndarray | None:
+    """What enters block ``cut`` for the items at ``indices`` (in ``settings.dtype``, cached on
+    disk), or None when the entry would exceed ``settings.limit_mb``.
 
     ``indices`` given as parts (:func:`as_parts`) are cached part by part and concatenated: a
     refit on train+val reuses the entries its trial left for each split (recomputing them would
@@ -68,17 +95,18 @@ def prefix_activations(backbone: Any, cut: str, data: Any, indices: np.ndarray |
     modality = modalities.for_data(data)
     cache = cache or FeatureCache()
     parts = as_parts(indices)
-    keys = [FeatureCache.key(backbone.fingerprint(), data.fingerprint(), part, size, f"prefix-{cut}-{STORE_DTYPE.name}",
+    dtype = settings.store_dtype
+    keys = [FeatureCache.key(backbone.fingerprint(), data.fingerprint(), part, size, f"prefix-{cut}-{dtype.name}",
                              num_items=len(data)) for part in parts]
     out = [None if hit is None else hit["x"] for hit in (cache.load(key, ["x"]) for key in keys)]
     known = next((x for x in out if x is not None), None)
     # An item's bytes: from an entry already there, else from one dummy input through the prefix.
     item_shape = known.shape[1:] if known is not None else backbone.prefix(cut, modality.dummy_input(size)).shape[1:]
-    if float(np.prod(item_shape)) * sum(map(len, parts)) * STORE_DTYPE.itemsize > _limit_bytes():
+    if float(np.prod(item_shape)) * sum(map(len, parts)) * dtype.itemsize > settings.limit_bytes:
         return None
     for i, (part, key) in enumerate(zip(parts, keys)):
         if out[i] is None:
-            out[i] = np.concatenate([backbone.prefix(cut, batch).numpy().astype(STORE_DTYPE)
+            out[i] = np.concatenate([backbone.prefix(cut, batch).numpy().astype(dtype)
                                      for batch, _ in modality.dataset(data, part, size=size, batch_size=batch_size)])
             cache.save(key, {"x": out[i]}, {"cut": cut, "input_size": size, "handle": backbone.handle})
     return out[0] if len(out) == 1 else np.concatenate(out)
@@ -121,4 +149,5 @@ def activation_stream(x: np.ndarray, labels: np.ndarray, *, batch_size: int, num
     return ds.repeat() if shuffle else ds
 
 
-__all__ = ["STORE_DTYPE", "activation_stream", "prefix_activations", "prefix_cut", "suffix_model"]
+__all__ = ["DEFAULT_SETTINGS", "PrefixCacheSettings", "activation_stream", "prefix_activations", "prefix_cut",
+           "suffix_model"]

@@ -33,6 +33,7 @@ from autotransfer.backbones import BackboneSpec
 from autotransfer.probe.featurize import extract_features, feature_dataset
 from autotransfer.train.augment import augment_dataset
 from autotransfer.train.optimizer import fine_tune_optimizer
+from autotransfer.train.prefix import DEFAULT_SETTINGS, PrefixCacheSettings
 from autotransfer.space import TuneSpace, trial_input_size
 from autotransfer.train.task import HEAD_LAYER, build_head, build_task_model
 
@@ -268,7 +269,7 @@ def steps_per_epoch(n_items: int, batch_size: int) -> int:
 
 def _train_inputs(model: keras.Model, backbone: Any, effective: dict[str, Any], data: Any,
                   indices: np.ndarray | tuple[np.ndarray, ...], *, size: int, num_classes: int, seed: int,
-                  cut: str | None) -> tuple[keras.Model, Any, int, str | None]:
+                  cut: str | None, prefix_cache: PrefixCacheSettings) -> tuple[keras.Model, Any, int, str | None]:
     """(model to fit, train stream over ``indices`` (one array or its parts, :func:`~autotransfer.train.prefix.as_parts`),
     steps per epoch, prefix cut or None).
 
@@ -279,7 +280,7 @@ def _train_inputs(model: keras.Model, backbone: Any, effective: dict[str, Any], 
     from autotransfer.train import prefix as px
 
     batch = int(effective["batch_size"])
-    x = None if cut is None else px.prefix_activations(backbone, cut, data, indices, size=size)
+    x = None if cut is None else px.prefix_activations(backbone, cut, data, indices, size=size, settings=prefix_cache)
     indices = np.concatenate(px.as_parts(indices))
     if x is None:
         train_ds, steps = _train_stream(data, indices, size=size, batch_size=batch, num_classes=num_classes,
@@ -292,15 +293,16 @@ def _train_inputs(model: keras.Model, backbone: Any, effective: dict[str, Any], 
 
 def _fine_tune_inputs(model: keras.Model, backbone: Any, effective: dict[str, Any], data: Any, splits: Any, *,
                       size: int, num_classes: int, seed: int, val_batches: list,
-                      use_prefix: bool) -> tuple[keras.Model, Any, int, list, str | None]:
+                      prefix_cache: PrefixCacheSettings) -> tuple[keras.Model, Any, int, list, str | None]:
     """(model to fit, train stream, steps per epoch, val batches for it, prefix cut or None): a
     trial's :func:`_train_inputs` on the train split, with the val split on the same path."""
     from autotransfer.train import prefix as px
 
-    kw = {"size": size, "num_classes": num_classes, "seed": seed}
-    cut = px.prefix_cut(backbone, effective) if use_prefix else None
+    kw = {"size": size, "num_classes": num_classes, "seed": seed, "prefix_cache": prefix_cache}
+    cut = px.prefix_cut(backbone, effective, prefix_cache)
     fit_model, stream, steps, cut = _train_inputs(model, backbone, effective, data, splits.train, cut=cut, **kw)
-    val_x = None if cut is None else px.prefix_activations(backbone, cut, data, splits.val, size=size)
+    val_x = None if cut is None else px.prefix_activations(backbone, cut, data, splits.val, size=size,
+                                                           settings=prefix_cache)
     if cut is not None and val_x is None:  # val over the cache bound: both on the full path
         fit_model, stream, steps, cut = _train_inputs(model, backbone, effective, data, splits.train, cut=None, **kw)
     if cut is None:
@@ -397,13 +399,14 @@ def _warn_if_stale_features(name: str, feature_val: float, head_val: float, n_va
 
 def _fine_tune_phase(model: keras.Model, backbone: Any, params: dict[str, Any], effective: dict[str, Any],
                      data: Any, splits: Any, *, size: int, num_classes: int, seed: int, val_batches: list,
-                     use_prefix: bool, callbacks: Sequence[keras.callbacks.Callback]) -> dict[str, list[float]]:
+                     prefix_cache: PrefixCacheSettings,
+                     callbacks: Sequence[keras.callbacks.Callback]) -> dict[str, list[float]]:
     """Phase 2: unfreeze the trial's last blocks and fine-tune ``model`` in place; returns the
     epoch history. Sets ``effective["prefix_cut"]`` (``""``: the full path)."""
     backbone.set_unfrozen_blocks(effective["unfreeze_blocks"])
     fit_model, train_ds, steps, fit_val, cut = _fine_tune_inputs(
         model, backbone, effective, data, splits, size=size, num_classes=num_classes, seed=seed,
-        val_batches=val_batches, use_prefix=use_prefix)
+        val_batches=val_batches, prefix_cache=prefix_cache)
     effective["prefix_cut"] = cut or ""
     max_epochs = effective["max_epochs"]
     _compile_fine_tune(fit_model, backbone, effective, steps=steps, max_epochs=max_epochs)
@@ -431,7 +434,8 @@ def _kept_epochs(history: dict[str, list[float]], cosine: bool, head_val: float)
 def train_trial(spec: BackboneSpec, params: dict[str, Any], data: Any, splits: Any, *, space: TuneSpace,
                 num_classes: int, features: dict | None = None, deadline: Any = None,
                 callbacks: Sequence[keras.callbacks.Callback] = (), report: ReportFn | None = None,
-                seed: int = 0, head: list[np.ndarray] | None = None, prefix_cache: bool = True) -> TrialOutcome:
+                seed: int = 0, head: list[np.ndarray] | None = None,
+                prefix_cache: PrefixCacheSettings = DEFAULT_SETTINGS) -> TrialOutcome:
     """Train one configuration on a fresh backbone and return its best validation accuracy.
 
     Args:
@@ -447,8 +451,8 @@ def train_trial(spec: BackboneSpec, params: dict[str, Any], data: Any, splits: A
         report: pruning hook ``report(epoch, val_accuracy) -> stop?``, called after every epoch of
             both phases (epochs numbered 0.. across phases).
         head: precomputed LP-FT head weights for this backbone and train split (``head_warmup: probe``).
-        prefix_cache: fine-tune on cached frozen-prefix activations where the trial allows it
-            (:mod:`autotransfer.train.prefix`; ``params["prefix_cut"]`` of the outcome names the cut).
+        prefix_cache: whether and how to fine-tune on cached frozen-prefix activations where the trial
+            allows it (:mod:`autotransfer.train.prefix`; ``params["prefix_cut"]`` of the outcome names the cut).
     """
     t0 = time.time()
     keras.utils.set_random_seed(seed)
@@ -470,7 +474,7 @@ def train_trial(spec: BackboneSpec, params: dict[str, Any], data: Any, splits: A
         head_weights = model.get_weights()
         ft_history = _fine_tune_phase(
             model, backbone, params, effective, data, splits, size=spec.input_size, num_classes=num_classes, seed=seed,
-            val_batches=val_batches, use_prefix=prefix_cache,
+            val_batches=val_batches, prefix_cache=prefix_cache,
             callbacks=[*_timing_callbacks(report, deadline, flags, head_epochs), *callbacks])
         kept_epochs = _kept_epochs(ft_history, effective["lr_schedule"] == "cosine", head_val)
         if kept_epochs:
@@ -514,6 +518,7 @@ def refit_trial(
     features: np.ndarray | None = None,
     deadline: Any = None,
     seed: int = 0,
+    prefix_cache: PrefixCacheSettings = DEFAULT_SETTINGS,
 ) -> tuple[keras.Model, bool]:
     """Train ``params`` (a finished trial's effective parameters) from scratch on ``indices`` (one
     array, or its parts: the splits, whose frozen-prefix activations the trial cached).
@@ -521,6 +526,7 @@ def refit_trial(
     The head warm-up as in the trial, then exactly ``finetune_epochs`` fine-tuning epochs (the
     epochs the trial's early stopping kept; 0 = head only) on the same learning-rate schedule.
     ``features``: backbone features of ``indices`` in that order (the probe's), else extracted.
+    ``prefix_cache``: the frozen-prefix settings, as in :func:`train_trial`.
     Returns ``(model, timed_out)``; a timed-out refit must not replace the tuned model.
     """
     from autotransfer.train import prefix as px
@@ -545,7 +551,8 @@ def refit_trial(
         # twice its trial's time.
         fit_model, train_ds, steps, _ = _train_inputs(model, backbone, effective, data, tuple(parts), size=spec.input_size,
                                                       num_classes=num_classes, seed=seed,
-                                                      cut=px.prefix_cut(backbone, effective))
+                                                      cut=px.prefix_cut(backbone, effective, prefix_cache),
+                                                      prefix_cache=prefix_cache)
         _compile_fine_tune(fit_model, backbone, effective, steps=steps, max_epochs=effective["max_epochs"])
         fit_model.fit(train_ds, epochs=int(finetune_epochs), steps_per_epoch=steps, verbose=0, shuffle=False,
                       callbacks=cbs)

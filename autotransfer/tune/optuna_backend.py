@@ -256,13 +256,16 @@ class OptunaBackend(TunerBackend):
             done = finished(t.number) if stale and finished is not None else None
             if done is not None:
                 status, value = done
-                state = {"pruned": TrialState.PRUNED}.get(status, TrialState.COMPLETE)
-                study._storage.set_trial_state_values(t._trial_id, state=state,
-                                                      values=None if state == TrialState.PRUNED else [value])
+                if status == "pruned":
+                    # Private: tell() would give a pruned trial its last intermediate value; it has none here.
+                    study._storage.set_trial_state_values(t._trial_id, state=TrialState.PRUNED, values=None)
+                else:
+                    study.tell(t.number, value, state=TrialState.COMPLETE)
                 continue
             if stale:
+                # Private: Optuna has no public way to set a user attribute on a trial this process did not ask for.
                 study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
-                study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
+                study.tell(t.number, state=TrialState.FAIL)
             if (stale or (t.state == TrialState.FAIL and t.user_attrs.get("interrupted"))) and t.number not in rerun:
                 study.enqueue_trial(dict(t.params), user_attrs={"rerun_of": t.number})
 

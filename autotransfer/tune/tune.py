@@ -20,6 +20,7 @@ from autotransfer.backbones import METADATA_FILE, BackboneSpec, HubBackbone, res
 from autotransfer.errors import AutotransferError, UserInputError, check_param
 from autotransfer.tune.base import STATUSES, ObjectiveResult, ReportFn, TrialRecord, TunerBackend, get_backend, worker_id
 from autotransfer.budget import Deadline, cross_fit_factor
+from autotransfer.train.prefix import DEFAULT_SETTINGS, PrefixCacheSettings
 from autotransfer.space import TuneSpace
 from autotransfer.tune.store import INTERRUPTED, TrialStore
 from autotransfer.train.trainer import at_trial_size, load_trial_model, probe_head_weights, train_trial
@@ -248,8 +249,9 @@ class _TrialRunner:
 
     def __init__(self, *, candidates: list[BackboneSpec], data: Any, splits: Any, space: TuneSpace, features: dict | None,
                  store: TrialStore, deadline: Deadline, seed: int, reserve: ReserveFn | None, progress: ProgressFn | None,
-                 total: int, keep: int) -> None:
+                 total: int, keep: int, prefix_cache: PrefixCacheSettings = DEFAULT_SETTINGS) -> None:
         self.by_name = {c.name: c for c in candidates}
+        self.prefix_cache = prefix_cache
         self.data, self.splits, self.space, self.features = data, splits, space, features
         self.store, self.deadline, self.seed = store, deadline, seed
         self.reserve, self.progress, self.total = reserve, progress, total
@@ -332,7 +334,7 @@ class _TrialRunner:
         head = _lpft_head(self.heads, spec, feats, self.data, self.splits, self.space, self.seed)
         out = train_trial(spec, p, self.data, self.splits, space=self.space, num_classes=self.data.num_classes,
                           features=feats, deadline=self.deadline, report=report,
-                          seed=self.seed + int(report.trial_id), head=head)
+                          seed=self.seed + int(report.trial_id), head=head, prefix_cache=self.prefix_cache)
         return spec.name, out
 
 
@@ -364,7 +366,8 @@ def tune(candidates: list[BackboneSpec], data: Any, splits: Any, *, space: TuneS
          backend: str | TunerBackend = "keras-tuner", max_trials: int | None = 8, time_budget_s: float | None = None,
          features: dict | None = None, out_dir: Path, seed: int = 0, progress: ProgressFn | None = None,
          reserve: ReserveFn | None = None, keep_models: int = KEEP_MODELS, expected_trials: int | None = None,
-         resume: bool = False, shared: SharedStudy | None = None) -> TuneResult:
+         resume: bool = False, shared: SharedStudy | None = None,
+         prefix_cache: PrefixCacheSettings = DEFAULT_SETTINGS) -> TuneResult:
     """Search over ``candidates`` (the probe's top-k, best first) and the fine-tuning space with ``backend``.
 
     Each trial warms up a head then fine-tunes a fresh backbone (:func:`train_trial`). Finished
@@ -386,6 +389,7 @@ def tune(candidates: list[BackboneSpec], data: Any, splits: Any, *, space: TuneS
             interrupted one runs again); else any earlier search there is discarded.
         shared: run as the chief (or a worker) of a study other processes share (optuna only); a
             worker returns None, the chief assembles the result.
+        prefix_cache: the trials' frozen-prefix cache settings (:class:`~autotransfer.train.prefix.PrefixCacheSettings`).
 
     Raises:
         AutotransferError: when every trial failed.
@@ -401,7 +405,8 @@ def tune(candidates: list[BackboneSpec], data: Any, splits: Any, *, space: TuneS
     backend = _make_backend(backend, space, expected_trials, shared)
     total = max_trials or expected_trials or 0
     runner = _TrialRunner(candidates=candidates, data=data, splits=splits, space=space, features=features, store=store,
-                          deadline=deadline, seed=seed, reserve=reserve, progress=progress, total=total, keep=keep_models)
+                          deadline=deadline, seed=seed, reserve=reserve, progress=progress, total=total, keep=keep_models,
+                          prefix_cache=prefix_cache)
     if progress:
         progress("tune", len(store.records()), total, f"{backend.name}: {'resuming' if resume else 'starting'}")
     backend.search(runner, params, max_trials=max_trials, deadline=deadline, seed=seed, work_dir=out_dir / "tuner",

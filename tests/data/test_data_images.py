@@ -209,3 +209,14 @@ def test_image_size_validation(image_folder: Path) -> None:
         image_dataset(d, np.arange(3), image_size=0)
     with pytest.raises(UserInputError, match="image_size"):
         image_dataset(d, np.arange(3), image_size=(4, 4, 4))
+
+
+def test_a_hand_built_dataset_is_checked_once_and_again_when_its_files_change(tmp_path: Path, make_image) -> None:
+    root, bad = _folder_with_bad_file(tmp_path, make_image, b"")
+    make_image(bad, seed=9)  # a good file after all
+    d = _unscreened(root)
+    image_dataset(d, np.arange(len(d)), image_size=8)
+    assert d.checked_fingerprint == d.fingerprint()  # remembered on the dataset, not in the process
+    bad.write_bytes(b"this is not a png")  # edited in place: another fingerprint, checked again
+    with pytest.raises(UserInputError, match="broken.png"):
+        image_dataset(d, np.arange(len(d)), image_size=8)

@@ -6,6 +6,7 @@ import pytest
 from autotransfer.errors import UserInputError
 from autotransfer.testing.conformance import check_scorer
 from autotransfer.probe import (
+    LinearProbeFits,
     LogMEScorer,
     Scorer,
     ScoreResult,
@@ -127,11 +128,11 @@ def test_linear_ll_is_the_held_out_log_likelihood_of_the_linear_probes_cv_fits()
 
     rng, y, signal = _informative(seed=4)
     x = signal + rng.normal(0, 2.0, size=signal.shape)
-    scorers_mod._CV_MEMO.clear()
-    ll = get_scorer("linear_ll").score(x, y, seed=2)
-    assert len(scorers_mod._CV_MEMO) == 1
-    acc = get_scorer("linear").score(x, y, seed=2)
-    assert len(scorers_mod._CV_MEMO) == 1  # the accuracy came from the same fits
+    fits = LinearProbeFits()
+    ll = get_scorer("linear_ll").sharing(fits).score(x, y, seed=2)
+    assert len(fits) == 1
+    acc = get_scorer("linear").sharing(fits).score(x, y, seed=2)
+    assert len(fits) == 1  # the accuracy came from the same fits
     want_ll, want_acc = [], []
     for train, test in cv_folds(y, 2):
         model = linear_probe_model(seed=2).fit(x[train], y[train])
@@ -142,3 +143,13 @@ def test_linear_ll_is_the_held_out_log_likelihood_of_the_linear_probes_cv_fits()
     # Less informative features: lower likelihood.
     worse = get_scorer("linear_ll").score(signal * 0.2 + rng.normal(0, 2.0, size=signal.shape), y, seed=2)
     assert worse.score < ll.score
+
+
+def test_a_probes_linear_scorers_share_one_set_of_fits_of_their_own():
+    from autotransfer.probe.leaderboard import ScorerSet
+
+    mine = get_scorer("linear")
+    scorers = ScorerSet.resolve("linear_ll", [mine, "knn"])
+    assert scorers.main.fits is scorers.extras[0].fits and len(scorers.main.fits) == 0
+    assert mine.fits is not scorers.main.fits  # the scorer passed in is not changed
+    assert ScorerSet.resolve("linear_ll", ["linear"]).main.fits is not scorers.main.fits  # one per probe

@@ -8,7 +8,7 @@ from autotransfer.backbones import BackboneSpec, HubBackbone
 from autotransfer.probe.cache import ENV_VAR
 from autotransfer.space import TuneSpace
 from autotransfer.train import train_trial
-from autotransfer.train.prefix import prefix_cut
+from autotransfer.train.prefix import PrefixCacheSettings, prefix_cut
 
 SPACE = TuneSpace(unfreeze_blocks=(1, 2), learning_rate=(1e-2, 1e-2), head_epochs=2, max_epochs=3,
                   batch_size=8, head_warmup="adam")
@@ -26,7 +26,7 @@ def test_prefix_path_trains_the_same_model(spec, data_splits, blocks, layer):
     spec = BackboneSpec(spec.name, spec.handle, spec.input_size, layer=layer)
     params = {"unfreeze_blocks": blocks, "learning_rate": 1e-2, "patience": 3, "dropout": 0.1, "augment": "none"}
     runs = [train_trial(spec, params, data, splits, space=SPACE, num_classes=data.num_classes, seed=3,
-                        prefix_cache=cached) for cached in (True, False)]
+                        prefix_cache=PrefixCacheSettings(enabled=cached)) for cached in (True, False)]
     cached, full = runs
     want_cut = "block_01" if layer else ["block_01", "head"][2 - blocks]
     assert cached.params["prefix_cut"] == want_cut and full.params["prefix_cut"] == ""
@@ -62,8 +62,10 @@ def test_a_layer_candidate_is_cut_through_its_own_suffix(spec):
 
 
 def test_switch_off_takes_the_full_path(spec, monkeypatch):
-    monkeypatch.setenv("AUTOTRANSFER_PREFIX_CACHE", "0")
-    assert prefix_cut(HubBackbone.from_spec(spec), {"unfreeze_blocks": 1, "augment": "none"}) is None
+    monkeypatch.setenv("AUTOTRANSFER_PREFIX_CACHE", "0")  # no longer read: the settings are run parameters
+    bb, params = HubBackbone.from_spec(spec), {"unfreeze_blocks": 1, "augment": "none"}
+    assert prefix_cut(bb, params) == "head"
+    assert prefix_cut(bb, params, PrefixCacheSettings(enabled=False)) is None
 
 
 def test_a_refit_takes_the_prefix_path_and_trains_the_same_model(spec, data_splits, monkeypatch):
@@ -76,9 +78,9 @@ def test_a_refit_takes_the_prefix_path_and_trains_the_same_model(spec, data_spli
     real = trainer._train_stream
     monkeypatch.setattr(trainer, "_train_stream", lambda *a, **kw: streams.append(kw) or real(*a, **kw))
 
-    def refit(rows):
+    def refit(rows, settings=PrefixCacheSettings()):
         model, timed_out = trainer.refit_trial(spec, params, data, rows, space=SPACE, num_classes=data.num_classes,
-                                               finetune_epochs=2, seed=3)
+                                               finetune_epochs=2, seed=3, prefix_cache=settings)
         assert not timed_out
         from autotransfer.data import image_dataset
 
@@ -86,8 +88,7 @@ def test_a_refit_takes_the_prefix_path_and_trains_the_same_model(spec, data_spli
 
     cached = refit((splits.train, splits.val))  # the rows as the final stage passes them: the splits
     assert streams == []  # no image stream: the cached activations of the train+val rows
-    monkeypatch.setenv("AUTOTRANSFER_PREFIX_CACHE", "0")
-    full = refit(idx)
+    full = refit(idx, PrefixCacheSettings(enabled=False))
     assert len(streams) == 1
     np.testing.assert_allclose(cached, full, atol=1e-4)
 
@@ -108,3 +109,35 @@ def test_activations_of_split_parts_reuse_each_splits_entry(spec, data_splits, m
     mixed = px.prefix_activations(bb, "head", data, (splits.val, splits.test), size=16)
     assert sum(items) == len(splits.test)  # a part not cached yet is computed, and only it
     np.testing.assert_array_equal(mixed[:len(splits.val)], val)
+
+
+def test_the_entry_bound_and_dtype_are_settings(spec, data_splits):
+    from autotransfer.tune import prefix as px
+
+    data, splits = data_splits
+    bb = HubBackbone.from_spec(spec)
+    assert px.prefix_activations(bb, "head", data, splits.train, size=16,
+                                 settings=PrefixCacheSettings(limit_mb=0)) is None  # over the bound: full path
+    half = px.prefix_activations(bb, "head", data, splits.train, size=16, settings=PrefixCacheSettings(dtype="float16"))
+    full = px.prefix_activations(bb, "head", data, splits.train, size=16)
+    assert half.dtype == np.float16 and full.dtype == np.float32
+    np.testing.assert_allclose(half, full, rtol=1e-2, atol=1e-2)
+
+
+def test_the_run_parameters_reach_each_trial(spec, data_splits, tmp_path, monkeypatch):
+    import importlib
+
+    from autotransfer.config import RunConfig
+    from autotransfer.pipeline.context import RunContext
+    from autotransfer.tune import tune
+
+    config = RunConfig(prefix_cache=False, prefix_cache_mb=64, prefix_dtype="float16").validate()
+    settings = RunContext(config, None, None, None, tmp_path, None, []).prefix_cache()
+    assert settings == PrefixCacheSettings(enabled=False, limit_mb=64, dtype="float16")
+    assert PrefixCacheSettings.from_dict(settings.to_dict()) == settings  # a shared study's workers read it back
+    tune_module = importlib.import_module("autotransfer.tune.tune")
+    seen, real = [], tune_module.train_trial
+    monkeypatch.setattr(tune_module, "train_trial", lambda *a, **kw: seen.append(kw["prefix_cache"]) or real(*a, **kw))
+    data, splits = data_splits
+    tune([spec], data, splits, space=SPACE, max_trials=1, out_dir=tmp_path / "tune", prefix_cache=settings)
+    assert seen == [settings]
