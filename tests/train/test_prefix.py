@@ -112,7 +112,7 @@ def test_activations_of_split_parts_reuse_each_splits_entry(spec, data_splits, m
 
 
 def test_the_entry_bound_and_dtype_are_settings(spec, data_splits):
-    from autotransfer.tune import prefix as px
+    from autotransfer.train import prefix as px
 
     data, splits = data_splits
     bb = HubBackbone.from_spec(spec)
