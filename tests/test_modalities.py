@@ -112,3 +112,24 @@ def test_the_report_shows_each_item_as_the_modality_draws_it(case):
         assert img.shape == (64, 64, 3)
         first = tf.io.decode_png(base64.b64decode(shown[1]["src"].split(",", 1)[1])).numpy()
         assert not np.array_equal(img, first)  # the items asked for, in that order
+
+
+def test_training_augmentation_and_the_mirror_image_are_the_modality_s(case):
+    from types import SimpleNamespace
+
+    modality, data = case
+    assert modality.augmenter("none") is None  # every modality trains on its items as they are
+    batch = next(iter(modality.dataset(data, np.arange(len(data)), size=SIZE, batch_size=4, with_labels=False)))
+    inputs = modality.keras_input(SIZE)
+    assert modalities.for_model(SimpleNamespace(inputs=[inputs])) is modality  # what a model on it takes
+    named = modality.named_input(SIZE, f"{modality.name}_{SIZE}")
+    assert named.dtype == modality.keras_input(SIZE).dtype and tuple(named.shape) == tuple(inputs.shape)
+    if modality.test_time_flip:
+        mirrored = np.asarray(modality.mirror(batch))
+        assert mirrored.shape == tuple(batch.shape) and np.array_equal(np.asarray(modality.mirror(mirrored)), batch)
+        assert modality.augmenter("flip") is not None
+    else:
+        with pytest.raises(NotImplementedError):
+            modality.mirror(batch)
+        with pytest.raises(UserInputError, match="does not apply"):
+            modality.augmenter("flip")

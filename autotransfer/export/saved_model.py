@@ -35,15 +35,17 @@ import tensorflow as tf
 from autotransfer.errors import AutotransferError, UserInputError
 from autotransfer.locks import try_lock, unlock
 
-IMAGES_SIGNATURE = "serving_default"  # every modality's main signature
-BYTES_SIGNATURE = "serving_bytes"
-IMAGES_KEY = "images"
-BYTES_KEY = "image_bytes"
-#: signature name -> (input key, input dtype)
-SIGNATURE_INPUTS: dict[str, tuple[str, tf.DType]] = {
-    IMAGES_SIGNATURE: (IMAGES_KEY, tf.float32),
-    BYTES_SIGNATURE: (BYTES_KEY, tf.string),
-}
+def _image_signatures() -> dict[str, tuple[str, tf.DType]]:
+    from autotransfer import modalities
+
+    return {name: (key, dtype) for name, (key, dtype, _) in modalities.get("image").signature_inputs([1]).items()}
+
+
+#: An image export's signatures: name -> (input key, input dtype), as the image modality declares
+#: them (what a client sends without asking the export's metadata).
+SIGNATURE_INPUTS: dict[str, tuple[str, tf.DType]] = _image_signatures()
+IMAGES_SIGNATURE, BYTES_SIGNATURE = SIGNATURE_INPUTS  # serving_default is every modality's main signature
+IMAGES_KEY, BYTES_KEY = (SIGNATURE_INPUTS[n][0] for n in (IMAGES_SIGNATURE, BYTES_SIGNATURE))
 OUTPUT_KEYS = ("probabilities", "class_index", "label")
 LABELS_FILE = "labels.txt"
 WARMUP_FILE = "tf_serving_warmup_requests"

@@ -184,7 +184,7 @@ def selection_pool(kept: Iterable[Any], heads: Mapping[str, np.ndarray]) -> dict
 
 
 def choose_members(tuned: Any, heads: dict[str, tuple[list[np.ndarray], np.ndarray]], specs: dict[str, BackboneSpec],
-                   y_val: np.ndarray, *, num_classes: int, max_members: int, keep_tuned: bool = False,
+                   y_val: np.ndarray, *, num_classes: int, max_members: int, keep_tuned: bool,
                    seed: int = 0, trial_probs: Mapping[int, np.ndarray] | None = None) -> FinalModel:
     """Bagged greedy ensemble selection over the kept trials (best first) and the linear heads,
     each temperature-scaled on val (:func:`~autotransfer.final.ensemble.scaled_selection`).

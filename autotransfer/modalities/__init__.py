@@ -42,4 +42,10 @@ def for_backbone(backbone: Any) -> "Modality":
     return get(getattr(backbone, "modality", "image"))
 
 
-__all__ = ["for_backbone", "for_data", "get"]
+def for_model(model: Any) -> "Modality":
+    """The preprocessor of what a Keras ``model`` takes: text for string inputs, else image."""
+    dtype = str(getattr(model.inputs[0], "dtype", ""))
+    return get("text" if "string" in dtype else "image")
+
+
+__all__ = ["for_backbone", "for_data", "for_model", "get"]

@@ -46,6 +46,29 @@ class Modality(ABC):
     def keras_input(self, size: int) -> Any:
         """The ``keras.Input`` of a task model on a backbone of input size ``size``."""
 
+    def augmenter(self, kind: str, seed: int = 0) -> Callable[[Any, Any, Any], tuple[Any, Any]] | None:
+        """``fn(batch, one_hot_labels, step_seed) -> (batch, labels)`` for the training-time
+        augmentation ``kind`` (:data:`autotransfer.space.AUGMENTATIONS`), or None for ``none``;
+        ``step_seed`` is a ``[2]`` int tensor that differs per batch."""
+        if kind == "none":
+            return None
+        from autotransfer.errors import UserInputError
+
+        raise UserInputError(f"tuning.augment {kind!r} does not apply to {self.name} data: use 'none' in the "
+                             "search space's tuning section.")
+
+    def mirror(self, batch: Any) -> Any:
+        """A batch of model inputs, each item mirrored (test-time flip averaging, where
+        :attr:`test_time_flip`)."""
+        raise NotImplementedError(f"modality {self.name!r} has no mirror image (test_time_flip is False)")
+
+    def named_input(self, size: int, name: str) -> Any:
+        """A ``keras.Input`` like :meth:`keras_input`, called ``name`` (an ensemble takes one per size)."""
+        import keras
+
+        spec = self.input_spec(size)
+        return keras.Input(tuple(spec.shape[1:]), dtype=spec.dtype, name=name)
+
     @abstractmethod
     def to_model_input(self, batch: Any) -> Any:
         """A batch from ``dataset(raw=True)`` as the model takes it (identity when already so)."""

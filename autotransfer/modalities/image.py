@@ -43,6 +43,16 @@ class ImageModality(Modality):
     def keras_input(self, size: int) -> Any:
         return keras.Input((size, size, CHANNELS), dtype="float32", name="image")
 
+    def augmenter(self, kind: str, seed: int = 0) -> Callable | None:
+        """Crop, flip, flip+crop or mixup (:mod:`autotransfer.modalities.image_augment`)."""
+        from autotransfer.modalities.image_augment import augmenter
+
+        return augmenter(kind, seed)
+
+    def mirror(self, batch: Any) -> Any:
+        """Left-right flipped images (``[B, H, W, C]``: the width axis)."""
+        return keras.ops.flip(batch, axis=2)
+
     def to_model_input(self, batch: tf.Tensor) -> tf.Tensor:
         """uint8 pixels scaled to [0, 1] (bit-identical to the pipeline's own scaling); float as is."""
         return unit_pixels(batch)

@@ -46,6 +46,7 @@ from autotransfer.probe.featurize import (
     images_dtype,
 )
 from autotransfer.probe.combine import CombinedScore
+from autotransfer.params import DEFAULTS as D
 from autotransfer.probe.halving import HalvingResult, SuccessiveHalving
 # LEADERBOARD_COLUMNS stays importable from here: autotransfer.probe exports it from this module.
 from autotransfer.probe.leaderboard import LEADERBOARD_COLUMNS, SPLITS, Leaderboard, ScorerSet  # noqa: F401
@@ -711,9 +712,9 @@ def probe(candidates: Sequence[BackboneSpec], data: LabelledData, splits: Splits
           scorer: str | Scorer | CombinedScore = DEFAULT_SCORER,
           extra_scorers: Sequence[str | Scorer] = DEFAULT_EXTRA_SCORERS,
           cache: FeatureCache | str | os.PathLike | bool | None = None, cache_dir: str | os.PathLike | None = None,
-          batch_size: int | None = None, seed: int = 0, progress: ProgressFn | None = None, halving: bool = False,
-          eta: int = 3, min_per_class: int = 5, top_k: int = 2, rungs: int | None = None, keep_within: float = 2.0,
-          multi_source: int = 0) -> ProbeResult:
+          batch_size: int | None = None, seed: int = 0, progress: ProgressFn | None = None, halving: bool = D.halving,
+          eta: int = 3, min_per_class: int = 5, top_k: int = D.top_k, rungs: int | None = None,
+          keep_within: float = 2.0, multi_source: int = D.multi_source) -> ProbeResult:
     """Score every candidate on frozen features; returns the leaderboard (best first).
 
     Args:

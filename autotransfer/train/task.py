@@ -121,6 +121,7 @@ class EnsembleMember(keras.layers.Layer):
         self.member = model
         self.weight = float(weight)
         self.flip = bool(flip)
+        self.mirror = modalities.for_model(model).mirror
         self.temperature = float(temperature)
         self.num_classes = int(model.outputs[0].shape[-1])
 
@@ -133,7 +134,7 @@ class EnsembleMember(keras.layers.Layer):
     def call(self, images):
         probs = self._probs(images)
         if self.flip:
-            probs = 0.5 * (probs + self._probs(keras.ops.flip(images, axis=2)))
+            probs = 0.5 * (probs + self._probs(self.mirror(images)))
         return self.weight * probs
 
     def compute_output_shape(self, input_shape: tuple) -> tuple:
@@ -151,10 +152,9 @@ class Part(NamedTuple):
 
 
 def _input_like(model: keras.Model, size: int) -> Any:
-    """A new ``keras.Input`` taking what ``model`` takes (images of ``size`` px, or strings)."""
-    spec = model.inputs[0]
-    kind = "text" if spec.dtype == "string" else "image"
-    return keras.Input(tuple(spec.shape[1:]), dtype=spec.dtype, name=f"{kind}_{size}")
+    """A new ``keras.Input`` taking what ``model`` takes, at input ``size``."""
+    modality = modalities.for_model(model)
+    return modality.named_input(size, f"{modality.name}_{size}")
 
 
 def build_ensemble(members: list[tuple]) -> tuple[keras.Model, list[int]]:

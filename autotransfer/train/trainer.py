@@ -257,9 +257,10 @@ def warm_up_head(model: keras.Model, feats: np.ndarray, labels: np.ndarray, *, n
 def _train_stream(data: Any, indices: np.ndarray, *, size: int, batch_size: int, num_classes: int, augment: str,
                   seed: int) -> tuple[Any, int]:
     """(endless augmented one-hot batches of ``indices``, steps per epoch)."""
-    ds = modalities.for_data(data).dataset(data, indices, size=size, batch_size=batch_size, shuffle=True, seed=seed,
-                                           cache=True)
-    return augment_dataset(ds, augment, num_classes=num_classes, seed=seed), steps_per_epoch(len(indices), batch_size)
+    modality = modalities.for_data(data)
+    ds = modality.dataset(data, indices, size=size, batch_size=batch_size, shuffle=True, seed=seed, cache=True)
+    return (augment_dataset(ds, augment, num_classes=num_classes, seed=seed, modality=modality),
+            steps_per_epoch(len(indices), batch_size))
 
 
 def steps_per_epoch(n_items: int, batch_size: int) -> int:

@@ -20,6 +20,7 @@ from autotransfer.backbones import METADATA_FILE, BackboneSpec, HubBackbone, res
 from autotransfer.errors import AutotransferError, UserInputError, check_param
 from autotransfer.tune.base import STATUSES, ObjectiveResult, ReportFn, TrialRecord, TunerBackend, get_backend, worker_id
 from autotransfer.budget import Deadline, cross_fit_factor
+from autotransfer.config import DEFAULT_MAX_TRIALS
 from autotransfer.train.prefix import DEFAULT_SETTINGS, PrefixCacheSettings
 from autotransfer.space import TuneSpace
 from autotransfer.tune.store import INTERRUPTED, TrialStore
@@ -363,7 +364,7 @@ def _open_store(out_dir: Path, *, resume: bool, shared: SharedStudy | None) -> T
 
 
 def tune(candidates: list[BackboneSpec], data: Any, splits: Any, *, space: TuneSpace,
-         backend: str | TunerBackend = "keras-tuner", max_trials: int | None = 8, time_budget_s: float | None = None,
+         backend: str | TunerBackend = "keras-tuner", max_trials: int | None = DEFAULT_MAX_TRIALS, time_budget_s: float | None = None,
          features: dict | None = None, out_dir: Path, seed: int = 0, progress: ProgressFn | None = None,
          reserve: ReserveFn | None = None, keep_models: int = KEEP_MODELS, expected_trials: int | None = None,
          resume: bool = False, shared: SharedStudy | None = None,

@@ -88,12 +88,12 @@ def test_member_weights_come_from_out_of_fold_predictions_over_every_row(monkeyp
     spec = BackboneSpec(name="h", handle="x", input_size=8)
     monkeypatch.setattr("autotransfer.final.members._head_model", lambda spec, head, k: None)  # no network needed
     final = choose_members(Tuned(), {"probe:h": ([np.zeros((1, 2)), np.zeros(2)], good_head)}, {"h": spec, "b": spec},
-                           y, num_classes=2, max_members=2, trial_probs={0: bad})
+                           y, num_classes=2, max_members=2, keep_tuned=False, trial_probs={0: bad})
     assert [m.name for m in final.members] == ["probe:h"]
     assert final.pool["trial 0"] is bad and len(final.labels) == 40
     # Scored on its validation split alone, the same trial would have been chosen.
     on_val = choose_members(Tuned(), {"probe:h": ([np.zeros((1, 2)), np.zeros(2)], good_head[:8])},
-                            {"h": spec, "b": spec}, y[:8], num_classes=2, max_members=2)
+                            {"h": spec, "b": spec}, y[:8], num_classes=2, max_members=2, keep_tuned=False)
     assert "trial 0" in [m.name for m in on_val.members]
 
 

@@ -122,7 +122,7 @@ def test_members_are_chosen_on_temperature_scaled_probabilities(tiny_modules):
                            val_probs=over, finetune_epochs=2, seconds=1.0)
     tuned = SimpleNamespace(summaries={0: summary}, models={0: model}, best_trial_id=0)
     heads = {"probe:good": ([np.zeros((bb.output_dim, 4), "float32"), np.zeros(4, "float32")], calibrated)}
-    final = choose_members(tuned, heads, {"good": spec}, y, num_classes=4, max_members=4)
+    final = choose_members(tuned, heads, {"good": spec}, y, num_classes=4, max_members=4, keep_tuned=False)
     assert final.choice.single == "trial 0"
     trial = next(m for m in final.members if m.name == "trial 0")
     assert trial.temperature == pytest.approx(fit_temperature(over, y)) and trial.temperature > 2.0
