@@ -118,6 +118,19 @@ def test_final_model_is_refit_on_train_and_val_and_reported(result):
     assert "Final model" in html and "after the refit on train+val" in html
 
 
+def test_refit_with_test_retrains_every_member_on_all_labelled_items(tiny_space, pattern_folder, tmp_path):
+    import autotransfer
+
+    res = autotransfer.run(pattern_folder, search_space=tiny_space, out=tmp_path / "all", max_trials=1, top_k=1,
+                           tuner="optuna", seed=0, progress=False, cv="off", ensemble=2, refit_with_test=True)
+    final = json.loads((res.run_dir / "final_model.json").read_text())
+    splits = json.loads((res.run_dir / "splits.json").read_text())
+    n_all = sum(len(splits[k]) for k in ("train", "val", "test"))
+    assert len(final["refit_with_test"]) == len(final["members"])
+    assert all(note.endswith("(train+val+test)") and f"refit on {n_all} items" in note
+               for note in final["refit_with_test"])
+
+
 def test_member_weights_rebuild_what_the_export_serves(result):
     from autotransfer.final.ensemble import temperature_scale
     from autotransfer.final.members import member_model

@@ -14,8 +14,7 @@ NAME = "final"
 def run(ctx: RunContext) -> None:
     """Choose the members, decide flip averaging, refit them, save them."""
     from autotransfer import modalities
-    from autotransfer.budget import Deadline
-    from autotransfer.final.members import choose_flip, choose_members, refit_members
+    from autotransfer.final.members import choose_flip, choose_members
 
     data, splits, c = ctx.data, ctx.splits, ctx.config
     y = np.asarray(data.labels, dtype=np.int64)
@@ -28,11 +27,7 @@ def run(ctx: RunContext) -> None:
     if c.tta and modality.test_time_flip:
         choose_flip(final, _val_batches(ctx, final, modality), y[splits.val])
     if c.refit:
-        idx = (splits.train, splits.val)  # the parts: a prefix-path refit reuses each split's activations
-        refit_members(final, data, idx, features=features_of(ctx.probed, ("train", "val")), space=ctx.space.tuning,
-                      deadline=Deadline(ctx.deadline(final.served_sizes())),
-                      factor=sum(map(len, idx)) / max(1, len(splits.train)), seed=c.seed,
-                      prefix_cache=ctx.prefix_cache())
+        _refit(ctx, final, ("train", "val"))
     final.save_members(ctx.run_dir)
     ctx.write_json("final_model.json", final.to_dict())
     ctx.final = final
@@ -92,17 +87,23 @@ def _val_batches(ctx: RunContext, final: object, modality: object) -> dict[int, 
             for m in final.members}
 
 
-def refit_with_test(ctx: RunContext) -> None:
-    """Retrain the members once more on every labelled item, test included (its score is recorded)."""
+def _refit(ctx: RunContext, final: object, parts: tuple[str, ...]) -> None:
+    """Retrain ``final``'s members on the splits named ``parts`` (kept as parts: a prefix-path refit
+    reuses each split's activations), within the time its served models leave."""
     from autotransfer.budget import Deadline
     from autotransfer.final.members import refit_members
 
-    final, splits = ctx.final, ctx.splits
-    idx = (splits.train, splits.val, splits.test)
-    refit_members(final, ctx.data, idx, features=features_of(ctx.probed, ("train", "val", "test")),
-                  space=ctx.space.tuning, deadline=Deadline(ctx.deadline(final.served_sizes())),
-                  factor=sum(map(len, idx)) / max(1, len(splits.train)), seed=ctx.config.seed,
+    idx = tuple(getattr(ctx.splits, p) for p in parts)
+    refit_members(final, ctx.data, idx, features=features_of(ctx.probed, parts), space=ctx.space.tuning,
+                  deadline=Deadline(ctx.deadline(final.served_sizes())),
+                  factor=sum(map(len, idx)) / max(1, len(ctx.splits.train)), seed=ctx.config.seed,
                   prefix_cache=ctx.prefix_cache())
+
+
+def refit_with_test(ctx: RunContext) -> None:
+    """Retrain the members once more on every labelled item, test included (its score is recorded)."""
+    final = ctx.final
+    _refit(ctx, final, ("train", "val", "test"))
     notes = [f"{m.name}: {m.refit_note} (train+val+test)" for m in final.members]
     final.save_members(ctx.run_dir)
     ctx.write_json("final_model.json", {**final.to_dict(), "refit_with_test": notes})

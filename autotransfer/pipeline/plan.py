@@ -51,7 +51,7 @@ def run(ctx: RunContext) -> None:
     ctx.write_json("plan.json", plan.to_dict())
     for line in plan.lines:
         log(f"plan: {line}")
-    ctx.timed(NAME, t0)
+    ctx.timed(NAME, t0)  # before the refusal below: a refused run's timings.json still holds its plan
     if plan.min_budget_s > budget.seconds:
         # Not even one model fits: refuse now rather than overrun the wall (plan.json keeps the estimate).
         need = math.ceil(plan.min_budget_s)

@@ -47,7 +47,6 @@ def load(ctx: RunContext) -> None:
 def run(ctx: RunContext) -> None:
     """Fit the linear heads (member candidates the refit reserve counts), then search until the
     deadline (or the trial cap); trials and the kept models go to the run dir."""
-    from autotransfer.final.reserve import final_reserve
     from autotransfer.tune import tune
 
     ctx.heads = linear_heads(ctx)
@@ -57,14 +56,16 @@ def run(ctx: RunContext) -> None:
     c = ctx.config
     ctx.tuned = tune(top, ctx.data, ctx.splits, space=ctx.space.tuning, backend=c.tuner, max_trials=max_trials(c),
                      time_budget_s=remaining, features=ctx.probed.features, out_dir=ctx.run_dir, seed=c.seed,
-                     progress=ctx.progress, reserve=_reserve(ctx, final_reserve), keep_models=max(KEEP_MODELS, c.ensemble),
+                     progress=ctx.progress, reserve=_reserve(ctx), keep_models=max(KEEP_MODELS, c.ensemble),
                      expected_trials=ctx.expected_trials, resume=c.resume, shared=shared_study(ctx, top, deadline),
                      prefix_cache=ctx.prefix_cache())
 
 
-def _reserve(ctx: RunContext, final_reserve: Any) -> Any:
+def _reserve(ctx: RunContext) -> Any:
     """What the final stage will need after tuning: the refit of the members it would pick now
     (among the kept trials and the linear heads, on val), and their cross-fits first."""
+    from autotransfer.final.reserve import final_reserve
+
     y_val = np.asarray(ctx.data.labels, dtype=np.int64)[ctx.splits.val]
     heads = {name: _val_rows(ctx, p) for name, (_, p) in ctx.heads.items()}
     return final_reserve(ctx.config.ensemble if ctx.config.refit else 0, ctx.splits, y_val, heads, seed=ctx.config.seed)
