@@ -36,6 +36,8 @@ def run(
     max_trials: int | None = D.max_trials,
     top_k: int = D.top_k,
     scorer: str = D.scorer,
+    metric: str = D.metric,
+    class_weight: str = D.class_weight,
     halving: bool = D.halving,
     multi_source: int = D.multi_source,
     seed: int = D.seed,

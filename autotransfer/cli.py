@@ -42,6 +42,8 @@ def run_cmd(
     max_trials: Optional[int] = _option("max_trials"),
     top_k: int = _option("top_k"),
     scorer: str = _option("scorer"),
+    metric: str = _option("metric"),
+    class_weight: str = _option("class_weight"),
     halving: bool = _option("halving"),
     multi_source: int = _option("multi_source"),
     seed: int = _option("seed"),

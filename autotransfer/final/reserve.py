@@ -12,24 +12,25 @@ from autotransfer.tune.tune import KEEP_MODELS, ReserveFn, TrialSummary, kept_tr
 
 
 def final_reserve(members: int, splits: object, y_val: np.ndarray, heads: Mapping[str, np.ndarray], *,
-                  seed: int = 0) -> ReserveFn | None:
+                  seed: int = 0, balanced: bool = False) -> ReserveFn | None:
     """The tune stage's :data:`~autotransfer.tune.tune.ReserveFn` for a final model of at most
     ``members`` members refit on every labelled row (None: no refit, nothing to reserve). ``heads``:
-    the linear heads' val probabilities, member candidates beside the trials."""
+    the linear heads' val probabilities, member candidates beside the trials; ``balanced``: the
+    selection's class weighting (the final stage's)."""
     if not members:
         return None
     factor, keep = cross_fit_factor(splits), max(KEEP_MODELS, members)
 
     def reserve(summaries: dict[int, TrialSummary], affordable_s: float | None) -> float:
         return refit_reserve(summaries, members=members, factor=factor, keep=keep, y_val=y_val, heads=heads, seed=seed,
-                             affordable_s=affordable_s)
+                             affordable_s=affordable_s, balanced=balanced)
 
     return reserve
 
 
 def refit_reserve(summaries: dict[int, TrialSummary], *, members: int, factor: float, keep: int = KEEP_MODELS,
                   y_val: np.ndarray | None = None, heads: Mapping[str, np.ndarray] | None = None,
-                  seed: int = 0, affordable_s: float | None = None) -> float:
+                  seed: int = 0, affordable_s: float | None = None, balanced: bool = False) -> float:
     """Seconds to keep free after tuning for the final stage: ``factor`` (train+val over train
     items) times the refit seconds of the trials the final stage would refit, plus
     :data:`FINAL_MEMBER_S` per member when the members are known. No safety margin: a refit stops
@@ -48,7 +49,8 @@ def refit_reserve(summaries: dict[int, TrialSummary], *, members: int, factor: f
         return factor * sum(s.refit_seconds for s in best[:members])
     kept = [s for s in kept_trials(summaries, keep) if s.val_probs is not None
             and (affordable_s is None or factor * s.refit_seconds <= affordable_s)]
-    choice, _ = scaled_selection(selection_pool(kept, heads or {}), y_val, max_members=members, seed=seed)
+    choice, _ = scaled_selection(selection_pool(kept, heads or {}), y_val, max_members=members, seed=seed,
+                                 balanced=balanced)
     by_name = {f"trial {s.trial_id}": s for s in kept}
     trials = [by_name[n] for n in choice.weights if n in by_name]
     return factor * sum(s.refit_seconds for s in trials) + FINAL_MEMBER_S * len(choice.weights)

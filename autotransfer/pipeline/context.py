@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from autotransfer.budget import Budget
 from autotransfer.config import RunConfig
 
@@ -52,6 +54,14 @@ class RunContext:
 
         c = self.config
         return PrefixCacheSettings(enabled=c.prefix_cache, limit_mb=c.prefix_cache_mb, dtype=c.prefix_dtype)
+
+    def objective(self) -> Any:
+        """The run's :class:`~autotransfer.objective.Objective` (``--metric``, ``--class-weight``) from its
+        labelled rows (train and val: what every choice of the run sees)."""
+        from autotransfer.objective import resolve
+
+        y = np.asarray(self.data.labels, dtype=np.int64)[self.splits.labelled]
+        return resolve(self.config.metric, self.config.class_weight, y)
 
     def deadline(self, sizes: list[int] | None = None) -> float | None:
         """``time.time()`` by which the final model must be trained (:meth:`Budget.deadline`)."""

@@ -43,7 +43,7 @@ def run(ctx: RunContext) -> None:
         tuned={k: tuned_metrics[k] for k in ("accuracy", "macro_f1")},
         refit={k: metrics[k] for k in ("accuracy", "macro_f1")} if metrics is not tuned_metrics else None,
         ensemble=[m.name for m in final.members], cv_estimate=final.estimate,
-        baselines=baselines_for(data, splits, seed=ctx.config.seed),
+        baselines=baselines_for(data, splits, seed=ctx.config.seed), objective=ctx.objective().to_dict(),
     )
     ctx.write_json("test_metrics.json", metrics)
     # The report shows the items the exported model got wrong, as the modality shows an item.

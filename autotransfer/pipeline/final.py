@@ -22,7 +22,8 @@ def run(ctx: RunContext) -> None:
         final = _choose_cv(ctx)
     else:
         final = choose_members(ctx.tuned, ctx.heads, ctx.specs, y[splits.val], num_classes=data.num_classes,
-                               max_members=c.ensemble, keep_tuned=c.refit and c.keep_tuned, seed=c.seed)
+                               max_members=c.ensemble, keep_tuned=c.refit and c.keep_tuned, seed=c.seed,
+                               balanced=ctx.objective().balanced)
     modality = modalities.for_data(data)
     if c.tta and modality.test_time_flip:
         choose_flip(final, _val_batches(ctx, final, modality), y[splits.val])
@@ -44,10 +45,12 @@ def linear_heads(ctx: RunContext) -> dict:
     c, splits = ctx.config, ctx.splits
     y = np.asarray(ctx.data.labels, dtype=np.int64)
     if splits.folds is not None:
-        return oof_heads(ctx.probed.features, ctx.specs, splits, y, ctx.data.num_classes, seed=c.seed)
+        return oof_heads(ctx.probed.features, ctx.specs, splits, y, ctx.data.num_classes, seed=c.seed,
+                         balanced=ctx.objective().balanced)
     if c.ensemble <= 1:
         return {}
-    return probe_heads(ctx.probed.features, ctx.specs, y[splits.train], ctx.data.num_classes, seed=c.seed)
+    return probe_heads(ctx.probed.features, ctx.specs, y[splits.train], ctx.data.num_classes, seed=c.seed,
+                       balanced=ctx.objective().balanced)
 
 
 def _choose_cv(ctx: RunContext) -> object:
@@ -67,9 +70,11 @@ def _choose_cv(ctx: RunContext) -> object:
                                    predict=predict_proba, max_trials=c.ensemble, probed_sizes=sizes, seed=c.seed,
                                    log=log, prefix_cache=ctx.prefix_cache())
     final = choose_members(ctx.tuned, ctx.heads, ctx.specs, y, num_classes=data.num_classes, max_members=c.ensemble,
-                           keep_tuned=c.refit and c.keep_tuned, seed=c.seed, trial_probs=trial_probs)
+                           keep_tuned=c.refit and c.keep_tuned, seed=c.seed, trial_probs=trial_probs,
+                           balanced=ctx.objective().balanced)
     fold_ids = splits.fold_ids()
-    nested = nested_selection_probs(final.pool, y, fold_ids, max_members=c.ensemble, seed=c.seed)
+    nested = nested_selection_probs(final.pool, y, fold_ids, max_members=c.ensemble, seed=c.seed,
+                                    balanced=ctx.objective().balanced)
     final.estimate = cv_estimate(nested, y, list(data.class_names), folds=len(splits.folds), seed=c.seed)
     (ctx.run_dir / "final").mkdir(parents=True, exist_ok=True)
     np.savez_compressed(ctx.run_dir / "final" / "oof.npz", labels=y, rows=splits.labelled, folds=fold_ids,
@@ -97,7 +102,7 @@ def _refit(ctx: RunContext, final: object, parts: tuple[str, ...]) -> None:
     refit_members(final, ctx.data, idx, features=features_of(ctx.probed, parts), space=ctx.space.tuning,
                   deadline=Deadline(ctx.deadline(final.served_sizes())),
                   factor=sum(map(len, idx)) / max(1, len(ctx.splits.train)), seed=ctx.config.seed,
-                  prefix_cache=ctx.prefix_cache())
+                  prefix_cache=ctx.prefix_cache(), balanced=ctx.objective().balanced)
 
 
 def refit_with_test(ctx: RunContext) -> None:

@@ -102,9 +102,19 @@ def announce(ctx: RunContext) -> None:
         f"splits {splits.sizes()}; {len(ctx.candidates)} candidates; run dir {ctx.run_dir}"
         + (f"; small data: {len(splits.folds)}-fold cross-validation, every label trains the model (--cv off for a "
            "fixed split)" if splits.folds else "")
-        + (f"; resuming after {', '.join(ctx.done) or 'no finished stage'}" if ctx.config.resume else ""))
+        + (f"; resuming after {', '.join(ctx.done) or 'no finished stage'}" if ctx.config.resume else "")
+        + _objective_note(ctx))
     if skip_summary(dataset.skipped):
         log(f"[yellow]{skip_summary(dataset.skipped)}[/]")
+
+
+def _objective_note(ctx: RunContext) -> str:
+    """What the run optimises, where the run's labels chose it (``--metric auto``) or it is not the default."""
+    objective = ctx.objective()
+    if objective.metric == "accuracy" and not objective.balanced:
+        return ""
+    how = " (imbalanced labels: --metric auto)" if ctx.config.metric == "auto" else ""
+    return f"; optimising {objective.metric}{' with balanced class weights' if objective.balanced else ''}{how}"
 
 
 def make_run_splits(config: RunConfig, data: Any) -> Any:

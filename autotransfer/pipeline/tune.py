@@ -58,7 +58,7 @@ def run(ctx: RunContext) -> None:
                      time_budget_s=remaining, features=ctx.probed.features, out_dir=ctx.run_dir, seed=c.seed,
                      progress=ctx.progress, reserve=_reserve(ctx), keep_models=max(KEEP_MODELS, c.ensemble),
                      expected_trials=ctx.expected_trials, resume=c.resume, shared=shared_study(ctx, top, deadline),
-                     prefix_cache=ctx.prefix_cache())
+                     prefix_cache=ctx.prefix_cache(), objective=ctx.objective())
 
 
 def _reserve(ctx: RunContext) -> Any:
@@ -68,7 +68,8 @@ def _reserve(ctx: RunContext) -> Any:
 
     y_val = np.asarray(ctx.data.labels, dtype=np.int64)[ctx.splits.val]
     heads = {name: _val_rows(ctx, p) for name, (_, p) in ctx.heads.items()}
-    return final_reserve(ctx.config.ensemble if ctx.config.refit else 0, ctx.splits, y_val, heads, seed=ctx.config.seed)
+    return final_reserve(ctx.config.ensemble if ctx.config.refit else 0, ctx.splits, y_val, heads, seed=ctx.config.seed,
+                         balanced=ctx.objective().balanced)
 
 
 def max_trials(config: RunConfig) -> int | None:
@@ -97,5 +98,6 @@ def shared_study(ctx: RunContext, candidates: list, deadline: float | None) -> A
     task = {"data": ctx.data_path, "fingerprint": ctx.data.fingerprint(), "splits": ctx.splits.to_dict(),
             "candidates": [s.to_dict() for s in candidates], "tuning": ctx.space.tuning.to_dict(), "seed": c.seed,
             "max_trials": max_trials(c), "deadline": deadline, "run_dir": str(ctx.run_dir.resolve()),
-            "max_pixels": c.max_pixels, "columns": c.columns(), "prefix_cache": ctx.prefix_cache().to_dict()}
+            "max_pixels": c.max_pixels, "columns": c.columns(), "prefix_cache": ctx.prefix_cache().to_dict(),
+            "objective": ctx.objective().to_dict()}
     return SharedStudy(c.storage, c.study or ctx.run_dir.name, "chief", task)

@@ -154,16 +154,17 @@ def _usable_features(features: dict | None, name: str, sizes: dict[str, int], di
 
 
 def probe_head_weights(features: np.ndarray, labels: np.ndarray, num_classes: int, *, seed: int = 0,
-                       C: float | str = "cv") -> list[np.ndarray]:
+                       C: float | str = "cv", balanced: bool = False) -> list[np.ndarray]:
     """Dense-softmax ``[kernel [D, K], bias [K]]`` equal to a standardised logistic regression.
 
     ``C="cv"`` chooses the inverse regularisation from :data:`HEAD_CS` by cross-validated
     log-likelihood (a weakly regularised head separates a small train split perfectly, leaving
     fine-tuning no gradient and an ensemble over-confident members); a number fixes it (the
     probe's scorers use 1.0). Folding the scaler in gives ``softmax(x @ kernel + bias)`` =
-    ``predict_proba(x)``. Classes absent from ``labels`` get a very negative bias.
+    ``predict_proba(x)``. Classes absent from ``labels`` get a very negative bias. ``balanced``: every
+    class weighs the same in the fit (scikit-learn's ``class_weight="balanced"``).
     """
-    scaler, clf = fit_head(features, labels, seed=seed, C=C)
+    scaler, clf = fit_head(features, labels, seed=seed, C=C, balanced=balanced)
     coef, intercept = np.asarray(clf.coef_, np.float64), np.asarray(clf.intercept_, np.float64)
     if coef.shape[0] == 1 and len(clf.classes_) == 2:  # binary: sklearn keeps one row (class 1 vs 0)
         coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
@@ -177,14 +178,15 @@ def probe_head_weights(features: np.ndarray, labels: np.ndarray, num_classes: in
     return [kernel, bias]
 
 
-def choose_head_c(features: np.ndarray, labels: np.ndarray, *, seed: int = 0) -> float:
+def choose_head_c(features: np.ndarray, labels: np.ndarray, *, seed: int = 0, balanced: bool = False) -> float:
     """The C that :func:`probe_head_weights` with ``C="cv"`` would choose (1.0 when a class is too
     small to cross-validate): for fitting the same head on other rows without choosing again."""
-    _, clf = fit_head(features, labels, seed=seed)
+    _, clf = fit_head(features, labels, seed=seed, balanced=balanced)
     return float(np.ravel(clf.C_)[0]) if hasattr(clf, "C_") else float(clf.C)
 
 
-def fit_head(features: np.ndarray, labels: np.ndarray, *, seed: int = 0, C: float | str = "cv") -> tuple[Any, Any]:
+def fit_head(features: np.ndarray, labels: np.ndarray, *, seed: int = 0, C: float | str = "cv",
+             balanced: bool = False) -> tuple[Any, Any]:
     """``(StandardScaler, LogisticRegression[CV])`` fitted on ``features``; see :func:`probe_head_weights`."""
     import warnings
 
@@ -200,15 +202,18 @@ def fit_head(features: np.ndarray, labels: np.ndarray, *, seed: int = 0, C: floa
     scaler = StandardScaler().fit(x)
     z = scaler.transform(x)
     folds = min(3, int(np.min(np.bincount(y)[np.unique(y)])))
+    weight = "balanced" if balanced else None
     with blas_threads(z), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         if C == "cv" and folds >= 2:
             # The C path with warm starts: about the cost of two plain fits.
             clf = LogisticRegressionCV(Cs=list(HEAD_CS), l1_ratios=(0.0,), use_legacy_attributes=False,
                                        cv=StratifiedKFold(folds, shuffle=True, random_state=seed),
-                                       scoring="neg_log_loss", max_iter=1000, random_state=seed).fit(z, y)
+                                       scoring="neg_log_loss", max_iter=1000, random_state=seed,
+                                       class_weight=weight).fit(z, y)
         else:
-            clf = LogisticRegression(C=1.0 if C == "cv" else float(C), max_iter=1000, random_state=seed).fit(z, y)
+            clf = LogisticRegression(C=1.0 if C == "cv" else float(C), max_iter=1000, random_state=seed,
+                                     class_weight=weight).fit(z, y)
     return scaler, clf
 
 
@@ -221,20 +226,35 @@ def _head_features(features: dict | None, spec: BackboneSpec, backbone: Any, dat
     return {k: extract_features(backbone, feature_dataset(data, idx, spec.input_size, 64)) for k, idx in indices.items()}
 
 
+def is_balanced(params: dict[str, Any]) -> bool:
+    """Whether a trial's classes weigh the same (its ``class_weight`` parameter, set by the run's
+    ``--class-weight``; absent: no weights)."""
+    return params.get("class_weight", "none") == "balanced"
+
+
+def class_weight(balanced: bool, labels: np.ndarray, num_classes: int) -> dict[int, float] | None:
+    """Keras ``class_weight`` giving every class of ``labels`` the same total weight, or None."""
+    from autotransfer.objective import Objective
+
+    return Objective(balanced=balanced).class_weight(labels, num_classes)
+
+
 def warm_up_head(model: keras.Model, feats: np.ndarray, labels: np.ndarray, *, num_classes: int, space: TuneSpace,
                  dropout: float, seed: int, val: tuple[np.ndarray, np.ndarray] | None = None,
                  callbacks: Sequence[keras.callbacks.Callback] = (), head: list[np.ndarray] | None = None,
-                 learning_rate: float | None = None, batch_size: int | None = None) -> dict:
+                 learning_rate: float | None = None, batch_size: int | None = None, balanced: bool = False) -> dict:
     """Phase 1: set ``model``'s head from features; returns the history dict.
 
     ``head``: precomputed LP-FT head weights (the same for every trial of one backbone and split).
     ``learning_rate``, ``batch_size``: the trial's (``head_warmup: adam``; default: the space's).
+    ``balanced``: every class weighs the same (balanced class weights).
     """
     fixed = space.fixed_defaults()
     head_in = keras.Input((feats.shape[1],), dtype="float32")
     head_model = keras.Model(head_in, build_head(head_in, num_classes, dropout=dropout))
     if space.head_warmup == "probe":
-        weights = head if head is not None else probe_head_weights(feats, labels, num_classes, seed=seed)
+        weights = head if head is not None else probe_head_weights(feats, labels, num_classes, seed=seed,
+                                                                    balanced=balanced)
         head_model.get_layer(HEAD_LAYER).set_weights(weights)
         history = {"loss": [math.nan]}
         if val is not None:
@@ -248,7 +268,7 @@ def warm_up_head(model: keras.Model, feats: np.ndarray, labels: np.ndarray, *, n
                            steps_per_execution=steps_per_epoch(len(labels), bs))
         cbs = [_Validate([val])] if val is not None else []
         hist = head_model.fit(feats, labels, epochs=space.head_epochs, batch_size=bs, shuffle=True, verbose=0,
-                              callbacks=[*cbs, *callbacks])
+                              callbacks=[*cbs, *callbacks], class_weight=class_weight(balanced, labels, num_classes))
         history = {k: [float(v) for v in vs] for k, vs in hist.history.items()}
     model.get_layer(HEAD_LAYER).set_weights(head_model.get_layer(HEAD_LAYER).get_weights())
     return history
@@ -381,7 +401,8 @@ def _head_phase(model: keras.Model, backbone: Any, spec: BackboneSpec, params: d
     history = warm_up_head(model, feats["train"], labels[splits.train], num_classes=num_classes, space=space,
                            dropout=float(params["dropout"]), seed=seed, val=(feats["val"], labels[splits.val]),
                            callbacks=_timing_callbacks(report, deadline, flags, 0), head=head,
-                           learning_rate=effective["head_learning_rate"], batch_size=effective["batch_size"])
+                           learning_rate=effective["head_learning_rate"], batch_size=effective["batch_size"],
+                           balanced=is_balanced(effective))
     if space.head_warmup == "probe":
         if report is not None and report(0, history["val_accuracy"][0]):
             flags.pruned = True
@@ -417,8 +438,9 @@ def _fine_tune_phase(model: keras.Model, backbone: Any, params: dict[str, Any], 
     stop = [] if effective["lr_schedule"] == "cosine" else [keras.callbacks.EarlyStopping(
         monitor="val_accuracy", mode="max", patience=int(params["patience"]),
         min_delta=float(effective["min_delta"]), restore_best_weights=True)]
+    weights = class_weight(is_balanced(effective), np.asarray(data.labels, dtype="int64")[splits.train], num_classes)
     hist = fit_model.fit(train_ds, epochs=max_epochs, steps_per_epoch=steps, verbose=0, shuffle=False,  # by tf.data
-                         callbacks=[_Validate(fit_val), *stop, *callbacks])
+                         callbacks=[_Validate(fit_val), *stop, *callbacks], class_weight=weights)
     return {k: [float(v) for v in vs] for k, vs in hist.history.items()}
 
 
@@ -543,7 +565,7 @@ def refit_trial(
     cbs = [_Deadline(deadline, flags)] if deadline is not None else []
     warm_up_head(model, feats, labels, num_classes=num_classes, space=space, dropout=float(params["dropout"]),
                  seed=seed, callbacks=cbs, learning_rate=effective["head_learning_rate"],
-                 batch_size=effective["batch_size"])
+                 batch_size=effective["batch_size"], balanced=is_balanced(effective))
     del feats
     n_unfreeze = effective["unfreeze_blocks"]
     if n_unfreeze > 0 and finetune_epochs > 0 and not flags.timed_out:
@@ -556,7 +578,7 @@ def refit_trial(
                                                       prefix_cache=prefix_cache)
         _compile_fine_tune(fit_model, backbone, effective, steps=steps, max_epochs=effective["max_epochs"])
         fit_model.fit(train_ds, epochs=int(finetune_epochs), steps_per_epoch=steps, verbose=0, shuffle=False,
-                      callbacks=cbs)
+                      callbacks=cbs, class_weight=class_weight(is_balanced(effective), labels, num_classes))
         del fit_model, train_ds
     backbone.set_unfrozen_blocks(0)
     _compile_for_evaluation(model, space)

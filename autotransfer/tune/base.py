@@ -54,7 +54,7 @@ class TrialRecord:
 
     trial_id: int
     params: dict[str, Any]
-    val_accuracy: float
+    val_accuracy: float  # the objective's value: the run's metric on val (accuracy unless --metric says otherwise)
     epochs: int
     seconds: float
     status: str  # "ok" | "pruned" | "timeout" | "failed: <message>"

@@ -21,6 +21,7 @@ from autotransfer.errors import AutotransferError, UserInputError, check_param
 from autotransfer.tune.base import STATUSES, ObjectiveResult, ReportFn, TrialRecord, TunerBackend, get_backend, worker_id
 from autotransfer.budget import Deadline, cross_fit_factor
 from autotransfer.config import DEFAULT_MAX_TRIALS
+from autotransfer.objective import Objective
 from autotransfer.train.prefix import DEFAULT_SETTINGS, PrefixCacheSettings
 from autotransfer.space import TuneSpace
 from autotransfer.tune.store import INTERRUPTED, TrialStore
@@ -53,6 +54,7 @@ class TrialSummary:
     seconds: float
     pruned: bool = False
     finetune_epochs_run: int | None = None  # fine-tuning epochs the trial trained (None: not recorded)
+    val_score: float | None = None  # the run's metric on val (None: val accuracy, the metric before there was a choice)
 
     @property
     def refit_seconds(self) -> float:
@@ -66,9 +68,14 @@ class TrialSummary:
 
     @property
     def key(self) -> tuple[bool, float, float]:
-        """Sort key, larger is better: finished beats pruned, then val accuracy, then val loss
-        (which still separates trials that tie on a small validation split)."""
-        return (not self.pruned, self.val_accuracy, -self.val_loss)
+        """Sort key, larger is better: finished beats pruned, then the run's metric on val
+        (:attr:`score`), then val loss (which still separates trials that tie on a small validation split)."""
+        return (not self.pruned, self.score, -self.val_loss)
+
+    @property
+    def score(self) -> float:
+        """The run's metric on val, larger is better (the tuner's objective)."""
+        return self.val_accuracy if self.val_score is None else self.val_score
 
 
 @dataclass
@@ -250,8 +257,11 @@ class _TrialRunner:
 
     def __init__(self, *, candidates: list[BackboneSpec], data: Any, splits: Any, space: TuneSpace, features: dict | None,
                  store: TrialStore, deadline: Deadline, seed: int, reserve: ReserveFn | None, progress: ProgressFn | None,
-                 total: int, keep: int, prefix_cache: PrefixCacheSettings = DEFAULT_SETTINGS) -> None:
+                 total: int, keep: int, prefix_cache: PrefixCacheSettings = DEFAULT_SETTINGS,
+                 objective: Objective = Objective()) -> None:
         self.by_name = {c.name: c for c in candidates}
+        self.objective = objective
+        self.y_val = np.asarray(data.labels, dtype=np.int64)[splits.val]
         self.prefix_cache = prefix_cache
         self.data, self.splits, self.space, self.features = data, splits, space, features
         self.store, self.deadline, self.seed = store, deadline, seed
@@ -275,18 +285,20 @@ class _TrialRunner:
         try:
             twin = reverted_twin(spec, p, self.summaries())
             if twin is not None:
-                record.update(status=REPEAT, val_accuracy=twin.val_accuracy, repeat_of=twin.trial_id, seconds=0.0)
+                record.update(status=REPEAT, val_accuracy=twin.val_accuracy, val_score=twin.score,
+                              repeat_of=twin.trial_id, seconds=0.0)
                 self.store.save(record)
                 message = (f"trial {trial_id}: skipped, it repeats trial {twin.trial_id}, whose fine-tuning did not "
                            "beat its head")
-                return ObjectiveResult(twin.val_accuracy, 0, "ok", dict(twin.params))
+                return ObjectiveResult(twin.score, 0, "ok", dict(twin.params))
             name, out = self._train(spec, p, report)
             ran = len(out.history.get("finetune", {}).get("loss", []))
+            score = self.objective.score(out.val_probs, self.y_val)
             summary = TrialSummary(trial_id, name, dict(out.params), out.val_accuracy, out.val_loss,
-                                   out.val_probs, out.finetune_epochs, out.seconds, out.pruned, ran)
+                                   out.val_probs, out.finetune_epochs, out.seconds, out.pruned, ran, score)
             status = "pruned" if out.pruned else "timeout" if out.timed_out else "ok"
             record.update(params={**out.params, "val_loss": out.val_loss, "finetune_epochs": out.finetune_epochs},
-                          val_accuracy=out.val_accuracy, epochs=out.epochs, status=status,
+                          val_accuracy=out.val_accuracy, val_score=score, epochs=out.epochs, status=status,
                           finetune_epochs=out.finetune_epochs, finetune_epochs_run=ran, trial_seconds=out.seconds,
                           pruned=out.pruned)
             record["seconds"] = round(time.monotonic() - started, 3)
@@ -299,7 +311,7 @@ class _TrialRunner:
             self.deadline.start_s = crossfit_start_s(summaries, self.factor) if cross_fit else 0.0
             message = f"trial {trial_id}: {spec.name} val_accuracy={out.val_accuracy:.3f}"
             interrupts.check()  # a Ctrl-C whose exception was lost mid-trial: no next trial
-            return ObjectiveResult(out.val_accuracy, out.epochs, "timeout" if out.timed_out else "ok", out.params)
+            return ObjectiveResult(score, out.epochs, "timeout" if out.timed_out else "ok", out.params)
         except Exception as exc:
             if interrupts.requested():  # a Ctrl-C that TensorFlow reported as another error
                 raise KeyboardInterrupt from exc
@@ -320,7 +332,7 @@ class _TrialRunner:
         after a kill that came between the trial's end and the tuner's record of it)."""
         r = self.store.record(trial_id)
         done = r is not None and (r["status"] in STATUSES or r["status"] == REPEAT)
-        return (r["status"], float(r["val_accuracy"])) if done else None
+        return (r["status"], float(r.get("val_score", r["val_accuracy"]))) if done else None
 
     def load_model(self, trial_id: int) -> keras.Model:
         """A checkpointed trial's model (KerasTuner's ``load_model`` asks for it)."""
@@ -332,7 +344,10 @@ class _TrialRunner:
         spec = at_trial_size(spec, p)
         feats = _trial_features(self.sized_features, spec, self.features, self.by_name[spec.name].input_size,
                                 self.data, self.splits)
-        head = _lpft_head(self.heads, spec, feats, self.data, self.splits, self.space, self.seed)
+        if self.objective.balanced:  # a trial parameter, so that its refits and cross-fits weigh classes alike
+            p = {**p, "class_weight": "balanced"}
+        head = _lpft_head(self.heads, spec, feats, self.data, self.splits, self.space, self.seed,
+                          self.objective.balanced)
         out = train_trial(spec, p, self.data, self.splits, space=self.space, num_classes=self.data.num_classes,
                           features=feats, deadline=self.deadline, report=report,
                           seed=self.seed + int(report.trial_id), head=head, prefix_cache=self.prefix_cache)
@@ -350,7 +365,8 @@ def _summaries(store: TrialStore) -> dict[int, TrialSummary]:
         out[r["trial_id"]] = TrialSummary(r["trial_id"], params["backbone"], params, float(r["val_accuracy"]),
                                           float(r["params"].get("val_loss", math.nan)), probs,
                                           int(r.get("finetune_epochs", 0)), float(r.get("trial_seconds", r.get("seconds", 0.0))),
-                                          bool(r.get("pruned", False)), r.get("finetune_epochs_run"))
+                                          bool(r.get("pruned", False)), r.get("finetune_epochs_run"),
+                                          r.get("val_score"))
     return out
 
 
@@ -368,7 +384,7 @@ def tune(candidates: list[BackboneSpec], data: Any, splits: Any, *, space: TuneS
          features: dict | None = None, out_dir: Path, seed: int = 0, progress: ProgressFn | None = None,
          reserve: ReserveFn | None = None, keep_models: int = KEEP_MODELS, expected_trials: int | None = None,
          resume: bool = False, shared: SharedStudy | None = None,
-         prefix_cache: PrefixCacheSettings = DEFAULT_SETTINGS) -> TuneResult:
+         prefix_cache: PrefixCacheSettings = DEFAULT_SETTINGS, objective: Objective = Objective()) -> TuneResult:
     """Search over ``candidates`` (the probe's top-k, best first) and the fine-tuning space with ``backend``.
 
     Each trial warms up a head then fine-tunes a fresh backbone (:func:`train_trial`). Finished
@@ -391,6 +407,8 @@ def tune(candidates: list[BackboneSpec], data: Any, splits: Any, *, space: TuneS
         shared: run as the chief (or a worker) of a study other processes share (optuna only); a
             worker returns None, the chief assembles the result.
         prefix_cache: the trials' frozen-prefix cache settings (:class:`~autotransfer.train.prefix.PrefixCacheSettings`).
+        objective: the metric trials are ranked by (the tuner's objective) and whether their classes
+            weigh the same (:class:`~autotransfer.objective.Objective`; default: accuracy, unweighted).
 
     Raises:
         AutotransferError: when every trial failed.
@@ -407,7 +425,7 @@ def tune(candidates: list[BackboneSpec], data: Any, splits: Any, *, space: TuneS
     total = max_trials or expected_trials or 0
     runner = _TrialRunner(candidates=candidates, data=data, splits=splits, space=space, features=features, store=store,
                           deadline=deadline, seed=seed, reserve=reserve, progress=progress, total=total, keep=keep_models,
-                          prefix_cache=prefix_cache)
+                          prefix_cache=prefix_cache, objective=objective)
     if progress:
         progress("tune", len(store.records()), total, f"{backend.name}: {'resuming' if resume else 'starting'}")
     backend.search(runner, params, max_trials=max_trials, deadline=deadline, seed=seed, work_dir=out_dir / "tuner",
@@ -482,7 +500,7 @@ def _trial_features(memo: dict[tuple[str, int], dict], spec: BackboneSpec, featu
 
 
 def _lpft_head(heads: dict[tuple[str, int], list[np.ndarray]], spec: BackboneSpec, features: dict | None, data: Any,
-               splits: Any, space: TuneSpace, seed: int) -> list[np.ndarray] | None:
+               splits: Any, space: TuneSpace, seed: int, balanced: bool = False) -> list[np.ndarray] | None:
     """The LP-FT head of ``spec`` on the train split, fitted once per backbone and size and reused
     by its trials (same features, same labels: the same fit); None when the head warms up with
     Adam or the features are not at hand (the trainer then fits it itself)."""
@@ -494,7 +512,8 @@ def _lpft_head(heads: dict[tuple[str, int], list[np.ndarray]], spec: BackboneSpe
         if not f or "train" not in f or len(f["train"]) != len(splits.train):
             return None
         y = np.asarray(data.labels, dtype=np.int64)[splits.train]
-        heads[key] = probe_head_weights(np.asarray(f["train"], np.float32), y, data.num_classes, seed=seed)
+        heads[key] = probe_head_weights(np.asarray(f["train"], np.float32), y, data.num_classes, seed=seed,
+                                        balanced=balanced)
     return heads[key]
 
 

@@ -500,3 +500,22 @@ def test_the_backend_check_catches_a_backend_that_ignores_the_deadline(tmp_path)
 
     with pytest.raises(AssertionError, match="only the first runs"):
         check_tuner_backend(lambda: Hasty(), tmp_path)
+
+
+def test_trials_are_ranked_by_the_runs_metric_and_weigh_classes_as_it_says(data_splits, specs, tmp_path):
+    """--metric macro_f1 with balanced weights: each trial's record holds its val macro-F1 (what the
+    tuner was told), the best trial is the one with the highest, and every trial trained with the
+    balanced class-weight parameter (its refits replay it)."""
+    from sklearn.metrics import f1_score
+
+    from autotransfer.objective import Objective
+
+    data, splits = data_splits
+    result = tune(specs[:2], data, splits, space=replace(FAST, max_epochs=1), backend="optuna", max_trials=2,
+                  out_dir=tmp_path, objective=Objective("macro_f1", balanced=True))
+    y_val = data.labels[splits.val]
+    for s in result.summaries.values():
+        expected = f1_score(y_val, s.val_probs.argmax(1), average="macro", labels=np.unique(y_val), zero_division=0)
+        assert s.val_score == pytest.approx(expected) and s.score == s.val_score
+        assert s.params["class_weight"] == "balanced"
+    assert result.best_trial_id == max(result.summaries.values(), key=lambda s: s.key).trial_id
