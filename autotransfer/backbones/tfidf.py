@@ -165,5 +165,26 @@ def is_fitted_module(path: str | Path) -> bool:
     return (path / "saved_model.pb").is_file() and (path / METADATA_FILE).is_file()
 
 
-__all__ = ["ANALYZERS", "KIND", "MAX_FEATURES", "fit_tfidf_module", "fit_vocabulary", "is_fitted_module",
+def fit_candidates(specs: Sequence[Any], texts: Sequence[str], out_dir: str | Path, *, reuse: bool = False,
+                   say: Any = None) -> list[Any]:
+    """``specs`` with every fitted candidate (``spec.fit``) fitted on ``texts`` and written to
+    ``out_dir/<name>/``, its handle that path; other candidates as they are. ``reuse`` (a resumed
+    run): a complete module already there is kept, not fitted again (same texts: same module)."""
+    out = []
+    for spec in specs:
+        if spec.fit is None:
+            out.append(spec)
+            continue
+        path = Path(out_dir) / spec.name
+        if not (reuse and is_fitted_module(path)):
+            if say is not None:
+                say(f"fitting {spec.name}: TF-IDF {spec.fit['analyzer']} {tuple(spec.fit['ngram_range'])}-grams on "
+                    f"{len(texts)} labelled texts")
+            fit_tfidf_module(texts, path, analyzer=spec.fit["analyzer"], ngram_range=spec.fit["ngram_range"],
+                             name=spec.name)
+        out.append(spec.with_handle(str(path.resolve())))
+    return out
+
+
+__all__ = ["fit_candidates", "ANALYZERS", "KIND", "MAX_FEATURES", "fit_tfidf_module", "fit_vocabulary", "is_fitted_module",
            "make_module", "module_json", "ngrams"]
