@@ -141,3 +141,23 @@ def test_a_run_exports_its_tfidf_member_without_train_serve_skew(tmp_path):
     before = pb.stat().st_mtime_ns
     autotransfer.run(texts, **kw, resume=True)
     assert pb.stat().st_mtime_ns == before
+
+
+def test_tfidf_heads_fit_unscaled_features():
+    from sklearn.linear_model import LogisticRegression
+
+    from autotransfer.final.members import probe_heads, softmax
+    from autotransfer.train.trainer import probe_head_weights
+
+    rng = np.random.default_rng(0)
+    x = rng.random((40, 6)).astype(np.float32) * (rng.random((40, 6)) < 0.3)
+    y = np.arange(40) % 3
+    kernel, bias = probe_head_weights(x, y, 3, C=1.0, standardize=False)
+    want = LogisticRegression(C=1.0, max_iter=1000).fit(x.astype(np.float64), y).predict_proba(x)
+    np.testing.assert_allclose(softmax(x.astype(np.float64) @ kernel + bias), want, atol=1e-6)
+    fit = {"kind": "tfidf", "analyzer": "word", "ngram_range": [1, 2]}
+    specs = {"tfidf": BackboneSpec("tfidf", "/t", 0, fit=fit), "dense": BackboneSpec("dense", "/d", 0)}
+    features = {n: {"train": x, "val": x[:5]} for n in specs}
+    heads = probe_heads(features, specs, y, 3)
+    np.testing.assert_allclose(heads["probe:tfidf"][0][0], probe_head_weights(x, y, 3, standardize=False)[0])
+    np.testing.assert_allclose(heads["probe:dense"][0][0], probe_head_weights(x, y, 3)[0])
