@@ -110,11 +110,13 @@ def test_a_run_exports_its_tfidf_member_without_train_serve_skew(tmp_path):
         "tuning": {"unfreeze_blocks": [0, 1], "max_epochs": 2, "batch_size": 8, "head_warmup": "probe"}}))
     run_dir = tmp_path / "run"
     # The blind module can't tell the classes apart: the keyword n-grams' head is the member to pick.
+    # with a time budget: the plan times the fitted candidate too (no blocks, no variables)
     kw = dict(labels=list(names), search_space=space, out=run_dir, max_trials=1, top_k=1, ensemble=3, cv="off",
-              refit=False, progress=False)
+              refit=False, progress=False, time_budget="10m")
     res = autotransfer.run(texts, **kw)
     trials = json.loads((run_dir / "best.json").read_text())
     assert trials["backbone"] == "blind"  # the fitted candidate was never tuned
+    assert set(json.loads((run_dir / "plan.json").read_text())["costs"]) == {"blind", "tfidf_word"}
     final = json.loads((run_dir / "final_model.json").read_text())
     assert "probe:tfidf_word" in [m["name"] for m in final["members"]]
     # what the selection scored: each member's probabilities (a head on the probe's cached
