@@ -19,7 +19,7 @@ LOCK_FILE = ".lock"
 RUN_FILES = frozenset({
     "config.json", "data.json", "splits.json", "plan.json", "timings.json", "leaderboard.csv", "trials.csv",
     "best.json", "final_model.json", "test_metrics.json", "test_examples.json", "report.html",
-    "probe", "trials", "tuner", "final", "export",
+    "probe", "trials", "tuner", "final", "export", "fitted",
 })
 
 

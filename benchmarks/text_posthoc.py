@@ -57,18 +57,33 @@ class Pool:
         self.records = {int(n[len("trial_"):]): json.loads((run_dir / "trials" / n[len("trial_"):] / "record.json")
                                                            .read_text()) for n in self.names if n.startswith("trial_")}
         self._test: dict[tuple[str, bool], np.ndarray] = {}
+        self.specs = self._specs()
+
+    def _specs(self) -> dict:
+        """Every probed candidate's spec, a fitted one (TF-IDF) at its module in ``fitted/``."""
+        from dataclasses import replace
+
+        from autotransfer.backbones import BackboneSpec
+
+        space = json.loads((self.run_dir / "config.json").read_text())["search_space_resolved"]
+        out = {}
+        for c in space["candidates"]:
+            spec = BackboneSpec.from_dict(c, "config.json", sized=False)
+            out[spec.name] = replace(spec, handle=str(self.run_dir / "fitted" / spec.name)) if spec.is_fitted else spec
+        return out
 
     def head_probs(self, name: str, balanced: bool) -> np.ndarray:
         """Test probabilities of candidate ``name``'s linear head refit on every labelled text."""
+        from autotransfer.final.members import standardize_head
         from autotransfer.train.trainer import probe_head_weights
 
         key = (name, balanced)
         if key not in self._test:
-            board = self.probed.leaderboard.set_index("name")
             f = self.probed.features[name]
             x = np.concatenate([f["train"], f["val"]]).astype(np.float32)
-            head = probe_head_weights(x, self.y, self.num_classes, balanced=balanced)
-            xt = _embed(str(board.loc[name, "handle"]), self.texts)
+            head = probe_head_weights(x, self.y, self.num_classes, balanced=balanced,
+                                      standardize=standardize_head(self.specs[name]))
+            xt = _embed(self.specs[name].handle, self.texts)
             self._test[key] = _softmax(xt.astype(np.float64) @ head[0] + head[1])
         return self._test[key]
 
@@ -76,18 +91,15 @@ class Pool:
         """Test probabilities of a kept trial's model (its tuned, train-only weights)."""
         import tensorflow as tf
 
-        from autotransfer.backbones import BackboneSpec
         from autotransfer.space import TuneSpace
         from autotransfer.train.trainer import load_trial_model
 
         key = (f"trial_{trial_id}", False)
         if key not in self._test:
-            config = json.loads((self.run_dir / "config.json").read_text())
-            space = config["search_space_resolved"]
+            space = json.loads((self.run_dir / "config.json").read_text())["search_space_resolved"]
             params = dict(self.records[trial_id]["params"])
-            cand = next(c for c in space["candidates"] if c["name"] == params["backbone"])
-            spec = BackboneSpec.from_dict(cand, "config.json", sized=False)
-            model = load_trial_model(spec, params, TuneSpace.from_dict(space.get("tuning") or {}, "config.json"),
+            model = load_trial_model(self.specs[params["backbone"]], params,
+                                     TuneSpace.from_dict(space.get("tuning") or {}, "config.json"),
                                      self.num_classes, self.run_dir / "trials" / str(trial_id) / "model.weights.h5")
             texts = self.texts
             self._test[key] = np.concatenate([model(tf.constant(texts[i:i + 64]), training=False).numpy()
@@ -103,7 +115,8 @@ class Pool:
         """The heads' out-of-fold probabilities refit without class weights (the trials' as they are)."""
         from autotransfer.final.crossfit import oof_heads
 
-        heads = oof_heads(self.probed.features, {n[len(PROBE):]: None for n in self.names if n.startswith(PROBE)},
+        heads = oof_heads(self.probed.features, {n[len(PROBE):]: self.specs[n[len(PROBE):]] for n in self.names
+                                                 if n.startswith(PROBE)},
                           self.splits, self._all_labels(), self.num_classes, balanced=False)
         return {**self.oof, **{n: p for n, (_, p) in heads.items()}}
 

@@ -6,9 +6,15 @@ from typing import Any
 
 from autotransfer.errors import UserInputError, unknown_keys
 
+#: Keys of a candidate fitted on the run's own texts (``fit: tfidf``) instead of loaded from a handle.
+FIT_KEYS = ("fit", "analyzer", "ngram_range")
+#: What ``fit`` may name, and each one's analyzers with their default n-gram range.
+FIT_KINDS = {"tfidf": {"word": [1, 2], "char": [2, 5]}}
+#: The longest n-gram a fitted candidate may ask for.
+MAX_NGRAM = 8
 #: Keys a search-space candidate may have (the YAML schema; see docs/ARCHITECTURE.md).
 CANDIDATE_KEYS = ("name", "handle", "input_size", "classifier_handle", "preprocess_handle", "output_key", "layer",
-                  "layers", "input_sizes")
+                  "layers", "input_sizes", *FIT_KEYS)
 
 
 @dataclass(frozen=True)
@@ -22,7 +28,9 @@ class BackboneSpec:
     ``{input_word_ids, input_mask, input_type_ids}``, the encoder those to ``pooled_output`` (or
     ``output_key``), and the two act as one string-in backbone. ``layer`` names an
     earlier block whose pooled output is used instead of the final features (None = final);
-    ``base`` is the name of the search-space entry this candidate was expanded from.
+    ``base`` is the name of the search-space entry this candidate was expanded from. ``fit``
+    (``{kind, analyzer, ngram_range}``) marks a candidate fitted on the run's labelled texts
+    (TF-IDF): its handle is empty until the run writes the module (:meth:`with_handle`).
     """
 
     name: str
@@ -33,6 +41,7 @@ class BackboneSpec:
     output_key: str | None = None
     layer: str | None = None
     base: str | None = None
+    fit: dict[str, Any] | None = field(default=None, hash=False)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @classmethod
@@ -53,6 +62,9 @@ class BackboneSpec:
         if strict:
             unknown_keys(d, CANDIDATE_KEYS, f"{where} (candidate {d.get('name', '?')!r})")
         known = {*CANDIDATE_KEYS, "base"}
+        fit = _fit_of(d, where, strict=strict, sized=sized)
+        if fit is not None:
+            d = {**d, "handle": d.get("handle") or ""}  # empty until the run fits the module
         missing = [k for k in ("name", "handle", "input_size") if k not in d]
         if missing:
             raise UserInputError(f"{where}: candidate {d.get('name', '?')!r} is missing {', '.join(missing)}. Add it (e.g. 'input_size: 224').")
@@ -65,7 +77,7 @@ class BackboneSpec:
         for key in ("layers", "input_sizes"):
             if key in d and not (isinstance(d[key], list) and d[key]):
                 raise UserInputError(f"{where}: {key!r} of candidate {d['name']!r} must be a non-empty list. Got {d[key]!r}.")
-        for key in ("name", "handle"):
+        for key in ("name", "handle")[: 1 if fit is not None else 2]:
             if not isinstance(d[key], str) or not d[key].strip():
                 raise UserInputError(f"{where}: {key!r} of candidate {d.get('name')!r} must be a non-empty string. Got {d[key]!r}.")
         if d.get("preprocess_handle") is not None:
@@ -79,8 +91,18 @@ class BackboneSpec:
             output_key=d.get("output_key"),
             layer=d.get("layer"),
             base=d.get("base"),
+            fit=fit,
             extra={k: v for k, v in d.items() if k not in known or k in ("layers", "input_sizes")},
         )
+
+    @property
+    def is_fitted(self) -> bool:
+        """True for a candidate fitted on the run's texts (``fit`` set): nothing in it fine-tunes."""
+        return self.fit is not None
+
+    def with_handle(self, handle: str) -> "BackboneSpec":
+        """This candidate loaded from ``handle`` (a fitted candidate's written module)."""
+        return replace(self, handle=str(handle))
 
     @property
     def is_pair(self) -> bool:
@@ -109,7 +131,45 @@ class BackboneSpec:
         d = asdict(self)
         extra = d.pop("extra")
         d.update(extra)
+        fit = d.pop("fit")
+        if fit is not None:  # the YAML's flat form: fit: tfidf, analyzer, ngram_range
+            d.update(fit=fit["kind"], analyzer=fit["analyzer"], ngram_range=list(fit["ngram_range"]))
+            d = {k: v for k, v in d.items() if k != "handle" or v}
         return {k: v for k, v in d.items() if v is not None}
+
+
+def _fit_of(d: dict, where: str, *, strict: bool, sized: bool) -> dict[str, Any] | None:
+    """A candidate's ``fit`` settings (``{kind, analyzer, ngram_range}``, defaults filled), or None
+    when it has no ``fit``; one message per misuse, naming the field and the fix."""
+    name = d.get("name", "?")
+    what = f"{where}: candidate {name!r}"
+    if "fit" not in d:
+        stray = [k for k in FIT_KEYS if k in d]
+        if stray:
+            raise UserInputError(f"{what} has {', '.join(map(repr, stray))}, which only a fitted candidate takes. "
+                                 "Add 'fit: tfidf', or remove it.")
+        return None
+    kind = d["fit"]
+    if kind not in FIT_KINDS:
+        raise UserInputError(f"{what}: 'fit' must be one of {', '.join(FIT_KINDS)}. Got {kind!r}.")
+    if sized and strict:  # round trips (to_dict) pass no modality: a text candidate's input_size 0 says it
+        raise UserInputError(f"{what}: 'fit: {kind}' learns from texts: put it in a search space with "
+                             "'modality: text'.")
+    if strict and d.get("handle") is not None:
+        raise UserInputError(f"{what}: a 'fit: {kind}' candidate is fitted on the run's texts and takes no "
+                             "'handle'. Remove 'handle'.")
+    analyzers = FIT_KINDS[kind]
+    analyzer = d.get("analyzer", next(iter(analyzers)))
+    if analyzer not in analyzers:
+        raise UserInputError(f"{what}: 'analyzer' must be one of {', '.join(analyzers)}. Got {analyzer!r}.")
+    ngram_range = d.get("ngram_range", analyzers[analyzer])
+    ok = (isinstance(ngram_range, (list, tuple)) and len(ngram_range) == 2
+          and all(isinstance(n, int) and not isinstance(n, bool) for n in ngram_range)
+          and 1 <= ngram_range[0] <= ngram_range[1] <= MAX_NGRAM)
+    if not ok:
+        raise UserInputError(f"{what}: 'ngram_range' must be [low, high], integers with 1 <= low <= high <= "
+                             f"{MAX_NGRAM} (e.g. {analyzers[analyzer]}). Got {ngram_range!r}.")
+    return {"kind": kind, "analyzer": analyzer, "ngram_range": [int(n) for n in ngram_range]}
 
 
 def _check_preprocess_handle(d: dict, where: str, *, sized: bool) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 
 from autotransfer.backbones import BackboneSpec
 from autotransfer.budget import cross_fit_factor, fold_groups
-from autotransfer.final.members import PROBE_PREFIX, softmax
+from autotransfer.final.members import PROBE_PREFIX, softmax, standardize_head
 from autotransfer.train.prefix import DEFAULT_SETTINGS, PrefixCacheSettings
 from autotransfer.train.trainer import at_trial_size, choose_head_c, probe_head_weights, refit_trial
 
@@ -39,12 +39,14 @@ def oof_heads(features: Mapping[str, Mapping[str, np.ndarray]], specs: Mapping[s
         if name not in specs or "train" not in f or "val" not in f:
             continue
         x = np.concatenate([f["train"], f["val"]]).astype(np.float32)
-        c = choose_head_c(x[fold_ids != 0], y[fold_ids != 0], seed=seed, balanced=balanced)
+        scaled = standardize_head(specs[name])
+        c = choose_head_c(x[fold_ids != 0], y[fold_ids != 0], seed=seed, balanced=balanced, standardize=scaled)
         oof = np.zeros((len(y), num_classes))
         head0 = None
         for j in range(len(splits.folds)):
             fit = fold_ids != j
-            head = probe_head_weights(x[fit], y[fit], num_classes, seed=seed, C=c, balanced=balanced)
+            head = probe_head_weights(x[fit], y[fit], num_classes, seed=seed, C=c, balanced=balanced,
+                                      standardize=scaled)
             oof[~fit] = softmax(x[~fit].astype(np.float64) @ head[0] + head[1])
             head0 = head if j == 0 else head0
         out[PROBE_PREFIX + name] = (head0, oof)

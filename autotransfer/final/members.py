@@ -157,6 +157,12 @@ def member_model(run_dir: Path, member: dict[str, Any], num_classes: int, *, tun
     return model
 
 
+def standardize_head(spec: BackboneSpec) -> bool:
+    """Whether a candidate's linear head standardises its features: yes, but for candidates fitted
+    on the run's texts (TF-IDF), whose sparse rows a practitioner's regression takes as they are."""
+    return not spec.is_fitted
+
+
 def softmax(z: np.ndarray) -> np.ndarray:
     """Row-wise softmax of logits."""
     z = z - z.max(axis=1, keepdims=True)
@@ -174,7 +180,7 @@ def probe_heads(features: dict[str, dict[str, np.ndarray]], specs: dict[str, Bac
         if name not in specs or "train" not in f or "val" not in f:
             continue
         head = probe_head_weights(np.asarray(f["train"], np.float32), y_train, num_classes, seed=seed,
-                                  balanced=balanced)
+                                  balanced=balanced, standardize=standardize_head(specs[name]))
         out[PROBE_PREFIX + name] = (head, softmax(np.asarray(f["val"], np.float64) @ head[0] + head[1]))
     return out
 
@@ -266,7 +272,8 @@ def refit_members(final: FinalModel, data: Any, indices: np.ndarray | tuple[np.n
         t0 = time.monotonic()
         feats = features.get((m.spec.name, m.spec.input_size))
         if m.kind == "probe":
-            head = probe_head_weights(feats, y, data.num_classes, seed=seed, balanced=balanced)
+            head = probe_head_weights(feats, y, data.num_classes, seed=seed, balanced=balanced,
+                                      standardize=standardize_head(m.spec))
             m.refit_model = _head_model(m.spec, head, data.num_classes)
         else:
             model, timed_out = refit_trial(m.spec, m.params, data, parts, space=space, num_classes=data.num_classes,
@@ -282,4 +289,4 @@ def refit_members(final: FinalModel, data: Any, indices: np.ndarray | tuple[np.n
 
 
 __all__ = ["FinalModel", "Member", "choose_flip", "choose_members", "member_model", "probe_heads", "refit_members",
-           "selection_pool"]
+           "selection_pool", "standardize_head"]

@@ -89,8 +89,21 @@ def open_run(config: RunConfig, space: Any, dataset: Any, run_dir: Path, start: 
                                        "fingerprint": dataset.fingerprint()})
     write_json(run_dir / "splits.json", splits.to_dict())
     return RunContext(config, space, dataset, splits, run_dir, Budget.for_run(config, start - _spent_before(run_dir, done)),
-                      space.expanded(), done=done, timings=dict(done),
-                      data_path=str(Path(data).resolve()) if isinstance(data, (str, Path)) else None)
+                      fit_candidates(space.expanded(), dataset, splits, run_dir, resume=config.resume), done=done,
+                      timings=dict(done), data_path=str(Path(data).resolve()) if isinstance(data, (str, Path)) else None)
+
+
+def fit_candidates(candidates: list, dataset: Any, splits: Any, run_dir: Path, *, resume: bool) -> list:
+    """The candidates, those fitted on the run's texts (TF-IDF: ``fit`` in the search space) fitted
+    and loaded from ``<run_dir>/fitted/<name>/``. They see the labelled rows' texts only (train and
+    val; never the test split) and never their labels. The search space keeps their YAML form
+    (``config.json``'s ``search_space_resolved``, what --resume compares)."""
+    if not any(c.is_fitted for c in candidates):
+        return candidates
+    from autotransfer.backbones.tfidf import fit_candidates as fit
+
+    texts = [dataset.items[int(i)] for i in splits.labelled]
+    return fit(candidates, texts, run_dir / "fitted", reuse=resume, say=log)
 
 
 def announce(ctx: RunContext) -> None:

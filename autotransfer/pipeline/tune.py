@@ -23,9 +23,15 @@ def top_candidates(ctx: RunContext) -> list:
 
     Layer and size variants of one network make correlated trials, and the final ensemble gains
     most from different networks; with fewer networks than ``top_k`` the next best variants fill up.
+    Candidates fitted on the run's texts (TF-IDF) have nothing to fine-tune: they are never tuned,
+    and take part as linear heads (member candidates of the final model) only.
     """
     specs = ctx.specs
-    ranked = ctx.probed.top(len(ctx.probed.leaderboard))
+    ranked = [n for n in ctx.probed.top(len(ctx.probed.leaderboard)) if not specs[n].is_fitted]
+    if not ranked:
+        fitted = [n for n, s in specs.items() if s.is_fitted]
+        raise UserInputError(f"search space {ctx.space.name!r}: no probed candidate can be fine-tuned (fitted "
+                             f"candidates {fitted} have no blocks to train). Add a module candidate (a handle).")
     out: list[str] = []
     for name in ranked:
         if (specs[name].base or name) not in {specs[n].base or n for n in out}:

@@ -154,7 +154,7 @@ def _usable_features(features: dict | None, name: str, sizes: dict[str, int], di
 
 
 def probe_head_weights(features: np.ndarray, labels: np.ndarray, num_classes: int, *, seed: int = 0,
-                       C: float | str = "cv", balanced: bool = False) -> list[np.ndarray]:
+                       C: float | str = "cv", balanced: bool = False, standardize: bool = True) -> list[np.ndarray]:
     """Dense-softmax ``[kernel [D, K], bias [K]]`` equal to a standardised logistic regression.
 
     ``C="cv"`` chooses the inverse regularisation from :data:`HEAD_CS` by cross-validated
@@ -163,13 +163,14 @@ def probe_head_weights(features: np.ndarray, labels: np.ndarray, num_classes: in
     probe's scorers use 1.0). Folding the scaler in gives ``softmax(x @ kernel + bias)`` =
     ``predict_proba(x)``. Classes absent from ``labels`` get a very negative bias. ``balanced``: every
     class weighs the same in the fit (scikit-learn's ``class_weight="balanced"``).
+    ``standardize=False`` fits on the features as they are (sparse TF-IDF: see :func:`fit_head`).
     """
-    scaler, clf = fit_head(features, labels, seed=seed, C=C, balanced=balanced)
+    scaler, clf = fit_head(features, labels, seed=seed, C=C, balanced=balanced, standardize=standardize)
     coef, intercept = np.asarray(clf.coef_, np.float64), np.asarray(clf.intercept_, np.float64)
     if coef.shape[0] == 1 and len(clf.classes_) == 2:  # binary: sklearn keeps one row (class 1 vs 0)
         coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
-    w = coef / scaler.scale_
-    b = intercept - w @ scaler.mean_
+    w = coef / scaler.scale_ if scaler is not None else coef
+    b = intercept - w @ scaler.mean_ if scaler is not None else intercept
     kernel = np.zeros((features.shape[1], num_classes), np.float32)
     bias = np.full(num_classes, -30.0, np.float32)
     for row, cls in enumerate(clf.classes_):
@@ -178,16 +179,22 @@ def probe_head_weights(features: np.ndarray, labels: np.ndarray, num_classes: in
     return [kernel, bias]
 
 
-def choose_head_c(features: np.ndarray, labels: np.ndarray, *, seed: int = 0, balanced: bool = False) -> float:
+def choose_head_c(features: np.ndarray, labels: np.ndarray, *, seed: int = 0, balanced: bool = False,
+                  standardize: bool = True) -> float:
     """The C that :func:`probe_head_weights` with ``C="cv"`` would choose (1.0 when a class is too
     small to cross-validate): for fitting the same head on other rows without choosing again."""
-    _, clf = fit_head(features, labels, seed=seed, balanced=balanced)
+    _, clf = fit_head(features, labels, seed=seed, balanced=balanced, standardize=standardize)
     return float(np.ravel(clf.C_)[0]) if hasattr(clf, "C_") else float(clf.C)
 
 
 def fit_head(features: np.ndarray, labels: np.ndarray, *, seed: int = 0, C: float | str = "cv",
-             balanced: bool = False) -> tuple[Any, Any]:
-    """``(StandardScaler, LogisticRegression[CV])`` fitted on ``features``; see :func:`probe_head_weights`."""
+             balanced: bool = False, standardize: bool = True) -> tuple[Any, Any]:
+    """``(StandardScaler, LogisticRegression[CV])`` fitted on ``features``; see :func:`probe_head_weights`.
+
+    ``standardize=False`` gives ``(None, ...)``: the regression sees the features unscaled. That is
+    the rule for sparse, l2-normalised TF-IDF rows, where scaling each n-gram to unit variance
+    blows rare n-grams up to the weight of common ones (and the regression then needs a far
+    smaller C); dense encoder features are standardised. ``balanced``: every class weighs the same."""
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -199,8 +206,8 @@ def fit_head(features: np.ndarray, labels: np.ndarray, *, seed: int = 0, C: floa
 
     x = np.asarray(features, dtype=np.float64)
     y = np.asarray(labels)
-    scaler = StandardScaler().fit(x)
-    z = scaler.transform(x)
+    scaler = StandardScaler().fit(x) if standardize else None
+    z = scaler.transform(x) if scaler is not None else x
     folds = min(3, int(np.min(np.bincount(y)[np.unique(y)])))
     weight = "balanced" if balanced else None
     with blas_threads(z), warnings.catch_warnings():

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from autotransfer.backbones import BackboneSpec
 from autotransfer.data import cv_folds, load_data, make_cv_splits
 from autotransfer.testing import pattern_images
 from autotransfer.tune import TuneSpace, tune
@@ -49,7 +50,7 @@ def test_out_of_fold_heads_predict_each_row_from_a_head_that_did_not_see_it():
     s = make_cv_splits(data, folds=3, seed=0)
     feats = rng.normal(size=(36, 5)) + np.eye(3)[y] @ rng.normal(size=(3, 5)) * 2
     features = {"a": {"train": feats[s.train], "val": feats[s.val]}}
-    heads = oof_heads(features, {"a": object()}, s, y, 3, seed=0)
+    heads = oof_heads(features, {"a": BackboneSpec("a", "a", 0)}, s, y, 3, seed=0)
     head0, oof = heads["probe:a"]
     assert oof.shape == (36, 3) and np.allclose(oof.sum(axis=1), 1)
     # Fold 2's rows: the head fitted on folds 0 and 1 alone, with the train split's C.

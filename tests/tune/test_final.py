@@ -174,7 +174,7 @@ def test_refit_does_the_linear_heads_first_so_a_trial_that_no_longer_fits_is_ski
     final_mod = importlib.import_module("autotransfer.final.members")
     order, clock = [], {"left": 50.0}
 
-    def head(features, labels, num_classes, seed=0, balanced=False):
+    def head(features, labels, num_classes, seed=0, balanced=False, standardize=True):
         order.append("probe")
         clock["left"] -= 20.0  # the heads' refit time is spent before any trial is checked
         return [np.zeros((features.shape[1], num_classes), "float32"), np.zeros(num_classes, "float32")]
