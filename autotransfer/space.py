@@ -179,6 +179,23 @@ def _batch_sizes(v: Any) -> tuple[int, ...]:
     return values
 
 
+def _int_range(v: Any) -> tuple[int, int]:
+    """An integer >= 1 (stored as the range of that one value) or ``[low, high]``, 1 <= low <= high."""
+    p = _pair(v) or (v, v)
+    if not (_is_int(p[0]) and _is_int(p[1]) and 1 <= p[0] <= p[1]):
+        raise _Invalid("an integer >= 1 or [low, high] with integers 1 <= low <= high")
+    return p
+
+
+def _even_counts(v: Any) -> tuple[int, ...]:
+    """``pairs_per_example``: an even integer >= 2 (one positive and one negative pair per
+    iteration) or a list of distinct ones."""
+    values = _as_values(v)
+    if not values or not all(_is_int(x) and x >= 2 and x % 2 == 0 for x in values) or len(set(values)) != len(values):
+        raise _Invalid("an even integer >= 2 or a list of them")
+    return values
+
+
 def _positive_int(v: Any) -> int:
     """An integer >= 1."""
     if not _is_int(v) or v < 1:
@@ -230,7 +247,12 @@ class TuneSpace:
     smaller size makes every epoch cheaper, which pays when the data's own images are small.
     ``head_learning_rate`` and ``min_delta`` (early stopping's least val-accuracy gain) are one
     number or a ``[low, high]`` range; ``batch_size`` (the training batch) one integer or a list to
-    choose from. Every field is the same YAML for both tuner backends (:meth:`params`).
+    choose from. ``trial_type`` (one or a list of :attr:`TRIAL_TYPES`; default ``finetune``) adds
+    the SetFit-style contrastive trial: ``contrastive_steps`` (an integer or a range: optimizer steps
+    on sentence pairs at ``learning_rate`` with the last ``unfreeze_blocks`` blocks open, ``batch_size``
+    pairs each) over ``pairs_per_example`` pairs sampled per training item (an even integer or a
+    list: one positive and one negative per iteration). Every field is the same YAML for both tuner
+    backends (:meth:`params`).
     """
 
     unfreeze_blocks: tuple[int, int | str] = (0, 3)
@@ -248,12 +270,18 @@ class TuneSpace:
     label_smoothing: tuple[float, float] = (0.0, 0.0)
     input_size: tuple[str, ...] = (NATIVE,)
     min_delta: tuple[float, float] = (0.0, 0.0)
+    trial_type: tuple[str, ...] = ("finetune",)
+    contrastive_steps: tuple[int, int] = (40, 40)
+    pairs_per_example: tuple[int, ...] = (4,)
 
     FIELDS = (
         "unfreeze_blocks", "learning_rate", "head_learning_rate", "patience", "min_delta", "dropout",
         "head_epochs", "max_epochs", "batch_size", "head_warmup", "augment", "lr_schedule", "layer_decay",
-        "label_smoothing", "input_size",
+        "label_smoothing", "input_size", "trial_type", "contrastive_steps", "pairs_per_example",
     )
+    #: ``finetune``: head warm-up, then cross-entropy fine-tuning (:func:`~autotransfer.train.trainer.train_trial`);
+    #: ``contrastive``: SetFit-style pair training of the encoder, then a new head (:mod:`autotransfer.train.contrastive`).
+    TRIAL_TYPES = ("finetune", "contrastive")
     HEAD_WARMUPS = ("probe", "adam")
     LR_SCHEDULES = ("constant", "cosine")
     #: Float fields given as one number or a [low, high] range: (field, check per value, constraint text).
@@ -270,6 +298,10 @@ class TuneSpace:
                 object.__setattr__(self, name, (float(v), float(v)))
         if not isinstance(self.batch_size, (tuple, list)):
             object.__setattr__(self, "batch_size", (int(self.batch_size),))
+        for name in ("trial_type", "pairs_per_example"):
+            object.__setattr__(self, name, _as_values(getattr(self, name)))
+        if not isinstance(self.contrastive_steps, (tuple, list)):
+            object.__setattr__(self, "contrastive_steps", (int(self.contrastive_steps),) * 2)
 
     @classmethod
     def _parsers(cls) -> list[tuple[str, Callable[[Any], Any]]]:
@@ -289,6 +321,9 @@ class TuneSpace:
             ("augment", partial(_choices, allowed=AUGMENTATIONS)),
             ("lr_schedule", partial(_choices, allowed=cls.LR_SCHEDULES)),
             ("input_size", _input_sizes),
+            ("trial_type", partial(_choices, allowed=cls.TRIAL_TYPES)),
+            ("contrastive_steps", _int_range),
+            ("pairs_per_example", _even_counts),
             *((field, partial(_number_or_range, ok=ok, constraint=c)) for field, ok, c in cls._RANGES),
         ]
 
@@ -347,7 +382,22 @@ class TuneSpace:
             ParamSpec("layer_decay", "float", *self.layer_decay),
             ParamSpec("label_smoothing", "float", *self.label_smoothing),
             ParamSpec("input_size", "choice", choices=self.input_size),
+            *self._contrastive_params(),
         ]
+
+    @property
+    def contrastive(self) -> bool:
+        """Whether trials may be contrastive: only then are its fields searched and recorded (a
+        fine-tuning-only space renders, samples and records exactly what it did before they existed)."""
+        return "contrastive" in self.trial_type
+
+    def _contrastive_params(self) -> list[ParamSpec]:
+        """``trial_type`` and the contrastive trial's own fields, for a space that has that trial type."""
+        if not self.contrastive:
+            return []
+        return [ParamSpec("trial_type", "choice", choices=self.trial_type),
+                ParamSpec("contrastive_steps", "int", *self.contrastive_steps),
+                ParamSpec("pairs_per_example", "choice", choices=self.pairs_per_example)]
 
     def with_data(self, image_side: float | None) -> "TuneSpace":
         """This space with ``auto`` input sizes resolved for images of ``image_side`` px (None:
@@ -371,4 +421,7 @@ class TuneSpace:
             "batch_size": self.batch_size[0],
             "head_learning_rate": float(np.sqrt(self.head_learning_rate[0] * self.head_learning_rate[1])),
             "min_delta": self.min_delta[0],
+            **({"trial_type": self.trial_type[0] if len(self.trial_type) == 1 else "finetune",
+                "contrastive_steps": self.contrastive_steps[0],
+                "pairs_per_example": self.pairs_per_example[0]} if self.contrastive else {}),
         }

@@ -337,13 +337,20 @@ class HubBackbone(keras.layers.Layer):
         cut = self.blocks[self.num_blocks - n]
         return cut if cut in cuts else None
 
-    def prefix(self, cut: str, images: tf.Tensor) -> tf.Tensor:
-        """The activations entering block ``cut`` (inference mode; fixed while blocks before it are frozen)."""
-        return self._module.prefix_to[cut](tf.convert_to_tensor(images, tf.float32))
+    def prefix(self, cut: str, inputs: tf.Tensor) -> Any:
+        """What enters block ``cut`` (inference mode; fixed while blocks before it are frozen): for
+        images the activation map ``[B, h, w, C]``; for text ``(hidden [B, L, H], mask [B, L])``,
+        the batch padded to its longest text."""
+        if self.modality == "text":
+            return self._module.prefix_to[cut](tf.convert_to_tensor(inputs, tf.string))
+        return self._module.prefix_to[cut](tf.convert_to_tensor(inputs, tf.float32))
 
-    def suffix(self, cut: str, activations: tf.Tensor) -> tf.Tensor:
-        """The features (of ``layer`` when set) from the activations entering ``cut``: trains the
-        blocks from ``cut`` on."""
+    def suffix(self, cut: str, activations: Any) -> tf.Tensor:
+        """The features (of ``layer`` when set) from what :meth:`prefix` returned (text: the
+        ``(hidden, mask)`` pair): trains the blocks from ``cut`` on."""
+        if self.modality == "text":
+            hidden, mask = activations
+            return self._module.from_block[cut](hidden, mask)
         if self.layer is None:
             return self._module.from_block[cut](activations)
         return self._module.from_block_to[self.layer][cut](activations)

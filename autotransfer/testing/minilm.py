@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from autotransfer.testing.texts import FILLER, KEYWORDS, SPECIAL_TOKENS
 from autotransfer.zoo.minilm import MAX_TOKENS
 
 
@@ -49,4 +50,18 @@ def make_archive(path: Path, *, vocab: list[str], hidden: int = 8, heads: int = 
     return Path(path)
 
 
-__all__ = ["make_archive"]
+def write_tiny_minilm(root: str | Path, *, hidden: int = 16, heads: int = 2, layers: int = 3, seed: int = 0) -> Path:
+    """A tiny random MiniLM module built as the zoo builds the real one (``prefix_to`` /
+    ``from_block`` included), whose vocabulary covers :func:`~autotransfer.testing.pattern_texts`:
+    ``root/feature_vector``, a string-in text module with blocks ``embeddings``, ``layer_0`` ..."""
+    from autotransfer.zoo import minilm
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    vocab = [*SPECIAL_TOKENS, *KEYWORDS, *FILLER, ".", "!", "?"]
+    archive = make_archive(root / "model.zip", vocab=vocab, hidden=hidden, heads=heads, layers=layers, seed=seed)
+    minilm.build(root / "feature_vector", lambda _msg: None, archive=(archive, "tiny"))
+    return root / "feature_vector"
+
+
+__all__ = ["make_archive", "write_tiny_minilm"]

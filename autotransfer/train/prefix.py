@@ -69,6 +69,10 @@ def prefix_cut(backbone: Any, params: dict[str, Any], settings: PrefixCacheSetti
         return None
     if str(params.get("augment", "none")) != "none" or getattr(backbone, "bn_training", True):
         return None
+    # A text cut's hidden states differ in length per text: this per-item cache of fixed-shape
+    # activations cannot hold them (the contrastive trial caches them itself, train/contrastive.py).
+    if getattr(backbone, "modality", "image") == "text":
+        return None
     cut = getattr(backbone, "prefix_cut", None)
     return cut(int(params["unfreeze_blocks"])) if cut is not None else None
 

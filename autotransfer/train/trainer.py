@@ -466,7 +466,8 @@ def train_trial(spec: BackboneSpec, params: dict[str, Any], data: Any, splits: A
                 callbacks: Sequence[keras.callbacks.Callback] = (), report: ReportFn | None = None,
                 seed: int = 0, head: list[np.ndarray] | None = None,
                 prefix_cache: PrefixCacheSettings = DEFAULT_SETTINGS) -> TrialOutcome:
-    """Train one configuration on a fresh backbone and return its best validation accuracy.
+    """Train one configuration on a fresh backbone and return its best validation accuracy
+    (``params["trial_type"] == "contrastive"``: :func:`~autotransfer.train.contrastive.train_contrastive_trial`).
 
     Args:
         spec: the backbone (``params["backbone"]`` is ignored here; the caller resolves it).
@@ -484,6 +485,21 @@ def train_trial(spec: BackboneSpec, params: dict[str, Any], data: Any, splits: A
         prefix_cache: whether and how to fine-tune on cached frozen-prefix activations where the trial
             allows it (:mod:`autotransfer.train.prefix`; ``params["prefix_cut"]`` of the outcome names the cut).
     """
+    kw = {"space": space, "num_classes": num_classes, "features": features, "deadline": deadline, "report": report,
+          "seed": seed, "head": head, "prefix_cache": prefix_cache}
+    if params.get("trial_type", "finetune") == "contrastive":  # SetFit-style: its own module
+        from autotransfer.train.contrastive import train_contrastive_trial
+
+        return train_contrastive_trial(spec, params, data, splits, **kw)
+    return _finetune_trial(spec, params, data, splits, callbacks=callbacks, **kw)
+
+
+def _finetune_trial(spec: BackboneSpec, params: dict[str, Any], data: Any, splits: Any, *, space: TuneSpace,
+                    num_classes: int, features: dict | None, deadline: Any, callbacks: Sequence[keras.callbacks.Callback],
+                    report: ReportFn | None, seed: int, head: list[np.ndarray] | None,
+                    prefix_cache: PrefixCacheSettings) -> TrialOutcome:
+    """:func:`train_trial` of a fine-tuning trial: the head warm-up, then fine-tuning, reverted
+    when it does not beat the head on val."""
     t0 = time.time()
     keras.utils.set_random_seed(seed)
     flags = _Flags()
@@ -554,13 +570,19 @@ def refit_trial(
     array, or its parts: the splits, whose frozen-prefix activations the trial cached).
 
     The head warm-up as in the trial, then exactly ``finetune_epochs`` fine-tuning epochs (the
-    epochs the trial's early stopping kept; 0 = head only) on the same learning-rate schedule.
-    ``features``: backbone features of ``indices`` in that order (the probe's), else extracted.
-    ``prefix_cache``: the frozen-prefix settings, as in :func:`train_trial`.
-    Returns ``(model, timed_out)``; a timed-out refit must not replace the tuned model.
+    epochs the trial's early stopping kept; 0 = head only) on the same learning-rate schedule; a
+    contrastive trial whose phase was kept (``finetune_epochs`` 1) replays its steps, then its head
+    (:func:`~autotransfer.train.contrastive.refit_contrastive_trial`).
+    ``features``: backbone features of ``indices`` in that order (the probe's), else extracted;
+    ``prefix_cache``: the frozen-prefix settings, as in :func:`train_trial`. Returns ``(model, timed_out)``; a timed-out refit must not replace the tuned model.
     """
     from autotransfer.train import prefix as px
 
+    if params.get("trial_type", "finetune") == "contrastive" and finetune_epochs > 0:  # a kept contrastive phase
+        from autotransfer.train.contrastive import refit_contrastive_trial
+
+        return refit_contrastive_trial(spec, params, data, indices, space=space, num_classes=num_classes,
+                                       deadline=deadline, seed=seed, prefix_cache=prefix_cache)
     keras.utils.set_random_seed(seed)
     flags = _Flags()
     spec, features, model, backbone, effective = _trial_model(spec, params, space, num_classes, features)

