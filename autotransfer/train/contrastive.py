@@ -16,8 +16,8 @@ blocks run per step, each batch padded to its longest item (pairs are grouped by
 modules run the whole encoder per step (slower, the same result). The head is the LP-FT head
 (:func:`~autotransfer.train.trainer.probe_head_weights`, C by cross-validation) on the new
 embeddings of the training rows, set into the trial's own task model, so export, ensembles and
-refits see the usual model. Like a fine-tuning trial it keeps the frozen encoder's head when the
-contrastive model does not beat it on val (``finetune_epochs`` 0); kept, ``finetune_epochs`` is 1.
+refits see the usual model. It keeps the frozen encoder's head when the contrastive model beats it
+on val in neither accuracy nor log-loss (``finetune_epochs`` 0); kept, ``finetune_epochs`` is 1.
 """
 from __future__ import annotations
 
@@ -39,6 +39,9 @@ from autotransfer.train.task import HEAD_LAYER
 #: padded to its longest item, so similar lengths share a batch, while pairs still mix across
 #: most of the pool.
 LENGTH_WINDOW = 16
+#: Val log-loss a contrastive model must gain over the frozen head to be kept without a val accuracy gain
+#: (less is an encoder that did not move).
+KEEP_LOSS_GAIN = 1e-3
 #: Items per forward pass where embeddings are computed without gradients.
 EMBED_BATCH = 64
 
@@ -227,7 +230,8 @@ def contrastive_phase(model: keras.Model, backbone: Any, effective: dict[str, An
                            prefix_cache=prefix_cache)
     fit = contrastive_fit(encoder, labels, effective, seed=seed, deadline=deadline)
     backbone.set_unfrozen_blocks(0)
-    head = tr.probe_head_weights(encoder.embed_all(), labels, num_classes, seed=seed)
+    head = tr.probe_head_weights(encoder.embed_all(), labels, num_classes, seed=seed,
+                                 balanced=tr.is_balanced(effective))
     model.get_layer(HEAD_LAYER).set_weights(head)
     effective["prefix_cut"] = encoder.cut or ""
     return {**fit, "loss": [float(np.mean(fit["step_loss"])) if fit["step_loss"] else float("nan")],
@@ -248,8 +252,9 @@ def train_contrastive_trial(spec: BackboneSpec, params: dict[str, Any], data: An
     """One contrastive trial (arguments as :func:`~autotransfer.train.trainer.train_trial`).
 
     The frozen encoder's head first (the trial's ``head_warmup``, reported as epoch 0), then the
-    contrastive phase (:func:`contrastive_phase`, reported as epoch 1), kept only when its val
-    accuracy beats the frozen head's; ``history["finetune"]`` records it either way.
+    contrastive phase (:func:`contrastive_phase`, reported as epoch 1), kept when its val accuracy
+    or its val log-loss (by :data:`KEEP_LOSS_GAIN`) beats the frozen head's; ``history["finetune"]``
+    records it either way.
     """
     t0 = time.time()
     keras.utils.set_random_seed(seed)
@@ -275,7 +280,9 @@ def train_contrastive_trial(spec: BackboneSpec, params: dict[str, Any], data: An
         phase.update(val_accuracy=[acc], val_loss=[loss])
         if report is not None and report(len(head_hist.get("loss", [])), acc):
             flags.pruned = True
-        if acc > head_val:
+        # Kept unless it is worse on both counts: a kept trial is a different model the final
+        # selection weighs on far more rows (out of fold, every labelled row) than this val split.
+        if acc > head_val or loss < head_loss - KEEP_LOSS_GAIN:
             final, final_loss, kept, val_probs = acc, loss, 1, probs
         else:  # the contrastive encoder did not beat the frozen one on val: keep the frozen head
             model.set_weights(frozen)

@@ -115,7 +115,7 @@ def test_a_contrastive_trial_pulls_classes_apart_and_is_kept_only_when_better(ti
     phase = out.history["finetune"]
     assert len(phase["step_loss"]) == 30 and phase["prefix_cut"] == "layer_1" and out.params["prefix_cut"] == "layer_1"
     assert np.mean(phase["step_loss"][-5:]) < np.mean(phase["step_loss"][:5])
-    assert out.finetune_epochs == 1 and out.val_accuracy > out.head_val_accuracy  # kept: it beat the frozen head
+    assert out.finetune_epochs == 1 and out.val_accuracy > out.head_val_accuracy  # kept: it beat the frozen head on val
     assert _cosine_gap(_train_embeddings(out.model, data, splits.train), labels) > gap_before + 0.05
     # A learning rate too small to change anything: no better on val, so the frozen head is kept, and recorded.
     still = train_trial(spec, {**PARAMS, "learning_rate": 1e-12, "contrastive_steps": 2}, data, splits, space=SPACE,
