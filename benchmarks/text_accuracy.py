@@ -132,7 +132,8 @@ def tfidf_baseline(train: pd.DataFrame, test: pd.DataFrame, seed: int) -> dict[s
     from sklearn.pipeline import make_pipeline
 
     model = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True),
-                          LogisticRegressionCV(Cs=10, cv=5, max_iter=2000, random_state=seed))
+                          LogisticRegressionCV(Cs=10, cv=5, max_iter=2000, random_state=seed, l1_ratios=(0.0,),
+                                               use_legacy_attributes=False, scoring="accuracy"))
     model.fit(train["text"].tolist(), train["label"].astype(str))
     return scores(test["label"].astype(str).to_numpy(), model.predict(test["text"].tolist()))
 
@@ -162,7 +163,9 @@ def encoder_baseline(name: str, train: pd.DataFrame, test: pd.DataFrame, cache: 
         np.savez(path, train=xtr, test=xte)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = make_pipeline(StandardScaler(), LogisticRegressionCV(max_iter=3000)).fit(xtr, train["label"].astype(str))
+        model = make_pipeline(StandardScaler(), LogisticRegressionCV(max_iter=3000, l1_ratios=(0.0,), scoring="accuracy",
+                                                                     use_legacy_attributes=False))
+        model.fit(xtr, train["label"].astype(str))
     return scores(test["label"].astype(str).to_numpy(), model.predict(xte))
 
 

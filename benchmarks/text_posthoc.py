@@ -54,8 +54,11 @@ class Pool:
         metrics = json.loads((run_dir / "test_metrics.json").read_text())
         self.objective = Objective.from_dict(metrics.get("objective"))
         self.num_classes = len(metrics["class_names"])
-        self.records = {int(n[len("trial_"):]): json.loads((run_dir / "trials" / n[len("trial_"):] / "record.json")
-                                                           .read_text()) for n in self.names if n.startswith("trial_")}
+        from autotransfer.tune.store import TrialStore
+
+        self.store = TrialStore(run_dir / "trials")
+        self.records = {int(n[len("trial_"):]): self.store.record(int(n[len("trial_"):]))
+                        for n in self.names if n.startswith("trial_")}
         self._test: dict[tuple[str, bool], np.ndarray] = {}
         self.specs = self._specs()
 
@@ -100,7 +103,7 @@ class Pool:
             params = dict(self.records[trial_id]["params"])
             model = load_trial_model(self.specs[params["backbone"]], params,
                                      TuneSpace.from_dict(space.get("tuning") or {}, "config.json"),
-                                     self.num_classes, self.run_dir / "trials" / str(trial_id) / "model.weights.h5")
+                                     self.num_classes, self.store.weights_path(trial_id))
             texts = self.texts
             self._test[key] = np.concatenate([model(tf.constant(texts[i:i + 64]), training=False).numpy()
                                               for i in range(0, len(texts), 64)])
