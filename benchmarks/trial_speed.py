@@ -1,7 +1,8 @@
 """Fine-tuning epoch time with the frozen-prefix cache against the full forward pass.
 
 Usage: python benchmarks/trial_speed.py [--images 500] [--blocks 1,2,4] [--epochs 3]
-  (needs the zoo: `autotransfer zoo build`)
+       python benchmarks/trial_speed.py --text [--texts 500] [--blocks 1,2] [--repeats 2]
+  (needs the zoo: `autotransfer zoo build`; ``--text``: MiniLM, see :mod:`trial_speed_text`)
 
 On scikit-learn's digits (real scans, upsampled to each backbone's size; ``--images`` of them,
 80% train / 20% val), for EfficientNet-Lite0 at 224 px and Lite2 at 260 px and each number of
@@ -27,6 +28,7 @@ from autotransfer.backbones import BackboneSpec
 from autotransfer.data import load_data
 from autotransfer.data.split import Splits
 from autotransfer.probe.cache import ENV_VAR
+from autotransfer.train.prefix import PrefixCacheSettings
 from autotransfer.tune import TuneSpace
 
 MODELS = [("efficientnet_lite0", 224), ("efficientnet_lite2", 260)]
@@ -80,7 +82,7 @@ def run_one(name: str, size: int, blocks: int, data, splits, epochs: int) -> dic
         t0 = time.perf_counter()
         fit_model, stream, steps, _, cut = trainer._fine_tune_inputs(
             model, backbone, params, data, splits, size=size, num_classes=data.num_classes, seed=0,
-            val_batches=val_images, use_prefix=cached)
+            val_batches=val_images, prefix_cache=PrefixCacheSettings(enabled=cached))[:5]
         setup = time.perf_counter() - t0
         trainer._compile_fine_tune(fit_model, backbone, params, steps=steps, max_epochs=epochs)
         timer = EpochTimer()
@@ -93,9 +95,21 @@ def run_one(name: str, size: int, blocks: int, data, splits, epochs: int) -> dic
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=500)
-    ap.add_argument("--blocks", default="1,2,4")
+    ap.add_argument("--blocks", default=None, help="default 1,2,4 (images), 1,2 (text)")
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--text", action="store_true", help="MiniLM on tweets and drug reviews (trial_speed_text.py)")
+    ap.add_argument("--texts", type=int, default=500)
+    ap.add_argument("--datasets", default="tweets,drugreviews")
+    ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
+    if args.text:
+        from trial_speed_text import main as text_main
+
+        args.blocks = args.blocks or "1,2"
+        text_main(texts=args.texts, blocks=[int(b) for b in args.blocks.split(",")], repeats=args.repeats,
+                  datasets=args.datasets.split(","))
+        return
+    args.blocks = args.blocks or "1,2,4"
     os.environ[ENV_VAR] = tempfile.mkdtemp(prefix="trial-speed-")  # a cold prefix cache
     data, splits = digits(args.images)
     print(f"{args.images} digits images ({len(splits.train)} train / {len(splits.val)} val), {args.epochs} epochs, "

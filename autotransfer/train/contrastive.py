@@ -31,19 +31,14 @@ import tensorflow as tf
 from autotransfer import modalities
 from autotransfer.backbones import BackboneSpec
 from autotransfer.space import TuneSpace
+from autotransfer.train import hidden as hd
 from autotransfer.train import trainer as tr
 from autotransfer.train.optimizer import fine_tune_optimizer
 from autotransfer.train.task import HEAD_LAYER
 
-#: Batches whose pairs are sorted by length together (then the batches shuffled): each batch is
-#: padded to its longest item, so similar lengths share a batch, while pairs still mix across
-#: most of the pool.
-LENGTH_WINDOW = 16
 #: Val log-loss a contrastive model must gain over the frozen head to be kept without a val accuracy gain
 #: (less is an encoder that did not move).
 KEEP_LOSS_GAIN = 1e-3
-#: Items per forward pass where embeddings are computed without gradients.
-EMBED_BATCH = 64
 
 
 def sample_pairs(labels: np.ndarray, *, pairs_per_example: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -84,34 +79,23 @@ class PairEncoder:
     """Embeddings of a fixed set of items, differentiable in the backbone's open blocks.
 
     ``cut`` set: the items are stored as what enters block ``cut`` (text: each item's hidden
-    states, unpadded) and :meth:`inputs` pads a batch of them to its longest item, for
-    ``backbone.suffix``; else the items are the raw model inputs, for the whole backbone.
+    states, unpadded, :class:`~autotransfer.train.hidden.HiddenStates`) and :meth:`inputs` pads a
+    batch of them to its longest item, for ``backbone.suffix``; else the items are the raw model
+    inputs, for the whole backbone.
     """
 
     def __init__(self, backbone: Any, items: tf.Tensor, cut: str | None = None) -> None:
         self.backbone, self.cut = backbone, cut
         self.items = items
-        self.states: list[np.ndarray] = []
-        if cut is not None:
-            for i in range(0, int(items.shape[0]), EMBED_BATCH):
-                hidden, mask = backbone.prefix(cut, items[i:i + EMBED_BATCH])
-                lengths = np.asarray(tf.reduce_sum(mask, axis=1), np.int64)
-                self.states += [h[:n] for h, n in zip(np.asarray(hidden, np.float32), lengths)]
-        self.lengths = np.array([len(s) for s in self.states]) if cut is not None else None
+        self.hidden = hd.hidden_states(backbone, cut, items) if cut is not None else None
+        self.lengths = self.hidden.lengths if self.hidden is not None else None
 
     def __len__(self) -> int:
         return int(self.items.shape[0])
 
     def inputs(self, rows: np.ndarray) -> Any:
         """The model inputs of ``rows`` (cached: ``(hidden [b, L, H], mask [b, L])``, L their longest)."""
-        if self.cut is None:
-            return tf.gather(self.items, rows)
-        longest = int(max(self.lengths[rows]))
-        hidden = np.zeros((len(rows), longest, self.states[0].shape[-1]), np.float32)
-        mask = np.zeros((len(rows), longest), np.float32)
-        for k, r in enumerate(rows):
-            hidden[k, :self.lengths[r]], mask[k, :self.lengths[r]] = self.states[r], 1.0
-        return tf.constant(hidden), tf.constant(mask)
+        return tf.gather(self.items, rows) if self.hidden is None else self.hidden.inputs(rows)
 
     def embed(self, inputs: Any) -> tf.Tensor:
         """Embeddings ``[b, D]`` of what :meth:`inputs` returned (records gradients on a tape)."""
@@ -121,10 +105,11 @@ class PairEncoder:
 
     def embed_all(self) -> np.ndarray:
         """Every item's embedding ``[n, D]`` (batches of similar length), in item order."""
-        order = np.argsort(self.lengths, kind="stable") if self.lengths is not None else np.arange(len(self))
+        if self.hidden is not None:
+            return hd.predict_in_order(self.embed, self.hidden).astype(np.float32)
         out = np.zeros((len(self), self.backbone.output_dim), np.float32)
-        for i in range(0, len(order), EMBED_BATCH):
-            rows = order[i:i + EMBED_BATCH]
+        for i in range(0, len(self), hd.EMBED_BATCH):
+            rows = np.arange(i, min(len(self), i + hd.EMBED_BATCH))
             out[rows] = np.asarray(self.embed(self.inputs(rows)), np.float32)
         return out
 
@@ -132,20 +117,13 @@ class PairEncoder:
 def pair_batches(first: np.ndarray, second: np.ndarray, *, batch_size: int, lengths: np.ndarray | None,
                  seed: int) -> list[np.ndarray]:
     """Positions into the pairs, ``batch_size`` a batch: with ``lengths``, sorted by the longer
-    item of each pair within windows of :data:`LENGTH_WINDOW` batches, the batches then shuffled."""
-    order = np.arange(len(first))
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    item of each pair within windows of :data:`~autotransfer.train.hidden.LENGTH_WINDOW` batches,
+    the batches then shuffled (:func:`~autotransfer.train.hidden.length_batches`)."""
     if lengths is None:
-        return batches
-    window = LENGTH_WINDOW * batch_size
+        order = np.arange(len(first))
+        return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     longer = np.maximum(lengths[first], lengths[second])
-    batches = []
-    for i in range(0, len(order), window):
-        w = order[i:i + window]
-        w = w[np.argsort(longer[w], kind="stable")]
-        batches += [w[j:j + batch_size] for j in range(0, len(w), batch_size)]
-    np.random.default_rng(seed).shuffle(batches)
-    return batches
+    return hd.length_batches(longer, batch_size, rng=np.random.default_rng(seed))
 
 
 def _step_batches(labels: np.ndarray, encoder: PairEncoder, params: dict[str, Any],
@@ -201,20 +179,13 @@ def contrastive_fit(encoder: PairEncoder, labels: np.ndarray, params: dict[str, 
             "timed_out": timed_out}
 
 
-def _items(data: Any, indices: np.ndarray, size: int) -> tf.Tensor:
-    """The model inputs of ``indices`` (raw strings for text), in order, as one tensor."""
-    batches = modalities.for_data(data).dataset(data, indices, size=size, batch_size=256)
-    return tf.concat([x for x, _ in batches], axis=0)
-
-
 def pair_encoder(backbone: Any, data: Any, indices: np.ndarray, *, size: int, unfreeze_blocks: int,
                  prefix_cache: Any = tr.DEFAULT_SETTINGS) -> PairEncoder:
     """The items of ``indices`` for contrastive training: on the hidden states entering the first
     open block where a text module can be cut there (and ``prefix_cache.enabled``), else raw."""
-    cut = backbone.prefix_cut(unfreeze_blocks) if hasattr(backbone, "prefix_cut") else None
-    if getattr(backbone, "modality", "image") != "text" or not prefix_cache.enabled:
-        cut = None  # an image cut's activations are the fine-tuning trial's cache (train/prefix.py)
-    return PairEncoder(backbone, _items(data, indices, size), cut)
+    # An image cut's activations are the fine-tuning trial's cache (train/prefix.py), not pairs'.
+    cut = hd.text_cut(backbone, unfreeze_blocks) if prefix_cache.enabled else None
+    return PairEncoder(backbone, hd.model_inputs(data, indices, size), cut)
 
 
 def contrastive_phase(model: keras.Model, backbone: Any, effective: dict[str, Any], data: Any, indices: np.ndarray, *,

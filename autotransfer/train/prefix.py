@@ -10,7 +10,8 @@ at that block: the module's ``from_block`` function, then the task model's own d
 layers. Both share the task model's variables, so the trained full network is the same object
 either way (and is what is exported). Modules without ``prefix_to`` / ``from_block``, augmented
 trials and trainable BatchNorm take the full path, and so does every trial with ``prefix_cache``
-off. The three settings travel as one :class:`PrefixCacheSettings`.
+off. A text module's cut (hidden states of per-text length) is kept in memory by the trainer
+instead (:mod:`autotransfer.train.hidden`), under the same settings. The three settings travel as one :class:`PrefixCacheSettings`.
 """
 from __future__ import annotations
 
@@ -69,10 +70,8 @@ def prefix_cut(backbone: Any, params: dict[str, Any], settings: PrefixCacheSetti
         return None
     if str(params.get("augment", "none")) != "none" or getattr(backbone, "bn_training", True):
         return None
-    # A text cut's hidden states differ in length per text: this per-item cache of fixed-shape
-    # activations cannot hold them (the contrastive trial caches them itself, train/contrastive.py).
-    if getattr(backbone, "modality", "image") == "text":
-        return None
+    # A text cut's hidden states differ in length per text: the trainer keeps them in memory
+    # (train/hidden.py) instead of in this cache of fixed-shape activations.
     cut = getattr(backbone, "prefix_cut", None)
     return cut(int(params["unfreeze_blocks"])) if cut is not None else None
 
@@ -128,13 +127,25 @@ class _Suffix(keras.layers.Layer):
     def call(self, x: tf.Tensor) -> tf.Tensor:
         return self.backbone.suffix(self.cut, x)
 
-    def compute_output_shape(self, input_shape: tuple) -> tuple:
-        return (input_shape[0], self.backbone.output_dim)
+    def compute_output_shape(self, input_shape: Any) -> tuple:
+        first = input_shape[0]  # text: the shapes of (hidden, mask)
+        return (first[0] if isinstance(first, (tuple, list)) else first, self.backbone.output_dim)
 
 
 def suffix_model(model: keras.Model, backbone: Any, cut: str, activation_shape: tuple[int, ...]) -> keras.Model:
     """A model from the activations entering ``cut`` through the rest of ``model`` (its own layers)."""
-    inputs = keras.Input(activation_shape, dtype="float32", name="activations")
+    return _cut_model(model, backbone, cut, keras.Input(activation_shape, dtype="float32", name="activations"))
+
+
+def text_suffix_model(model: keras.Model, backbone: Any, cut: str, hidden_size: int) -> keras.Model:
+    """:func:`suffix_model` of a text cut: it takes ``(hidden [B, L, H], mask [B, L])``, any L."""
+    inputs = (keras.Input((None, hidden_size), dtype="float32", name="hidden"),
+              keras.Input((None,), dtype="float32", name="mask"))
+    return _cut_model(model, backbone, cut, inputs)
+
+
+def _cut_model(model: keras.Model, backbone: Any, cut: str, inputs: Any) -> keras.Model:
+    """``inputs`` -> the backbone from ``cut`` on -> ``model``'s layers after its backbone."""
     x = _Suffix(backbone, cut, name="backbone_suffix")(inputs)
     after = model.layers[[layer.name for layer in model.layers].index(BACKBONE_LAYER) + 1:]
     for layer in after:
@@ -154,4 +165,4 @@ def activation_stream(x: np.ndarray, labels: np.ndarray, *, batch_size: int, num
 
 
 __all__ = ["DEFAULT_SETTINGS", "PrefixCacheSettings", "activation_stream", "prefix_activations", "prefix_cut",
-           "suffix_model"]
+           "suffix_model", "text_suffix_model"]

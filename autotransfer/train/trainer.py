@@ -40,6 +40,8 @@ from autotransfer.train.task import HEAD_LAYER, build_head, build_task_model
 log = logging.getLogger(__name__)
 
 ReportFn = Callable[[int, float], bool]
+#: The val probabilities ``[n_val, K]`` of a model's current weights, in val order.
+PredictFn = Callable[[], np.ndarray]
 SPARSE_LOSS = "sparse_categorical_crossentropy"
 #: Inverse regularisation strengths the LP-FT head chooses from by cross-validation (log grid).
 HEAD_CS = tuple(float(c) for c in np.logspace(-3, 1, 9))
@@ -302,13 +304,21 @@ def _train_inputs(model: keras.Model, backbone: Any, effective: dict[str, Any], 
     steps per epoch, prefix cut or None).
 
     Where ``cut`` names a fixed frozen prefix (:func:`autotransfer.train.prefix.prefix_cut`) and its
-    activations fit the cache bound: a model from the cut block on over the cached activations,
-    sharing the task model's layers and variables. Else the full task model on (augmented) images.
+    activations fit the cache bound: a model from the cut block on over the cached activations
+    (text: the hidden states, :func:`_hidden_train_inputs`), sharing the task model's layers and
+    variables. Else the full task model on (augmented) images or raw texts.
     """
     from autotransfer.train import prefix as px
 
     batch = int(effective["batch_size"])
-    x = None if cut is None else px.prefix_activations(backbone, cut, data, indices, size=size, settings=prefix_cache)
+    text = cut is not None and getattr(backbone, "modality", "image") == "text"
+    if text:
+        hidden = _hidden_train_inputs(model, backbone, cut, data, np.concatenate(px.as_parts(indices)), batch=batch,
+                                      num_classes=num_classes, seed=seed, prefix_cache=prefix_cache)
+        if hidden is not None:
+            return hidden
+    x = None if cut is None or text else px.prefix_activations(backbone, cut, data, indices, size=size,
+                                                               settings=prefix_cache)
     indices = np.concatenate(px.as_parts(indices))
     if x is None:
         train_ds, steps = _train_stream(data, indices, size=size, batch_size=batch, num_classes=num_classes,
@@ -319,25 +329,62 @@ def _train_inputs(model: keras.Model, backbone: Any, effective: dict[str, Any], 
     return px.suffix_model(model, backbone, cut, tuple(x.shape[1:])), stream, steps_per_epoch(len(indices), batch), cut
 
 
+def _hidden_train_inputs(model: keras.Model, backbone: Any, cut: str, data: Any, indices: np.ndarray, *, batch: int,
+                         num_classes: int, seed: int,
+                         prefix_cache: PrefixCacheSettings) -> tuple[keras.Model, Any, int, str] | None:
+    """:func:`_train_inputs` of a text cut: each item's hidden states entering ``cut``, computed
+    once (:mod:`autotransfer.train.hidden`), in seeded batches of similar length padded to their
+    longest; None when they pass the cache bound."""
+    from autotransfer.train import hidden as hd
+    from autotransfer.train import prefix as px
+
+    states = hd.hidden_states(backbone, cut, hd.model_inputs(data, indices), limit_bytes=prefix_cache.limit_bytes)
+    if states is None:
+        return None
+    labels = np.asarray(data.labels, dtype=np.int64)[indices]
+    stream = hd.hidden_stream(states, labels, batch_size=batch, num_classes=num_classes, seed=seed)
+    fit_model = px.text_suffix_model(model, backbone, cut, states.hidden_size)
+    return fit_model, stream, steps_per_epoch(len(indices), batch), cut
+
+
 def _fine_tune_inputs(model: keras.Model, backbone: Any, effective: dict[str, Any], data: Any, splits: Any, *,
                       size: int, num_classes: int, seed: int, val_batches: list,
-                      prefix_cache: PrefixCacheSettings) -> tuple[keras.Model, Any, int, list, str | None]:
-    """(model to fit, train stream, steps per epoch, val batches for it, prefix cut or None): a
-    trial's :func:`_train_inputs` on the train split, with the val split on the same path."""
+                      prefix_cache: PrefixCacheSettings) -> tuple[keras.Model, Any, int, list, str | None, PredictFn]:
+    """(model to fit, train stream, steps per epoch, val batches for it, prefix cut or None, the
+    val probabilities of the current weights in val order): a trial's :func:`_train_inputs` on the
+    train split, with the val split on the same path."""
     from autotransfer.train import prefix as px
 
     kw = {"size": size, "num_classes": num_classes, "seed": seed, "prefix_cache": prefix_cache}
     cut = px.prefix_cut(backbone, effective, prefix_cache)
     fit_model, stream, steps, cut = _train_inputs(model, backbone, effective, data, splits.train, cut=cut, **kw)
-    val_x = None if cut is None else px.prefix_activations(backbone, cut, data, splits.val, size=size,
-                                                           settings=prefix_cache)
-    if cut is not None and val_x is None:  # val over the cache bound: both on the full path
+    val = None if cut is None else _cut_val_inputs(fit_model, backbone, cut, data, splits.val, size=size,
+                                                   prefix_cache=prefix_cache)
+    if cut is not None and val is None:  # val over the cache bound: both on the full path
         fit_model, stream, steps, cut = _train_inputs(model, backbone, effective, data, splits.train, cut=None, **kw)
-    if cut is None:
-        return fit_model, stream, steps, val_batches, None
-    y_val = np.asarray(data.labels, dtype=np.int64)[splits.val]
-    fit_val = [(tf.constant(val_x[i:i + 64], tf.float32), y_val[i:i + 64]) for i in range(0, len(y_val), 64)]
-    return fit_model, stream, steps, fit_val, cut
+    if cut is None or val is None:
+        return fit_model, stream, steps, val_batches, None, lambda: predict_probs(model, val_batches)
+    return fit_model, stream, steps, val[0], cut, val[1] or (lambda: predict_probs(model, val_batches))
+
+
+def _cut_val_inputs(fit_model: keras.Model, backbone: Any, cut: str, data: Any, val: np.ndarray, *, size: int,
+                    prefix_cache: PrefixCacheSettings) -> tuple[list, PredictFn | None] | None:
+    """(val batches for a model from ``cut`` on, the val probabilities in val order from the same
+    states or None: the full model's), or None over the cache bound. Text: the hidden states,
+    batched by length; images: the cached activations."""
+    from autotransfer.train import hidden as hd
+    from autotransfer.train import prefix as px
+
+    y_val = np.asarray(data.labels, dtype=np.int64)[val]
+    if getattr(backbone, "modality", "image") == "text":
+        states = hd.hidden_states(backbone, cut, hd.model_inputs(data, val), limit_bytes=prefix_cache.limit_bytes)
+        if states is None:
+            return None
+        return hd.eval_batches(states, y_val), lambda: hd.predict_in_order(hd.model_predict(fit_model), states)
+    val_x = px.prefix_activations(backbone, cut, data, val, size=size, settings=prefix_cache)
+    if val_x is None:
+        return None
+    return [(tf.constant(val_x[i:i + 64], tf.float32), y_val[i:i + 64]) for i in range(0, len(y_val), 64)], None
 
 
 def _compile_fine_tune(model: keras.Model, backbone: Any, params: dict[str, Any], *, steps: int,
@@ -429,11 +476,12 @@ def _warn_if_stale_features(name: str, feature_val: float, head_val: float, n_va
 def _fine_tune_phase(model: keras.Model, backbone: Any, params: dict[str, Any], effective: dict[str, Any],
                      data: Any, splits: Any, *, size: int, num_classes: int, seed: int, val_batches: list,
                      prefix_cache: PrefixCacheSettings,
-                     callbacks: Sequence[keras.callbacks.Callback]) -> dict[str, list[float]]:
+                     callbacks: Sequence[keras.callbacks.Callback]) -> tuple[dict[str, list[float]], PredictFn]:
     """Phase 2: unfreeze the trial's last blocks and fine-tune ``model`` in place; returns the
-    epoch history. Sets ``effective["prefix_cut"]`` (``""``: the full path)."""
+    epoch history and the val probabilities of the weights it leaves (on the path it took). Sets
+    ``effective["prefix_cut"]`` (``""``: the full path)."""
     backbone.set_unfrozen_blocks(effective["unfreeze_blocks"])
-    fit_model, train_ds, steps, fit_val, cut = _fine_tune_inputs(
+    fit_model, train_ds, steps, fit_val, cut, predict = _fine_tune_inputs(
         model, backbone, effective, data, splits, size=size, num_classes=num_classes, seed=seed,
         val_batches=val_batches, prefix_cache=prefix_cache)
     effective["prefix_cut"] = cut or ""
@@ -448,7 +496,7 @@ def _fine_tune_phase(model: keras.Model, backbone: Any, params: dict[str, Any], 
     weights = class_weight(is_balanced(effective), np.asarray(data.labels, dtype="int64")[splits.train], num_classes)
     hist = fit_model.fit(train_ds, epochs=max_epochs, steps_per_epoch=steps, verbose=0, shuffle=False,  # by tf.data
                          callbacks=[_Validate(fit_val), *stop, *callbacks], class_weight=weights)
-    return {k: [float(v) for v in vs] for k, vs in hist.history.items()}
+    return {k: [float(v) for v in vs] for k, vs in hist.history.items()}, predict
 
 
 def _kept_epochs(history: dict[str, list[float]], cosine: bool, head_val: float) -> int:
@@ -518,13 +566,13 @@ def _finetune_trial(spec: BackboneSpec, params: dict[str, Any], data: Any, split
     final, final_loss, kept_epochs = head_val, head_loss, 0
     if effective["unfreeze_blocks"] > 0 and effective["max_epochs"] > 0 and not (flags.pruned or flags.timed_out):
         head_weights = model.get_weights()
-        ft_history = _fine_tune_phase(
+        ft_history, predict_val = _fine_tune_phase(
             model, backbone, params, effective, data, splits, size=spec.input_size, num_classes=num_classes, seed=seed,
             val_batches=val_batches, prefix_cache=prefix_cache,
             callbacks=[*_timing_callbacks(report, deadline, flags, head_epochs), *callbacks])
         kept_epochs = _kept_epochs(ft_history, effective["lr_schedule"] == "cosine", head_val)
         if kept_epochs:
-            val_probs = predict_probs(model, val_batches)
+            val_probs = predict_val()
             final, final_loss = _scores(val_probs, y_val)
         else:  # fine-tuning never beat the warmed-up head: keep the head-only weights
             model.set_weights(head_weights)
