@@ -87,3 +87,31 @@ def test_balanced_selection_weighs_the_small_class_rows_up():
     plain, _ = scaled_selection({"big": big, "small": small}, y, max_members=2)
     balanced, _ = scaled_selection({"big": big, "small": small}, y, max_members=2, balanced=True)
     assert plain.weights.get("small", 0.0) < balanced.weights.get("small", 0.0)
+
+
+def test_a_balanced_trial_fine_tunes_with_class_weights(tiny_modules, data_splits, monkeypatch):
+    """A trial whose class_weight parameter says balanced passes Keras class weights to its
+    fine-tuning fit (and an unweighted one passes none)."""
+    import keras
+
+    from autotransfer.backbones import BackboneSpec
+    from autotransfer.train.trainer import train_trial
+
+    data, splits = data_splits
+    seen = []
+    real_fit = keras.Model.fit
+
+    def fit(self, *args, **kwargs):
+        seen.append(kwargs.get("class_weight"))
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "fit", fit)
+    space = TuneSpace(unfreeze_blocks=1, learning_rate=1e-3, head_warmup="probe", max_epochs=1, batch_size=16)
+    params = {"unfreeze_blocks": 1, "learning_rate": 1e-3, "patience": 1, "dropout": 0.0}
+    spec = BackboneSpec("good", tiny_modules["good"], 16)
+    for balanced in (False, True):
+        seen.clear()
+        train_trial(spec, {**params, **({"class_weight": "balanced"} if balanced else {})}, data, splits,
+                    space=space, num_classes=data.num_classes, seed=0)
+        assert seen and all((w is not None) == balanced for w in seen)
+    assert set(seen[-1]) == set(np.unique(data.labels[splits.train]).tolist())
