@@ -122,7 +122,21 @@ def scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
     from sklearn.metrics import accuracy_score, f1_score
 
     return {"macro_f1": float(f1_score(y_true, y_pred, average="macro", zero_division=0)),
-            "accuracy": float(accuracy_score(y_true, y_pred))}
+            "accuracy": float(accuracy_score(y_true, y_pred)), "pred": np.asarray(y_pred)}
+
+
+def paired_interval(y: np.ndarray, a: np.ndarray, b: np.ndarray, rounds: int = 1000, seed: int = 0) -> list[float]:
+    """95% paired-bootstrap interval of macro-F1(a) - macro-F1(b) over the test texts (pp): the
+    test set's noise on the difference (the same resampled texts for both)."""
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(rounds):
+        i = rng.integers(0, len(y), len(y))
+        diffs.append(f1_score(y[i], a[i], average="macro", zero_division=0)
+                     - f1_score(y[i], b[i], average="macro", zero_division=0))
+    return [float(100 * q) for q in np.percentile(diffs, [2.5, 97.5])]
 
 
 def tfidf_baseline(train: pd.DataFrame, test: pd.DataFrame, seed: int) -> dict[str, float]:
@@ -212,22 +226,28 @@ def main(argv: list[str] | None = None) -> dict:
     tfidf = tfidf_baseline(train, test, args.seed)
     encoders = {e: encoder_baseline(e, train, test, args.out / "encoder-cache", name) for e in ENCODERS}
     best = max(encoders, key=lambda e: encoders[e]["macro_f1"])
+    noise = {"vs_tfidf_ci95_pp": paired_interval(y_test, export["pred"], tfidf["pred"]),
+             "vs_best_encoder_ci95_pp": paired_interval(y_test, export["pred"], encoders[best]["pred"])}
+    for s in (export, tfidf, *encoders.values()):
+        s.pop("pred")
     result = {"tag": tag, "dataset": args.dataset, "data": name, "seed": args.seed, "extra_args": extra,
               "num_train": len(train), "num_test": len(test), "time_budget": args.time_budget, "run_seconds": seconds,
               "export": export, "tfidf_logreg": tfidf, "encoders": encoders, "best_encoder": best,
               "gain_vs_tfidf_pp": 100 * (export["macro_f1"] - tfidf["macro_f1"]),
               "gain_vs_best_encoder_pp": 100 * (export["macro_f1"] - encoders[best]["macro_f1"]),
-              "members": members(run_dir), "ablations": None}
+              "members": members(run_dir), "ablations": None, **noise}
     if not args.no_posthoc and (run_dir / "final" / "oof.npz").is_file():
         result["ablations"] = posthoc(run_dir, test)
     print(f"\n{tag} ({name}, seed {args.seed}): export through serving_default on {len(test)} test texts: "
           f"macro-F1 {export['macro_f1']:.4f}, accuracy {export['accuracy']:.4f}")
     print(f"  TF-IDF + LogisticRegressionCV on all {len(train)} training texts: macro-F1 {tfidf['macro_f1']:.4f} "
-          f"(accuracy {tfidf['accuracy']:.4f}): export {result['gain_vs_tfidf_pp']:+.2f} pp")
+          f"(accuracy {tfidf['accuracy']:.4f}): export {result['gain_vs_tfidf_pp']:+.2f} pp "
+          f"(95% paired bootstrap {noise['vs_tfidf_ci95_pp'][0]:+.2f} to {noise['vs_tfidf_ci95_pp'][1]:+.2f})")
     for e, s in encoders.items():
         print(f"  {e} frozen + LogisticRegressionCV: macro-F1 {s['macro_f1']:.4f} (accuracy {s['accuracy']:.4f})")
-    print(f"  export - best frozen encoder ({best}): {result['gain_vs_best_encoder_pp']:+.2f} pp; "
-          f"run wall time {seconds / 60:.1f} min")
+    ci = noise["vs_best_encoder_ci95_pp"]
+    print(f"  export - best frozen encoder ({best}): {result['gain_vs_best_encoder_pp']:+.2f} pp (95% paired bootstrap "
+          f"{ci[0]:+.2f} to {ci[1]:+.2f}); run wall time {seconds / 60:.1f} min")
     for m in result["members"]:
         print(f"  member {m['name']} ({m['kind']}, {m['trial_type'] or '-'}): weight {m['weight']:.2f}, "
               f"fine-tuning epochs {m['finetune_epochs']}")
