@@ -54,6 +54,7 @@ class Pool:
         metrics = json.loads((run_dir / "test_metrics.json").read_text())
         self.objective = Objective.from_dict(metrics.get("objective"))
         self.num_classes = len(metrics["class_names"])
+        self.seed = int(json.loads((run_dir / "config.json").read_text()).get("seed", 0))  # the selection's bags
         from autotransfer.tune.store import TrialStore
 
         self.store = TrialStore(run_dir / "trials")
@@ -140,7 +141,8 @@ def select(pool: Pool, keep: Callable[[str], bool], y_test: np.ndarray, *, balan
     names = [n for n in pool.names if keep(n)]
     if not names:
         return {"macro_f1": None, "members": {}}
-    choice, temps = scaled_selection({n: oof[n] for n in names}, pool.y, max_members=max_members, balanced=balanced)
+    choice, temps = scaled_selection({n: oof[n] for n in names}, pool.y, max_members=max_members, balanced=balanced,
+                                     seed=pool.seed)
     probs = sum(w * temperature_scale(pool.test_probs(n, balanced), temps[n]) for n, w in choice.weights.items())
     pred = np.argmax(probs, axis=1)
     return {"macro_f1": float(f1_score(y_test, pred, average="macro", zero_division=0)),
