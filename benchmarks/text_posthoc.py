@@ -43,6 +43,7 @@ class Pool:
         from autotransfer.data.split import Splits
         from autotransfer.objective import Objective
         from autotransfer.probe.probe import ProbeResult
+        from autotransfer.tune.store import TrialStore
 
         self.run_dir, self.texts = run_dir, test_texts
         oof = np.load(run_dir / "final" / "oof.npz")
@@ -54,9 +55,9 @@ class Pool:
         metrics = json.loads((run_dir / "test_metrics.json").read_text())
         self.objective = Objective.from_dict(metrics.get("objective"))
         self.num_classes = len(metrics["class_names"])
-        self.seed = int(json.loads((run_dir / "config.json").read_text()).get("seed", 0))  # the selection's bags
-        from autotransfer.tune.store import TrialStore
-
+        config = json.loads((run_dir / "config.json").read_text())
+        self.seed = int(config.get("seed", 0))  # the selection's bags
+        self.space = config["search_space_resolved"]
         self.store = TrialStore(run_dir / "trials")
         self.records = {int(n[len("trial_"):]): self.store.record(int(n[len("trial_"):]))
                         for n in self.names if n.startswith("trial_")}
@@ -69,9 +70,8 @@ class Pool:
 
         from autotransfer.backbones import BackboneSpec
 
-        space = json.loads((self.run_dir / "config.json").read_text())["search_space_resolved"]
         out = {}
-        for c in space["candidates"]:
+        for c in self.space["candidates"]:
             spec = BackboneSpec.from_dict(c, "config.json", sized=False)
             out[spec.name] = replace(spec, handle=str(self.run_dir / "fitted" / spec.name)) if spec.is_fitted else spec
         return out
@@ -100,10 +100,9 @@ class Pool:
 
         key = (f"trial_{trial_id}", False)
         if key not in self._test:
-            space = json.loads((self.run_dir / "config.json").read_text())["search_space_resolved"]
             params = dict(self.records[trial_id]["params"])
             model = load_trial_model(self.specs[params["backbone"]], params,
-                                     TuneSpace.from_dict(space.get("tuning") or {}, "config.json"),
+                                     TuneSpace.from_dict(self.space.get("tuning") or {}, "config.json"),
                                      self.num_classes, self.store.weights_path(trial_id))
             texts = self.texts
             self._test[key] = np.concatenate([model(tf.constant(texts[i:i + 64]), training=False).numpy()

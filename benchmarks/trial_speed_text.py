@@ -27,21 +27,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+sys.path.insert(0, str(Path(__file__).parent))
+import text_accuracy as ta  # noqa: E402
+from trial_speed import EpochTimer  # noqa: E402
+
 HANDLE = "zoo://all_minilm_l6_v2/feature_vector"
-WHEELS = Path("/work/main/.cache/wheels")
 BATCH = 16
-
-
-class EpochTimer(keras.callbacks.Callback):
-    def __init__(self) -> None:
-        super().__init__()
-        self.seconds: list[float] = []
-
-    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self._t = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        self.seconds.append(time.perf_counter() - self._t)
 
 
 def texts_of(name: str, n: int, seed: int = 0) -> tuple[Any, Any]:
@@ -49,10 +40,8 @@ def texts_of(name: str, n: int, seed: int = 0) -> tuple[Any, Any]:
     from autotransfer.data import load_data
     from autotransfer.data.split import Splits
 
-    sys.path.insert(0, str(Path(__file__).parent))
-    import text_accuracy as ta
-
-    frame = ta.read_tweets(WHEELS) if name == "tweets" else ta.read_drugreviews(WHEELS)[0]
+    wheels = ta.ROOT / ".cache" / "wheels"  # where text_accuracy.py keeps them
+    frame = ta.read_tweets(wheels) if name == "tweets" else ta.read_drugreviews(wheels)[0]
     frame = frame.iloc[np.random.default_rng(seed).permutation(len(frame))[:n]].reset_index(drop=True)
     data = load_data(frame["text"].tolist(), labels=frame["label"].tolist())
     cut = int(0.8 * n)

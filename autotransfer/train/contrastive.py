@@ -251,8 +251,8 @@ def train_contrastive_trial(spec: BackboneSpec, params: dict[str, Any], data: An
         phase.update(val_accuracy=[acc], val_loss=[loss])
         if report is not None and report(len(head_hist.get("loss", [])), acc):
             flags.pruned = True
-        # Kept unless it is worse on both counts: a kept trial is a different model the final
-        # selection weighs on far more rows (out of fold, every labelled row) than this val split.
+        # Kept when better on either count: a kept trial is a different model the final selection
+        # weighs on far more rows (out of fold, every labelled row) than this val split.
         if acc > head_val or loss < head_loss - KEEP_LOSS_GAIN:
             final, final_loss, kept, val_probs = acc, loss, 1, probs
         else:  # the contrastive encoder did not beat the frozen one on val: keep the frozen head
